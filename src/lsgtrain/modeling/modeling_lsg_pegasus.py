@@ -1,0 +1,390 @@
+"""LSG-Pegasus for transformers 5: Pegasus whose encoder self-attention is Local + Sparse + Global.
+
+Only the encoder changes (reference `LSGPegasusEncoder`): global tokens are prepended, long inputs are padded to a
+multiple of `block_size` and attend through `LSGBlockAttention`. The decoder, its cross-attention and the LM head are
+transformers' own Pegasus modules, so they run on its attention backends (eager, SDPA, flash).
+
+This file and the two it imports relatively are copied next to the weights by `save_pretrained`, so a saved folder
+loads with `trust_remote_code=True` where lsgtrain is not installed.
+
+Notation used for tensor shapes: n batch, t tokens given, t_pad after adaptive padding, g global tokens,
+D d_model, m decoder tokens, c labels.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from transformers.generation import GenerationMixin
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqModelOutput, SequenceClassifierOutput
+from transformers.models.pegasus.modeling_pegasus import (
+    PegasusDecoder,
+    PegasusEncoder,
+    PegasusEncoderLayer,
+    PegasusForConditionalGeneration,
+    PegasusPreTrainedModel,
+    PegasusSinusoidalPositionalEmbedding,
+)
+
+from .configuration_lsg_pegasus import MAX_GLOBAL_TOKENS, LSGPegasusConfig
+from .lsg_attention import LSGPegasusEncoderSelfAttention
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_lsg_pegasus.LSGPegasusConfig",
+    "AutoModel": "modeling_lsg_pegasus.LSGPegasusModel",
+    "AutoModelForSeq2SeqLM": "modeling_lsg_pegasus.LSGPegasusForConditionalGeneration",
+    "AutoModelForSequenceClassification": "modeling_lsg_pegasus.LSGPegasusForSequenceClassification",
+}
+
+
+class LSGPegasusEncoderLayer(PegasusEncoderLayer):
+    """Pegasus pre-LN encoder layer whose self-attention is LSG; its mask is a `[n, g + t_pad]` bool tensor."""
+
+    def __init__(self, config: LSGPegasusConfig):
+        super().__init__(config)
+        self.self_attn = LSGPegasusEncoderSelfAttention(config)
+
+
+class LSGPegasusPreTrainedModel(PegasusPreTrainedModel):
+    """Weights init and capability flags shared by the LSG-Pegasus classes.
+
+    Initialisation needs no branch of its own: `global_embeddings` is an `nn.Embedding` (normal, `init_std`) and
+    the encoder position table is a `PegasusSinusoidalPositionalEmbedding`, which the parent fills with sinusoids
+    (the reference re-randomises it when building from a config). Both go through `transformers.initialization`,
+    which skips tensors a checkpoint already loaded (`_is_hf_initialized`).
+    """
+
+    config: LSGPegasusConfig
+    config_class = LSGPegasusConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["LSGPegasusEncoderLayer", "PegasusDecoderLayer"]
+    _can_compile_fullgraph = False
+    _supports_flex_attn = False
+
+    def __init__(self, config: LSGPegasusConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        # Saved folders must name our classes, whatever auto_map a reference config.json carried.
+        self.config.auto_map = dict(AUTO_MAP)
+
+
+class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
+    """Pegasus encoder with global tokens, adaptive padding and LSG self-attention (reference M:705-957)."""
+
+    def __init__(self, config: LSGPegasusConfig):
+        super().__init__(config)
+        self.dropout = config.dropout
+        self.layerdrop = config.encoder_layerdrop
+        self.padding_idx = config.pad_token_id
+        self.embed_scale = config.d_model**0.5 if config.scale_embedding else 1.0
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, self.padding_idx)
+        self.embed_positions = PegasusSinusoidalPositionalEmbedding(config.max_position_embeddings, config.d_model)
+        # Always 512 rows, as in every reference checkpoint; only the first num_global_tokens are used.
+        self.global_embeddings = nn.Embedding(MAX_GLOBAL_TOKENS, config.d_model)
+        self.layers = nn.ModuleList([LSGPegasusEncoderLayer(config) for _ in range(config.encoder_layers)])
+        self.layer_norm = nn.LayerNorm(config.d_model)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    # Regenerates the sinusoidal table at the new length, like plain Pegasus.
+    resize_position_embeddings = PegasusEncoder.resize_position_embeddings
+    get_position_embeddings = PegasusEncoder.get_position_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutput:
+        """Encode `input_ids` `[n, t]` (or `inputs_embeds` `[n, t, D]`, not rescaled).
+
+        Returns `last_hidden_state` `[n, g + t, D]` (`[n, t, D]` when `pass_global_tokens_to_decoder=False`) and,
+        if asked, the untrimmed `hidden_states` `[n, g + t_pad, D]` per layer (embeddings first, final norm last).
+        """
+        config = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if output_hidden_states is None:
+            output_hidden_states = config.output_hidden_states
+        g, blk = config.num_global_tokens, config.block_size
+        n, t = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        config.check_sequence_length(t)
+
+        keep = torch.ones(n, t, dtype=torch.bool, device=self.device) if attention_mask is None else attention_mask.bool()
+        if config.mask_first_token:
+            keep = keep.clone()  # the reference writes into the caller's mask; we never do
+            keep[:, 0] = False
+        # Adaptive padding (reference M:808-818): inputs longer than 2 blocks grow to a multiple of block_size.
+        pad = (-t) % blk if config.adaptive and t > 2 * blk else 0
+        if pad:
+            keep = F.pad(keep, (0, pad), value=False)  # [n, t_pad]
+            if input_ids is not None:
+                input_ids = F.pad(input_ids, (0, pad), value=config.pad_token_id)  # [n, t_pad]
+            else:
+                inputs_embeds = F.pad(inputs_embeds, (0, 0, 0, pad))  # [n, t_pad, D]
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # [n, t_pad, D]
+        hidden_states = inputs_embeds + self.embed_positions(inputs_embeds.shape[:2])  # [n, t_pad, D]
+
+        # Global tokens: learned vectors, no position and no embed_scale, prepended (reference M:889-891).
+        global_tokens = self.global_embeddings.weight[:g].unsqueeze(0).expand(n, -1, -1)  # [n, g, D]
+        hidden_states = torch.cat([global_tokens.to(hidden_states.dtype), hidden_states], dim=1)  # [n, g + t_pad, D]
+        hidden_states = F.dropout(hidden_states, p=self.dropout, training=self.training)
+        keep = F.pad(keep, (g, 0), value=True)  # [n, g + t_pad], globals always visible
+
+        all_hidden_states = []
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+            if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
+                continue  # LayerDrop (arXiv 1909.11556)
+            hidden_states = layer(hidden_states, keep)
+        hidden_states = self.layer_norm(hidden_states)  # [n, g + t_pad, D]
+
+        context = hidden_states
+        offset = g
+        if not config.pass_global_tokens_to_decoder:
+            if config.pool_with_global:
+                # Reference M:838-839: the first token's output becomes global token 0's output.
+                hidden_states = hidden_states.clone()
+                hidden_states[:, g] = hidden_states[:, 0]
+            context, offset = hidden_states[:, g:], 0  # [n, t_pad, D]
+        if output_hidden_states:
+            all_hidden_states.append(hidden_states)
+        context = context[:, : t + offset]  # drop the adaptive padding
+        return BaseModelOutput(
+            last_hidden_state=context, hidden_states=tuple(all_hidden_states) if output_hidden_states else None
+        )
+
+
+class LSGPegasusModel(LSGPegasusPreTrainedModel):
+    """Bare LSG-Pegasus encoder-decoder (reference `LSGPegasusModel`)."""
+
+    _tied_weights_keys = {
+        "decoder.embed_tokens.weight": "shared.weight",
+        "encoder.embed_tokens.weight": "shared.weight",
+    }
+
+    def __init__(self, config: LSGPegasusConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.encoder = LSGPegasusEncoder(config)
+        self.decoder = PegasusDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.shared
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.shared = value
+        self.encoder.embed_tokens = value
+        self.decoder.embed_tokens = value
+
+    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
+        """Regenerate the encoder and decoder sinusoidal tables for `new_num_position_embeddings` positions."""
+        self.config.max_position_embeddings = new_num_position_embeddings
+        self.encoder.resize_position_embeddings(new_num_position_embeddings)
+        self.decoder.resize_position_embeddings(new_num_position_embeddings)
+
+    def get_position_embeddings(self) -> tuple[nn.Embedding, nn.Embedding]:
+        return self.encoder.get_position_embeddings(), self.decoder.get_position_embeddings()
+
+    def cross_attention_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The encoder padding mask `[n, t]` as the decoder sees it: `[n, g + t]` when the globals are passed.
+
+        With `mask_first_token` token 0 is hidden from cross-attention too, as in the reference (which gets
+        there by mutating the caller's mask; here the caller's tensor is left alone).
+        """
+        if attention_mask is None:
+            return None
+        if self.config.mask_first_token:
+            attention_mask = attention_mask.clone()
+            attention_mask[:, 0] = 0
+        if self.config.pass_global_tokens_to_decoder:
+            attention_mask = F.pad(attention_mask, (self.config.num_global_tokens, 0), value=1)  # [n, g + t]
+        return attention_mask
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        cache=None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqModelOutput:
+        """Encode `input_ids` `[n, t]` (unless `encoder_outputs` are given) and decode `decoder_input_ids` `[n, m]`."""
+        kwargs.pop("return_dict", None)
+        if "past_key_values" in kwargs:  # the pre-5.x name of `cache`
+            cache = kwargs.pop("past_key_values")
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                output_hidden_states=kwargs.get("output_hidden_states"),
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_outputs[0],
+                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+            )
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=self.cross_attention_mask(attention_mask),
+            cache=cache,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            cache=decoder_outputs.cache,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+        )
+
+
+class LSGPegasusForConditionalGeneration(LSGPegasusPreTrainedModel, PegasusForConditionalGeneration):
+    """LSG-Pegasus with its LM head, for summarization; `forward`, loss and `generate` are Pegasus' own."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: LSGPegasusConfig):
+        # Skip PegasusForConditionalGeneration.__init__, which would build (and discard) a plain PegasusModel.
+        PegasusPreTrainedModel.__init__(self, config)
+        self.config.auto_map = dict(AUTO_MAP)
+        self.model = LSGPegasusModel(config)
+        self.final_logits_bias = nn.Buffer(torch.zeros((1, config.vocab_size)))
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+
+class LSGPegasusEncoderModel(LSGPegasusPreTrainedModel):
+    """The encoder half (shared embeddings + LSG encoder), with the weight names of the full model."""
+
+    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight"}
+
+    def __init__(self, config: LSGPegasusConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.encoder = LSGPegasusEncoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.shared
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.shared = value
+        self.encoder.embed_tokens = value
+
+    def forward(self, *args, **kwargs) -> BaseModelOutput:
+        return self.encoder(*args, **kwargs)
+
+
+class LSGPegasusClassificationHead(nn.Module):
+    """dense -> tanh -> out_proj over the pooled encoder output, as BART's sequence classification head."""
+
+    def __init__(self, config: LSGPegasusConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.out_proj = nn.Linear(config.d_model, config.num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        hidden = torch.tanh(self.dense(self.dropout(pooled)))  # [n, D]
+        return self.out_proj(self.dropout(hidden))  # [n, c]
+
+
+class LSGPegasusForSequenceClassification(LSGPegasusPreTrainedModel):
+    """Encoder-only classifier: the decoder is neither built nor run.
+
+    `config.classifier_pooling` picks the pooled vector: `"global"` takes global token 0's output (position 0 of
+    the encoder output), `"mean"` the mean over the visible tokens. `config.problem_type` selects the loss as in
+    transformers: regression (MSE), single-label (cross-entropy) or multi-label (BCE with logits).
+    A seq2seq checkpoint loads into it: its decoder and LM head weights are ignored.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"model\.decoder\.", r"^lm_head\.", r"final_logits_bias"]
+
+    def __init__(self, config: LSGPegasusConfig):
+        super().__init__(config)
+        self.model = LSGPegasusEncoderModel(config)
+        self.classification_head = LSGPegasusClassificationHead(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.shared
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        """Classify `input_ids` `[n, t]`; `labels` are `[n]` class ids, `[n, c]` multi-hot, or `[n]` floats."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden = outputs.last_hidden_state  # [n, (g +) t, D]
+        if self.config.classifier_pooling == "global":
+            pooled = hidden[:, 0]  # [n, D]
+        else:
+            offset = self.config.num_global_tokens if self.config.pass_global_tokens_to_decoder else 0
+            tokens = hidden[:, offset:]  # [n, t, D]
+            if attention_mask is None:
+                pooled = tokens.mean(dim=1)
+            else:
+                weight = attention_mask.to(tokens.dtype).unsqueeze(-1)  # [n, t, 1]
+                pooled = (tokens * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
+        logits = self.classification_head(pooled)  # [n, c]
+        loss = None if labels is None else self._loss(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        if config.problem_type is None:
+            if config.num_labels == 1:
+                config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                config.problem_type = "single_label_classification"
+            else:
+                config.problem_type = "multi_label_classification"
+        if config.problem_type == "regression":
+            return MSELoss()(logits.squeeze(-1), labels.to(logits.dtype).view(logits.shape[0], -1).squeeze(-1))
+        if config.problem_type == "single_label_classification":
+            return CrossEntropyLoss()(logits.view(-1, config.num_labels), labels.view(-1))
+        return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+
+
+LSGPegasusConfig.register_for_auto_class()
+LSGPegasusModel.register_for_auto_class("AutoModel")
+LSGPegasusForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+LSGPegasusForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
+__all__ = [
+    "LSGPegasusEncoder",
+    "LSGPegasusForConditionalGeneration",
+    "LSGPegasusForSequenceClassification",
+    "LSGPegasusModel",
+    "LSGPegasusPreTrainedModel",
+]
