@@ -16,6 +16,7 @@ SPARSITY_TYPES = ("none", "norm", "pooling", "lsh", "stride", "block_stride", "b
 CLASSIFIER_POOLINGS = ("global", "mean")
 MAX_GLOBAL_TOKENS = 512  # rows of `global_embeddings` in every reference checkpoint
 
+
 @strict
 class LSGPegasusConfig(PegasusConfig):
     r"""Configuration of an LSG-Pegasus model.
@@ -68,7 +69,8 @@ class LSGPegasusConfig(PegasusConfig):
         super().validate_architecture()
         if self.d_model % self.encoder_attention_heads != 0:
             raise ValueError(
-                f"d_model ({self.d_model}) must be a multiple of encoder_attention_heads ({self.encoder_attention_heads})"
+                f"d_model ({self.d_model}) must be a multiple of "
+                f"encoder_attention_heads ({self.encoder_attention_heads})"
             )
         if self.sparsity_type not in SPARSITY_TYPES:
             raise ValueError(f"sparsity_type={self.sparsity_type!r} is unknown; choose one of {SPARSITY_TYPES}")

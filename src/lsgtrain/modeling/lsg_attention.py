@@ -314,9 +314,7 @@ class LSGPegasusEncoderSelfAttention(nn.Module):
         self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
         self.attention = LSGBlockAttention(config)
 
-    def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, **kwargs
-    ) -> tuple[torch.Tensor, None]:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> tuple[torch.Tensor, None]:
         """`hidden_states` `[n, g + t, D]`; `attention_mask` `[n, g + t]` bool, True = visible.
 
         Returns the attention output `[n, g + t, D]` and `None` (attention maps are never materialised).

@@ -11,15 +11,14 @@ Notation used for tensor shapes: n batch, t tokens given, t_pad after adaptive p
 D d_model, m decoder tokens, c labels.
 """
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
-from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqModelOutput, SequenceClassifierOutput
 from transformers.models.pegasus.modeling_pegasus import (
     PegasusDecoder,
-    PegasusEncoder,
     PegasusEncoderLayer,
     PegasusForConditionalGeneration,
     PegasusPreTrainedModel,
@@ -35,6 +34,31 @@ AUTO_MAP = {
     "AutoModelForSeq2SeqLM": "modeling_lsg_pegasus.LSGPegasusForConditionalGeneration",
     "AutoModelForSequenceClassification": "modeling_lsg_pegasus.LSGPegasusForSequenceClassification",
 }
+
+
+class LSGPegasusSinusoidalPositionalEmbedding(PegasusSinusoidalPositionalEmbedding):
+    """Pegasus' sinusoidal table (sin in the first half of the features, cos in the second), built vectorised.
+
+    Bit-identical to the parent's `create_weight`, whose Python double loop takes about 20 s at 16,384 x 1,024.
+    Being a `PegasusSinusoidalPositionalEmbedding`, it is filled by Pegasus' `_init_weights` and never
+    re-randomised (the reference's own class was, when built from a config).
+    """
+
+    def create_weight(self) -> torch.Tensor:
+        n_pos, dim = self.weight.shape
+        angles = np.arange(n_pos)[:, None] / np.power(10000, 2 * (np.arange(dim) // 2) / dim)  # [n_pos, dim]
+        out = torch.empty(n_pos, dim, dtype=self.weight.dtype)
+        sentinel = dim // 2 + dim % 2
+        out[:, :sentinel] = torch.from_numpy(np.sin(angles[:, 0::2])).to(out.dtype)
+        out[:, sentinel:] = torch.from_numpy(np.cos(angles[:, 1::2])).to(out.dtype)
+        return out
+
+
+def _sinusoidal_table(num_positions: int, dim: int, device: torch.device) -> LSGPegasusSinusoidalPositionalEmbedding:
+    table = LSGPegasusSinusoidalPositionalEmbedding(num_positions, dim)
+    with torch.no_grad():
+        table.weight.copy_(table.create_weight())
+    return table.to(device)
 
 
 class LSGPegasusEncoderLayer(PegasusEncoderLayer):
@@ -77,7 +101,7 @@ class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
         self.padding_idx = config.pad_token_id
         self.embed_scale = config.d_model**0.5 if config.scale_embedding else 1.0
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, self.padding_idx)
-        self.embed_positions = PegasusSinusoidalPositionalEmbedding(config.max_position_embeddings, config.d_model)
+        self.embed_positions = LSGPegasusSinusoidalPositionalEmbedding(config.max_position_embeddings, config.d_model)
         # Always 512 rows, as in every reference checkpoint; only the first num_global_tokens are used.
         self.global_embeddings = nn.Embedding(MAX_GLOBAL_TOKENS, config.d_model)
         self.layers = nn.ModuleList([LSGPegasusEncoderLayer(config) for _ in range(config.encoder_layers)])
@@ -85,9 +109,16 @@ class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    # Regenerates the sinusoidal table at the new length, like plain Pegasus.
-    resize_position_embeddings = PegasusEncoder.resize_position_embeddings
-    get_position_embeddings = PegasusEncoder.get_position_embeddings
+    def get_position_embeddings(self) -> nn.Embedding:
+        return self.embed_positions
+
+    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
+        """Regenerate the sinusoidal table for `new_num_position_embeddings` positions.
+
+        Computed, not copied or tiled: its first rows equal the old ones (reference M:768-788).
+        """
+        self.config.max_position_embeddings = new_num_position_embeddings
+        self.embed_positions = _sinusoidal_table(new_num_position_embeddings, self.config.d_model, self.device)
 
     def forward(
         self,
@@ -111,7 +142,9 @@ class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
         n, t = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         config.check_sequence_length(t)
 
-        keep = torch.ones(n, t, dtype=torch.bool, device=self.device) if attention_mask is None else attention_mask.bool()
+        keep = (
+            torch.ones(n, t, dtype=torch.bool, device=self.device) if attention_mask is None else attention_mask.bool()
+        )
         if config.mask_first_token:
             keep = keep.clone()  # the reference writes into the caller's mask; we never do
             keep[:, 0] = False
@@ -185,7 +218,8 @@ class LSGPegasusModel(LSGPegasusPreTrainedModel):
         """Regenerate the encoder and decoder sinusoidal tables for `new_num_position_embeddings` positions."""
         self.config.max_position_embeddings = new_num_position_embeddings
         self.encoder.resize_position_embeddings(new_num_position_embeddings)
-        self.decoder.resize_position_embeddings(new_num_position_embeddings)
+        self.decoder.config.max_position_embeddings = new_num_position_embeddings
+        self.decoder.embed_positions = _sinusoidal_table(new_num_position_embeddings, self.config.d_model, self.device)
 
     def get_position_embeddings(self) -> tuple[nn.Embedding, nn.Embedding]:
         return self.encoder.get_position_embeddings(), self.decoder.get_position_embeddings()
@@ -269,6 +303,11 @@ class LSGPegasusForConditionalGeneration(LSGPegasusPreTrainedModel, PegasusForCo
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
 
+    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
+        """Regenerate the encoder and decoder sinusoidal tables for `new_num_position_embeddings` positions."""
+        self.config.max_position_embeddings = new_num_position_embeddings
+        self.model.resize_position_embeddings(new_num_position_embeddings)
+
 
 class LSGPegasusEncoderModel(LSGPegasusPreTrainedModel):
     """The encoder half (shared embeddings + LSG encoder), with the weight names of the full model."""
@@ -287,6 +326,10 @@ class LSGPegasusEncoderModel(LSGPegasusPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.shared = value
         self.encoder.embed_tokens = value
+
+    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
+        self.config.max_position_embeddings = new_num_position_embeddings
+        self.encoder.resize_position_embeddings(new_num_position_embeddings)
 
     def forward(self, *args, **kwargs) -> BaseModelOutput:
         return self.encoder(*args, **kwargs)
@@ -328,6 +371,10 @@ class LSGPegasusForSequenceClassification(LSGPegasusPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.set_input_embeddings(value)
+
+    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
+        self.config.max_position_embeddings = new_num_position_embeddings
+        self.model.resize_position_embeddings(new_num_position_embeddings)
 
     def forward(
         self,

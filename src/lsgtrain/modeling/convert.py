@@ -1,0 +1,263 @@
+"""Turn a plain Pegasus checkpoint into an LSG one, or extend an LSG checkpoint to a longer length.
+
+Follows the reference converter (`PegasusConversionScript` in `ccdv-ai/convert_checkpoint_to_lsg`): every Pegasus
+weight keeps its name, both sinusoidal position tables are regenerated at the new length, and the 512 global
+embeddings start from the old encoder position table (reordered with a stride) plus the BOS / mask token
+embeddings. Outputs are written to a temporary folder and renamed into place, so a failure leaves nothing behind.
+"""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, PretrainedConfig, set_seed
+
+from .configuration_lsg_pegasus import MAX_GLOBAL_TOKENS, LSGPegasusConfig
+from .modeling_lsg_pegasus import (
+    LSGPegasusForConditionalGeneration,
+    LSGPegasusForSequenceClassification,
+    LSGPegasusModel,
+    LSGPegasusPreTrainedModel,
+)
+
+logger = logging.getLogger(__name__)
+
+# Pegasus architecture name (with or without an "LSG" prefix) -> the LSG class that replaces it.
+LSG_CLASSES: dict[str, type[LSGPegasusPreTrainedModel]] = {
+    "PegasusModel": LSGPegasusModel,
+    "PegasusForConditionalGeneration": LSGPegasusForConditionalGeneration,
+    "PegasusForSequenceClassification": LSGPegasusForSequenceClassification,
+}
+
+
+class ConversionError(ValueError):
+    """A checkpoint that cannot be converted, with the reason and the fix."""
+
+
+def _is_local(source: str) -> bool:
+    return Path(source).expanduser().exists()
+
+
+def _read_config(source: str) -> dict[str, Any]:
+    """The raw `config.json` of `source` (a folder, or a hub name when online), with clear errors."""
+    path = Path(source).expanduser()
+    if path.exists():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ConversionError(f"{path} has no config.json: it is not a Hugging Face checkpoint folder")
+        return json.loads(config_file.read_text())
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise FileNotFoundError(f"no checkpoint folder at {path}")
+    try:
+        return PretrainedConfig.get_config_dict(source)[0]
+    except OSError as error:
+        raise ConversionError(
+            f"could not fetch '{source}' from the Hugging Face hub and there is no local folder of that name "
+            f"(offline? HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is "
+            f"internet (`hf download {source} --local-dir DIR`) and pass DIR instead. Cause: {error}"
+        ) from error
+
+
+def order_positions(positions: torch.Tensor, stride: int) -> torch.Tensor:
+    """512 rows of a position table `[N, D]`, reordered so that global j sits at a spread-out position.
+
+    Reference `order_positions` (conversion_utils): with `f = N // 512` and `G = 512 * f / stride`, global j gets
+    position `(j % G) * stride + f * (j // G)` (N=512, stride 64: 0, 64, ..., 448, 1, 65, ...). A table shorter than
+    512 rows is completed with rows drawn from a normal of its mean and std (random, seeded by the caller).
+    """
+    n_pos, dim = positions.shape
+    if n_pos % MAX_GLOBAL_TOKENS != 0:
+        if n_pos > MAX_GLOBAL_TOKENS:
+            positions = positions[: MAX_GLOBAL_TOKENS * (n_pos // MAX_GLOBAL_TOKENS)]
+        else:
+            extra = torch.normal(
+                positions.mean().item(), positions.std().item(), size=(MAX_GLOBAL_TOKENS - n_pos, dim)
+            )
+            positions = torch.cat([positions, extra.to(positions.dtype)], dim=0)
+    factor = positions.shape[0] // MAX_GLOBAL_TOKENS
+    group = stride // factor
+    if group < 1 or MAX_GLOBAL_TOKENS % group != 0:
+        raise ConversionError(
+            f"global_positional_stride={stride} does not fit a {n_pos}-row position table: "
+            f"stride // {factor} must divide {MAX_GLOBAL_TOKENS}; try 64"
+        )
+    positions = positions[::factor][:MAX_GLOBAL_TOKENS]  # [512, D]
+    return positions.reshape(-1, group, dim).transpose(0, 1).reshape(-1, dim)  # [512, D]
+
+
+def init_global_embeddings(
+    model: LSGPegasusPreTrainedModel,
+    *,
+    bos_id: int,
+    mask_id: int,
+    stride: int,
+    random_init: bool = False,
+    keep_first_global_token: bool = False,
+) -> None:
+    """Fill `global_embeddings` from the (pre-resize) encoder position table and token embeddings.
+
+    As the reference: row 0 = position + E[bos], rows 1.. = position + E[mask] (`random_init`: rows drawn from a
+    Gaussian fitted to E, row 0 = E[bos]). E is the unscaled shared embedding, although tokens are scaled by
+    sqrt(d_model) at forward time; kept so that converted checkpoints match.
+    """
+    encoder = model.get_encoder()
+    token_embeddings = model.get_input_embeddings().weight.detach().float()  # [V, D]
+    positions = order_positions(encoder.embed_positions.weight.detach().float(), stride)  # [512, D]
+    if random_init:
+        mean = token_embeddings.mean(dim=0)
+        covariance = torch.cov(token_embeddings.T)
+        dist = torch.distributions.MultivariateNormal(mean, covariance_matrix=covariance)
+        globals_ = dist.sample((MAX_GLOBAL_TOKENS,))
+        globals_[0] = token_embeddings[bos_id]
+        globals_ = globals_ + positions
+    else:
+        globals_ = positions.clone()
+        globals_[0] += token_embeddings[bos_id]
+        globals_[1:] += token_embeddings[mask_id]
+    weight = encoder.global_embeddings.weight
+    with torch.no_grad():
+        if keep_first_global_token:
+            weight[1:] = globals_[1:].to(weight.dtype)
+        else:
+            weight.copy_(globals_.to(weight.dtype))
+
+
+def _bos_and_mask_ids(tokenizer, config: LSGPegasusConfig) -> tuple[int, int]:
+    """BOS and mask ids for the global init.
+
+    PegasusTokenizer has neither BOS nor CLS, and many Pegasus configs have no `bos_token_id` (the reference then
+    crashes). Our documented choice: fall back to `decoder_start_token_id` (the pad token 0 in Pegasus), the token
+    the decoder itself starts from. The mask id falls back to Pegasus' `<mask_2>` (id 3) without a tokenizer.
+    """
+    candidates = (
+        getattr(tokenizer, "bos_token_id", None),
+        getattr(tokenizer, "cls_token_id", None),
+        getattr(config, "bos_token_id", None),
+        config.decoder_start_token_id,
+    )
+    bos_id = next(i for i in (*candidates, 0) if i is not None)
+    mask_id = getattr(tokenizer, "mask_token_id", None)
+    return bos_id, 3 if mask_id is None else mask_id
+
+
+def convert_checkpoint(
+    source: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    max_sequence_length: int = 4096,
+    global_positional_stride: int = 64,
+    random_global_init: bool = False,
+    keep_first_global_token: bool = False,
+    architecture: str | None = None,
+    seed: int = 123,
+    overwrite: bool = False,
+    **lsg_kwargs: Any,
+) -> tuple[LSGPegasusPreTrainedModel, Any]:
+    """Convert a Pegasus (or LSG-Pegasus) checkpoint to LSG-Pegasus at `max_sequence_length` tokens.
+
+    Args:
+        source: a local checkpoint folder, or a hub name (needs internet).
+        output_dir: where to write the converted model, tokenizer and modeling code; None returns them only.
+        max_sequence_length: new `max_position_embeddings`; at least the current one.
+        global_positional_stride: stride of the positions the global embeddings start from.
+        random_global_init: draw the global embeddings from a Gaussian fitted to the token embeddings.
+        keep_first_global_token: leave global row 0 as it is.
+        architecture: `PegasusForConditionalGeneration`, `PegasusModel` or `PegasusForSequenceClassification`
+            (with or without an `LSG` prefix); default: the checkpoint's own, else conditional generation.
+        seed: seeds torch before anything random (global init, short position tables).
+        overwrite: replace a non-empty `output_dir`.
+        **lsg_kwargs: LSG config keys (`block_size=64`, `sparsity_type="pooling"`, ...).
+
+    Returns:
+        The converted model and its tokenizer (None if the checkpoint has none).
+
+    Raises:
+        FileNotFoundError: `source` names a folder that does not exist.
+        ConversionError: not a Pegasus checkpoint, a length below the current one, impossible LSG parameters,
+            hub access failing, or a non-empty `output_dir` without `overwrite`.
+    """
+    source = os.fspath(source)
+    raw_config = _read_config(source)
+    if raw_config.get("model_type") != "pegasus":
+        raise ConversionError(
+            f"{source} is a '{raw_config.get('model_type')}' checkpoint, not Pegasus: only Pegasus (model_type "
+            "'pegasus') checkpoints convert to LSG-Pegasus"
+        )
+    architectures = raw_config.get("architectures") or ["PegasusForConditionalGeneration"]
+    is_lsg = raw_config.get("base_model_prefix") == "lsg" or any("LSG" in name for name in architectures)
+    name = (architecture or architectures[0]).removeprefix("LSG")
+    if name not in LSG_CLASSES:
+        raise ConversionError(f"architecture '{name}' cannot be converted; choose one of {sorted(LSG_CLASSES)}")
+    current_length = raw_config.get("max_position_embeddings", 0)
+    if max_sequence_length < current_length:
+        raise ConversionError(
+            f"max_sequence_length={max_sequence_length} is below the checkpoint's max_position_embeddings "
+            f"({current_length}); pass a length >= {current_length}"
+        )
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+            raise ConversionError(f"{output_dir} exists and is not empty; choose another folder or pass overwrite")
+
+    set_seed(seed)
+    config = LSGPegasusConfig.from_pretrained(source, **lsg_kwargs)  # invalid LSG keys fail here, before loading
+    config.architectures = [f"LSG{name}"]
+    model = LSG_CLASSES[name].from_pretrained(source, config=config)
+    tokenizer = _load_tokenizer(source)
+
+    if not is_lsg:  # an LSG checkpoint keeps its trained global embeddings
+        bos_id, mask_id = _bos_and_mask_ids(tokenizer, config)
+        logger.info("initialising global embeddings from positions + E[bos=%d] / E[mask=%d]", bos_id, mask_id)
+        init_global_embeddings(
+            model,
+            bos_id=bos_id,
+            mask_id=mask_id,
+            stride=global_positional_stride,
+            random_init=random_global_init,
+            keep_first_global_token=keep_first_global_token,
+        )
+    model.resize_position_embeddings(max_sequence_length)
+    model.config._name_or_path = str(output_dir or source)
+    if tokenizer is not None:
+        tokenizer.model_max_length = max_sequence_length
+        tokenizer.init_kwargs["model_max_length"] = max_sequence_length
+
+    if output_dir is not None:
+        save_atomically(model, tokenizer, output_dir)
+    return model, tokenizer
+
+
+def _load_tokenizer(source: str):
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        if _is_local(source):
+            logger.warning("no tokenizer in %s (%s): converting the weights only", source, error)
+            return None
+        raise ConversionError(f"could not load the tokenizer of '{source}': {error}") from error
+
+
+def save_atomically(model: LSGPegasusPreTrainedModel, tokenizer, output_dir: str | os.PathLike) -> None:
+    """`save_pretrained` model (safetensors + modeling code) and tokenizer into a temporary sibling of
+    `output_dir`, then rename it into place: a failure never leaves a half-written folder."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        model.save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+__all__ = ["ConversionError", "convert_checkpoint", "init_global_embeddings", "order_positions", "save_atomically"]

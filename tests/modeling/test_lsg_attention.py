@@ -1,0 +1,147 @@
+"""Properties of the LSG attention that hold beyond the oracle cases: lsh, masking, layouts, memory."""
+
+import pytest
+import torch
+
+from lsgtrain.modeling.configuration_lsg_pegasus import SPARSITY_TYPES
+from lsgtrain.modeling.lsg_attention import _sparse_window_offsets
+from lsgtrain.modeling.modeling_lsg_pegasus import LSGPegasusForConditionalGeneration, LSGPegasusModel
+
+
+def _encode(model, input_ids, attention_mask, seed=0):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _batch(length=64, pad=13, vocab=128, seed=5):
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(2, vocab, (2, length), generator=generator)
+    attention_mask = torch.ones(2, length, dtype=torch.long)
+    input_ids[1, length - pad :] = 0
+    attention_mask[1, length - pad :] = 0
+    return input_ids, attention_mask
+
+
+@pytest.fixture
+def lsh_model(tiny_config):
+    torch.manual_seed(0)
+    return LSGPegasusModel(tiny_config(sparsity_type="lsh", sparsity_factor=4, lsh_num_pre_rounds=1)).eval()
+
+
+def test_lsh_shapes_and_determinism_under_a_seed(lsh_model):
+    input_ids, attention_mask = _batch()
+    first = _encode(lsh_model, input_ids, attention_mask, seed=1234)
+    again = _encode(lsh_model, input_ids, attention_mask, seed=1234)
+    other = _encode(lsh_model, input_ids, attention_mask, seed=1235)
+    assert first.shape == (2, 65, 32)
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)  # the buckets really are random
+
+
+def test_lsh_ignores_the_content_of_padded_tokens(lsh_model):
+    input_ids, attention_mask = _batch()
+    changed = input_ids.clone()
+    changed[1, attention_mask[1] == 0] = 77  # different padded tokens, still masked
+    valid = attention_mask[1].bool()
+    base = _encode(lsh_model, input_ids, attention_mask, seed=3)[1, 1:][valid]
+    after = _encode(lsh_model, changed, attention_mask, seed=3)[1, 1:][valid]
+    torch.testing.assert_close(base, after, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("sparsity_type", SPARSITY_TYPES)
+def test_constant_values_give_the_same_output_for_every_type(tiny_config, sparsity_type):
+    """With v_proj = constant every attention must return that constant: sparse averages must be true means."""
+    torch.manual_seed(0)
+    config = tiny_config(sparsity_type=sparsity_type, sparsity_factor=4, encoder_layers=1)
+    model = LSGPegasusModel(config).eval()
+    attention = model.encoder.layers[0].self_attn
+    with torch.no_grad():
+        attention.v_proj.weight.zero_()
+    input_ids, attention_mask = _batch(pad=0)
+    torch.manual_seed(0)
+    hidden = model.encoder.embed_tokens(input_ids)
+    keep = torch.ones(2, 65, dtype=torch.bool)
+    with torch.no_grad():
+        out, _ = attention(torch.cat([torch.randn(2, 1, 32), hidden], dim=1), keep)
+    expected = attention.out_proj(attention.v_proj.bias).expand_as(out)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("sparsity_type", ["norm", "pooling", "lsh", "stride", "block_stride", "bos_pooling"])
+def test_sparsity_factor_one_keeps_every_token(tiny_config, sparsity_type):
+    """With sparsity_factor=1 the sparse sequence is the sequence itself, whatever the selector."""
+    torch.manual_seed(0)
+    reference = LSGPegasusModel(tiny_config(sparsity_type="norm", sparsity_factor=1)).eval()
+    model = LSGPegasusModel(tiny_config(sparsity_type=sparsity_type, sparsity_factor=1)).eval()
+    model.load_state_dict(reference.state_dict())
+    input_ids, attention_mask = _batch()
+    torch.testing.assert_close(
+        _encode(model, input_ids, attention_mask), _encode(reference, input_ids, attention_mask), atol=1e-5, rtol=0
+    )
+
+
+@pytest.mark.parametrize(("block_size", "sparsity_factor"), [(8, 2), (16, 4), (128, 2), (4, 4), (64, 4)])
+def test_sparse_windows_sit_just_outside_the_local_window(block_size, sparsity_factor):
+    step = block_size // sparsity_factor
+    sparse_block_size = max(step, 2)
+    before, after = _sparse_window_offsets(block_size, sparse_block_size, sparsity_factor)
+    if step == 1:  # reference: "after" starts at the block itself
+        assert (before, after) == (-1 - sparse_block_size, 0)
+    else:  # sparse tokens of the blocks before i-1 and after i+1
+        assert (before, after) == (-step - sparse_block_size, 2 * step)
+
+
+@pytest.mark.parametrize("sparsity_type", ["none", "norm", "pooling", "stride", "block_stride"])
+def test_valid_token_outputs_do_not_depend_on_batch_padding(tiny_config, sparsity_type):
+    """A row padded inside a batch gives the same valid outputs as the same row alone.
+
+    Not for bos_pooling (the reference keeps its fully padded chunks visible) nor lsh (its buckets are random).
+    """
+    torch.manual_seed(0)
+    model = LSGPegasusModel(tiny_config(sparsity_type=sparsity_type)).eval()
+    input_ids, attention_mask = _batch(length=64, pad=16)
+    batched = _encode(model, input_ids, attention_mask)[1, : 1 + 48]
+    alone = _encode(model, input_ids[1:, :48], attention_mask[1:, :48])[0]
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
+
+
+def test_inputs_embeds_match_input_ids(tiny_config):
+    torch.manual_seed(0)
+    model = LSGPegasusModel(tiny_config()).eval()
+    input_ids, attention_mask = _batch(length=61)
+    embeds = model.encoder.embed_tokens(input_ids) * model.encoder.embed_scale
+    with torch.no_grad():
+        from_ids = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        from_embeds = model.encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+    valid = attention_mask.bool()
+    torch.testing.assert_close(from_ids[:, 1:][valid], from_embeds[:, 1:][valid], atol=1e-5, rtol=0)
+
+
+def test_non_adaptive_length_error(tiny_config):
+    model = LSGPegasusModel(tiny_config(adaptive=False)).eval()
+    input_ids, attention_mask = _batch(length=61)
+    with pytest.raises(ValueError, match="adaptive=False"):
+        model.encoder(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_bf16_autocast_is_finite_and_close(tiny_config):
+    torch.manual_seed(0)
+    model = LSGPegasusForConditionalGeneration(tiny_config(init_std=0.02)).eval()
+    input_ids, attention_mask = _batch()
+    decoder_input_ids = torch.zeros(2, 5, dtype=torch.long)
+    with torch.no_grad():
+        full = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+    assert torch.isfinite(half.logits).all()
+    torch.testing.assert_close(half.logits.float(), full, atol=0.05, rtol=0.05)
+
+
+def test_bf16_weights_run(tiny_config):
+    torch.manual_seed(0)
+    model = LSGPegasusForConditionalGeneration(tiny_config()).to(torch.bfloat16).eval()
+    input_ids, attention_mask = _batch()
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=torch.zeros(2, 3).long())
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits).all()
