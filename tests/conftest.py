@@ -38,7 +38,6 @@ def tiny_config():
     return make
 
 
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """With LSGTRAIN_FORBID_SKIPS=1 (set by .ci/run) a skipped test fails: CI must run everything."""

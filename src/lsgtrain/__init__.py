@@ -1,0 +1,1 @@
+"""lsgtrain: fine-tune LSG-Pegasus on long documents."""

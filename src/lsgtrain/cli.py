@@ -117,10 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from huggingface_hub.errors import StrictDataclassError
+
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError, StrictDataclassError) as error:
         print(f"lsgtrain {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -42,7 +42,9 @@ def train_pegasus_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrained
     )
 
 
-def cached_pegasus_tokenizer(texts: list[str], vocab_size: int, cache_dir: str | os.PathLike) -> PreTrainedTokenizerFast:
+def cached_pegasus_tokenizer(
+    texts: list[str], vocab_size: int, cache_dir: str | os.PathLike
+) -> PreTrainedTokenizerFast:
     """Load the tokenizer trained on exactly `texts` at `vocab_size` from `cache_dir`, training it if absent."""
     digest = hashlib.sha256(f"{vocab_size}\0".encode() + "\0".join(texts).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"pegasus-unigram-{vocab_size}-{digest}"

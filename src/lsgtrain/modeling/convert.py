@@ -75,9 +75,7 @@ def order_positions(positions: torch.Tensor, stride: int) -> torch.Tensor:
         if n_pos > MAX_GLOBAL_TOKENS:
             positions = positions[: MAX_GLOBAL_TOKENS * (n_pos // MAX_GLOBAL_TOKENS)]
         else:
-            extra = torch.normal(
-                positions.mean().item(), positions.std().item(), size=(MAX_GLOBAL_TOKENS - n_pos, dim)
-            )
+            extra = torch.normal(positions.mean().item(), positions.std().item(), size=(MAX_GLOBAL_TOKENS - n_pos, dim))
             positions = torch.cat([positions, extra.to(positions.dtype)], dim=0)
     factor = positions.shape[0] // MAX_GLOBAL_TOKENS
     group = stride // factor
