@@ -9,7 +9,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ORACLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "oracle" / "lsg_pegasus"
+# `../shared` beside the repository root (LSG_SHARED_DIR overrides it).
+SHARED_DIR = Path(os.environ.get("LSG_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
+ORACLE_DIR = SHARED_DIR / "oracle" / "lsg_pegasus"
 
 
 @pytest.fixture(scope="session")
