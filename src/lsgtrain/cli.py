@@ -1,4 +1,4 @@
-"""`lsgtrain` command line: `convert` a Pegasus checkpoint to LSG, run the offline `demo`."""
+"""`lsgtrain` command line: `convert` a Pegasus checkpoint to LSG, `summarize` text files, run the offline `demo`."""
 
 import argparse
 import json
@@ -35,6 +35,37 @@ def _convert(args: argparse.Namespace) -> None:
         **lsg_keys,
     )
     print(f"converted {args.source} -> {args.output_dir} ({type(model).__name__}, {args.max_sequence_length} tokens)")
+
+
+def _summarize(args: argparse.Namespace) -> None:
+    """Summarize text files with an exported (or converted) LSG-Pegasus folder; one JSON line per file."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json); pass a run's hf_model folder")
+    missing = [path for path in args.files if not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such file: {', '.join(missing)}")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    max_length = args.max_length or model.config.max_position_embeddings
+    generation = {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
+                  "length_penalty": args.length_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}  # fmt: skip
+    rows = []
+    for path in args.files:
+        inputs = tokenizer(Path(path).read_text(), truncation=True, max_length=max_length, return_tensors="pt")
+        with torch.no_grad():
+            ids = model.generate(**inputs, **generation)
+        summary = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+        rows.append({"file": str(path), "input_tokens": inputs["input_ids"].shape[1], "summary": summary})
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if args.output:
+        Path(args.output).write_text(lines)
+        print(f"{len(rows)} summaries written to {args.output}")
+    else:
+        sys.stdout.write(lines)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -106,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--seed", type=int, default=123)
     convert.add_argument("--overwrite", action="store_true")
     convert.set_defaults(run=_convert)
+
+    summarize = commands.add_parser("summarize", help="summarize text files with a trained model folder")
+    summarize.add_argument("model", help="an HF model folder, e.g. outputs/.../hf_model")
+    summarize.add_argument("files", nargs="+", help="UTF-8 text files, one document each")
+    summarize.add_argument("--output", help="JSON lines file (default: stdout)")
+    summarize.add_argument("--max-length", type=int, help="source tokens (default: the model's maximum)")
+    summarize.add_argument("--num-beams", type=int, default=4)
+    summarize.add_argument("--max-new-tokens", type=int, default=256)
+    summarize.add_argument("--length-penalty", type=float, default=1.0)
+    summarize.add_argument("--no-repeat-ngram-size", type=int, default=3)
+    summarize.set_defaults(run=_summarize)
 
     demo = commands.add_parser("demo", help="offline tour: tokenizer, tiny Pegasus, conversion, long input")
     demo.add_argument("--output-dir", default="outputs/demo")

@@ -8,7 +8,7 @@ tokenizer is saved once per (corpus, vocab size) and reloaded on later runs.
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -59,3 +59,24 @@ def cached_pegasus_tokenizer(
     except OSError:  # another process got there first
         pass
     return AutoTokenizer.from_pretrained(path)
+
+
+def load_tokenizer(
+    *,
+    pretrained: str | None = None,
+    vocab_size: int = 8000,
+    training_texts: Callable[[], list[str]],
+    cache_dir: str | os.PathLike,
+):
+    """A pretrained tokenizer (folder or hub name), or else one trained on `training_texts()` and cached."""
+    if pretrained is None:
+        return cached_pegasus_tokenizer(training_texts(), vocab_size, cache_dir)
+    try:
+        return AutoTokenizer.from_pretrained(pretrained)
+    except OSError as error:
+        raise OSError(
+            f"could not load the tokenizer '{pretrained}' (a hub name needs internet; HF_HUB_OFFLINE="
+            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is internet and set "
+            "data.tokenizer.pretrained to the local folder, or null to train one on the training split. "
+            f"Cause: {error}"
+        ) from error

@@ -1,0 +1,122 @@
+"""Generation-based ROUGE on the validation (every N epochs) and test sets, exact under DDP."""
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning import Callback, LightningModule, Trainer
+from typing_extensions import override
+
+from ..metrics.rouge import compute_rouge
+
+logger = logging.getLogger(__name__)
+
+
+class RougeEvaluation(Callback):
+    """Generates a summary for every evaluated document, then logs `stage/rouge1|rouge2|rougeL|rougeLsum`.
+
+    Each rank generates for its shard; predictions are gathered, de-duplicated by document index (the distributed
+    sampler repeats a few documents to even out the shards) and scored on every rank, so each document counts
+    exactly once. Predictions and references are written to `predictions_dir/{stage}[_epoch{N}].jsonl`.
+
+    Args:
+        every_n_epochs: run on the validation set every N epochs (and at the last epoch); the test set always.
+        predictions_dir: where to write predictions (None: do not write).
+        generation: `generate` keyword arguments overriding the module's `generation` settings.
+    """
+
+    def __init__(
+        self, every_n_epochs: int = 1, predictions_dir: str | None = None, generation: dict[str, Any] | None = None
+    ):
+        if every_n_epochs < 1:
+            raise ValueError(f"callbacks.rouge.every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.every_n_epochs = every_n_epochs
+        self.predictions_dir = Path(predictions_dir) if predictions_dir else None
+        self.generation = dict(generation or {})
+        self._predictions: dict[int, str] = {}
+        self._active = False
+
+    def _should_run(self, trainer: Trainer, stage: str) -> bool:
+        if stage == "test" or trainer.state.fn == "validate":
+            return True
+        if trainer.sanity_checking:
+            return False
+        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch or bool(trainer.fast_dev_run)
+
+    def _start(self, trainer: Trainer, stage: str) -> None:
+        self._predictions = {}
+        self._active = self._should_run(trainer, stage)
+
+    def _collect(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
+        if not self._active:
+            return
+        generated = pl_module.generate(batch, **self.generation)
+        texts = trainer.datamodule.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        self._predictions.update(zip(batch["idx"].tolist(), (t.strip() for t in texts), strict=True))
+
+    def _finish(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self._active:
+            return
+        predictions = self._predictions
+        if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
+            shards: list[dict[int, str]] = [{} for _ in range(trainer.world_size)]
+            dist.all_gather_object(shards, predictions)
+            predictions = {idx: text for shard in shards for idx, text in shard.items()}
+        references = trainer.datamodule.references(stage)
+        order = sorted(predictions)
+        if len(order) != len(references) and not (trainer.fast_dev_run or _limited(trainer, stage)):
+            raise RuntimeError(f"{stage}: {len(order)} predictions for {len(references)} documents")
+        scores = compute_rouge([predictions[i] for i in order], [references[i] for i in order])
+        for name, value in scores.items():
+            pl_module.log(f"{stage}/{name}", value, prog_bar=name == "rougeLsum", sync_dist=False)
+        logger.info("%s ROUGE over %d documents: %s", stage, len(order), _format(scores))
+        if self.predictions_dir is not None and trainer.is_global_zero:
+            suffix = "" if stage == "test" else f"_epoch{trainer.current_epoch}"
+            rows = [{"idx": i, "prediction": predictions[i], "reference": references[i]} for i in order]
+            _write_jsonl(self.predictions_dir / f"{stage}{suffix}.jsonl", rows)
+        self._predictions = {}
+
+    @override
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(trainer, "val")
+
+    @override
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect(trainer, pl_module, batch)
+
+    @override
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish(trainer, pl_module, "val")
+
+    @override
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(trainer, "test")
+
+    @override
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect(trainer, pl_module, batch)
+
+    @override
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish(trainer, pl_module, "test")
+
+
+def _limited(trainer: Trainer, stage: str) -> bool:
+    limit = trainer.limit_val_batches if stage == "val" else trainer.limit_test_batches
+    return limit != 1.0
+
+
+def _format(scores: dict[str, float]) -> str:
+    return " ".join(f"{name}={value:.2f}" for name, value in scores.items())
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    os.replace(tmp, path)

@@ -1,0 +1,307 @@
+"""LightningDataModules for long-document summarization and classification.
+
+Text is tokenised once with `datasets.map` into a cache keyed by the data, the tokenizer and the lengths, and
+reused by later runs and by every DDP rank. Batches are padded to the longest document of the batch rounded up to
+a multiple of `block_size`, so LSG never pads them again; training batches can group documents of similar length.
+"""
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .sources import check_columns, load_splits
+from .tokenizer import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+class LengthGroupedSampler(DistributedSampler):
+    """Shuffles, then sorts documents by length inside mega-batches so each batch holds similar lengths.
+
+    A `DistributedSampler` (Lightning leaves it in place): rank r takes positions r, r + world, ... so that the
+    `batch_size * world` consecutive positions that make one step are of similar length on every rank.
+    """
+
+    def __init__(
+        self, lengths: list[int], *, batch_size: int, num_replicas: int, rank: int, seed: int, mega_batches: int = 50
+    ):
+        super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.lengths = lengths
+        self.group = batch_size * num_replicas * mega_batches
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        order += order[: self.total_size - len(order)]  # same number of samples on every rank
+        grouped = []
+        for start in range(0, len(order), self.group):
+            grouped += sorted(order[start : start + self.group], key=lambda i: -self.lengths[i])
+        return iter(grouped[self.rank : self.total_size : self.num_replicas])
+
+
+class LongDocumentDataModule(LightningDataModule):
+    """Loads a source, tokenises it (cached), and serves padded batches; subclasses say what the labels are."""
+
+    def __init__(
+        self,
+        *,
+        source: str = "aclsum",
+        dataset_name: str | None = None,
+        dataset_config: str | None = None,
+        data_files: Mapping[str, str] | None = None,
+        split_names: Mapping[str, str] | None = None,
+        text_column: str = "document",
+        tokenizer: Mapping[str, Any] | None = None,
+        max_source_length: int = 4096,
+        block_size: int = 128,
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        group_by_length: bool = True,
+        max_samples: int | None = None,
+        cache_dir: str = "cache",
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.source = source
+        self.dataset_name = dataset_name
+        self.dataset_config = dataset_config
+        self.data_files = dict(data_files or {})
+        self.split_names = dict(split_names or {})
+        self.text_column = text_column
+        self.tokenizer_options = dict(tokenizer or {})
+        self.max_source_length = max_source_length
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.group_by_length = group_by_length
+        self.max_samples = max_samples
+        self.cache_dir = Path(cache_dir)
+        self.seed = seed
+        self._raw: DatasetDict | None = None
+        self._tokenizer = None
+        self.datasets: dict[str, Dataset] = {}
+
+    # -- what subclasses define -----------------------------------------------------------------------------
+    def columns(self) -> dict[str, str]:
+        """Config key -> column name, for the columns this task reads."""
+        return {"text_column": self.text_column}
+
+    def encode(self, rows: dict[str, list]) -> dict[str, list]:
+        """Tokenise a batch of rows (`datasets.map(batched=True)`)."""
+        return self.tokenizer(rows[self.text_column], max_length=self.max_source_length, truncation=True)
+
+    def encoding_key(self) -> dict[str, Any]:
+        """Everything `encode` depends on besides the data and the tokenizer (part of the cache key)."""
+        return {"text": self.text_column, "max_source_length": self.max_source_length}
+
+    def collate_labels(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        return {}
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Head config keys the data decides (the classifier's labels)."""
+        return {}
+
+    # -- loading ----------------------------------------------------------------------------------------------
+    @property
+    def raw(self) -> DatasetDict:
+        """The untokenised splits, columns checked."""
+        if self._raw is None:
+            self._raw = load_splits(
+                self.source,
+                dataset_name=self.dataset_name,
+                dataset_config=self.dataset_config,
+                data_files=self.data_files,
+                split_names=self.split_names,
+                max_samples=self.max_samples,
+            )
+            check_columns(self._raw, self.columns())
+        return self._raw
+
+    @property
+    def tokenizer(self):
+        """The configured tokenizer: a pretrained one, or one trained on the training split (cached)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(
+                **self.tokenizer_options,
+                training_texts=lambda: self.tokenizer_training_texts(),
+                cache_dir=self.cache_dir / "tokenizers",
+            )
+        return self._tokenizer
+
+    def tokenizer_training_texts(self) -> list[str]:
+        return list(self.raw["train"][self.text_column])
+
+    def prepare_data(self) -> None:
+        """Tokenise every split into the cache (rank 0 only, under DDP)."""
+        self._tokenize_all()
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.datasets:
+            self.datasets = self._tokenize_all()
+
+    def _tokenize_all(self) -> dict[str, Dataset]:
+        tokenizer_id = hashlib.sha256(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode()).hexdigest()[:12]
+        tokenized = {}
+        for split, dataset in self.raw.items():
+            key = json.dumps([self.source, self.dataset_name, self.dataset_config, split, dataset._fingerprint,
+                              tokenizer_id, self.encoding_key()], default=str)  # fmt: skip
+            cache_file = self.cache_dir / "tokenized" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.arrow"
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            with_index = dataset.add_column("idx", list(range(len(dataset))))
+            tokenized[split] = with_index.map(
+                self.encode,
+                batched=True,
+                cache_file_name=str(cache_file),
+                load_from_cache_file=True,
+                desc=f"Tokenising {split}",
+            )
+        return tokenized
+
+    # -- batches ----------------------------------------------------------------------------------------------
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """Pad inputs to the batch's longest document rounded up to a multiple of `block_size`."""
+        longest = max(len(row["input_ids"]) for row in rows)
+        length = -(-longest // self.block_size) * self.block_size
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
+            attention_mask[i, : len(row["input_ids"])] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        batch["idx"] = torch.tensor([row["idx"] for row in rows])
+        batch.update(self.collate_labels(rows))
+        return batch
+
+    def _loader(self, split: str, batch_size: int, sampler=None, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            self.datasets[split].with_format(None),
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=shuffle,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.group_by_length:
+            return self._loader("train", self.batch_size, shuffle=True)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        lengths = [len(ids) for ids in self.datasets["train"]["input_ids"]]
+        sampler = LengthGroupedSampler(
+            lengths, batch_size=self.batch_size, num_replicas=world, rank=rank, seed=self.seed
+        )
+        return self._loader("train", self.batch_size, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size)
+
+
+class SummarizationDataModule(LongDocumentDataModule):
+    """Document -> summary pairs; labels are the summary's token ids (padding = -100)."""
+
+    def __init__(self, *, summary_column: str = "summary", max_target_length: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        self.summary_column = summary_column
+        self.max_target_length = max_target_length
+
+    def columns(self) -> dict[str, str]:
+        return {**super().columns(), "summary_column": self.summary_column}
+
+    def tokenizer_training_texts(self) -> list[str]:
+        train = self.raw["train"]
+        pairs = zip(train[self.text_column], train[self.summary_column], strict=True)
+        return [f"{doc}\n{summary}" for doc, summary in pairs]
+
+    def encode(self, rows: dict[str, list]) -> dict[str, list]:
+        encoded = super().encode(rows)
+        targets = self.tokenizer(
+            text_target=rows[self.summary_column], max_length=self.max_target_length, truncation=True
+        )
+        encoded["labels"] = targets["input_ids"]
+        return encoded
+
+    def encoding_key(self) -> dict[str, Any]:
+        return {**super().encoding_key(), "summary": self.summary_column, "max_target_length": self.max_target_length}
+
+    def collate_labels(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(len(row["labels"]) for row in rows)
+        labels = torch.full((len(rows), length), -100, dtype=torch.long)
+        for i, row in enumerate(rows):
+            labels[i, : len(row["labels"])] = torch.tensor(row["labels"])
+        return {"labels": labels}
+
+    def references(self, split: str) -> list[str]:
+        """Reference summaries of a split, by `idx`."""
+        return list(self.raw[split][self.summary_column])
+
+
+class ClassificationDataModule(LongDocumentDataModule):
+    """Document -> label(s). Single-label: one class per row; multi-label: a list of classes per row.
+
+    Classes may be ints or strings; the label set is read from the configured `labels` list or, if absent, from
+    every split, so ids stay the same across runs.
+    """
+
+    def __init__(self, *, label_column: str = "label", multi_label: bool = False, labels: list | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.label_column = label_column
+        self.multi_label = multi_label
+        self._labels = list(labels) if labels is not None else None
+
+    def columns(self) -> dict[str, str]:
+        return {**super().columns(), "label_column": self.label_column}
+
+    @property
+    def labels(self) -> list:
+        """The ordered class names (or ids); a class's position is its id."""
+        if self._labels is None:
+            seen = set()
+            for dataset in self.raw.values():
+                for value in dataset[self.label_column]:
+                    seen.update(value if self.multi_label else [value])
+            self._labels = sorted(seen, key=lambda v: (str(type(v)), v))
+        return self._labels
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        problem_type = "multi_label_classification" if self.multi_label else "single_label_classification"
+        id2label = {i: str(label) for i, label in enumerate(self.labels)}
+        return {"num_labels": self.num_labels, "problem_type": problem_type, "id2label": id2label}
+
+    def encode(self, rows: dict[str, list]) -> dict[str, list]:
+        encoded = super().encode(rows)
+        index = {label: i for i, label in enumerate(self.labels)}
+        if self.multi_label:
+            encoded["label_ids"] = [[index[v] for v in values] for values in rows[self.label_column]]
+        else:
+            encoded["label_ids"] = [index[v] for v in rows[self.label_column]]
+        return encoded
+
+    def encoding_key(self) -> dict[str, Any]:
+        return {**super().encoding_key(), "label": self.label_column, "labels": self.labels, "multi": self.multi_label}
+
+    def collate_labels(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if not self.multi_label:
+            return {"labels": torch.tensor([row["label_ids"] for row in rows])}
+        labels = torch.zeros(len(rows), self.num_labels)
+        for i, row in enumerate(rows):
+            labels[i, row["label_ids"]] = 1.0
+        return {"labels": labels}

@@ -1,0 +1,48 @@
+"""LightningModule for long-document classification: single-label or multi-label, accuracy and F1."""
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import Accuracy, F1Score
+
+from .base import LongDocumentModule
+
+
+class ClassificationModule(LongDocumentModule):
+    """Fine-tunes `LSGPegasusForSequenceClassification`; logs `stage/acc`, `stage/f1_macro`, `stage/f1_micro`.
+
+    Multi-label runs (model `problem_type="multi_label_classification"`) threshold sigmoid outputs at 0.5.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        num_labels = self.model.config.num_labels
+        if self.model.config.problem_type == "multi_label_classification":
+            task = {"task": "multilabel", "num_labels": num_labels}
+        else:
+            task = {"task": "multiclass", "num_classes": num_labels}
+        metrics = MetricCollection(
+            {
+                "acc": Accuracy(**task, average="micro"),
+                "f1_macro": F1Score(**task, average="macro"),
+                "f1_micro": F1Score(**task, average="micro"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def on_train_start(self) -> None:
+        self.val_metrics.reset()  # sanity-check batches must not count
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        out = self.model(**self.model_inputs(batch))
+        labels = batch["labels"]
+        self._log_loss(out.loss, stage, batch_size=labels.shape[0])
+        if self.model.config.problem_type == "multi_label_classification":
+            preds, target = torch.sigmoid(out.logits), labels.long()
+        else:
+            preds, target = out.logits.argmax(dim=-1), labels
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(preds, target)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=labels.shape[0])
+        return out.loss

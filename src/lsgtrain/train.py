@@ -1,0 +1,112 @@
+"""Training entry: `python train.py [experiment=NAME] [key=value ...]` (Hydra config in `conf/train.yaml`).
+
+`train(cfg)` builds every object from the config with `hydra.utils.instantiate`, fits, tests the best checkpoint
+and returns `(metrics, objects)`; `main` is the Hydra entry and returns the metric a sweep optimises.
+"""
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpointing import AtomicCheckpointIO
+from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = os.environ.get("LSGTRAIN_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a callbacks/logger group (a dict of named configs)."""
+    if not group:
+        return []
+    return [instantiate(conf) for conf in group.values() if isinstance(conf, DictConfig) and "_target_" in conf]
+
+
+def build(cfg: DictConfig) -> dict[str, Any]:
+    """Seed, then instantiate datamodule, model, LightningModule, callbacks, loggers and trainer."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    # Impossible LSG parameters fail here, before any data is read or tokenised.
+    LSGPegasusConfig(**OmegaConf.to_container(cfg.model.lsg, resolve=True))
+
+    logger.info("Instantiating datamodule <%s>", cfg.data._target_)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    logger.info("Instantiating model <%s>", cfg.model._target_)
+    model = instantiate(cfg.model, _convert_="all", tokenizer=datamodule.tokenizer, **datamodule.model_kwargs())
+    module = instantiate(cfg.module, _convert_="all", model=model)
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    if cfg.get("effective_batch_size"):
+        per_step = cfg.data.batch_size * trainer.world_size
+        trainer.accumulate_grad_batches = max(1, math.ceil(cfg.effective_batch_size / per_step))
+        logger.info(
+            "effective batch %d = %d per device x %d devices x %d accumulated", cfg.effective_batch_size,
+            cfg.data.batch_size, trainer.world_size, trainer.accumulate_grad_batches,
+        )  # fmt: skip
+    for experiment_logger in trainer.loggers:
+        experiment_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return {"cfg": cfg, "datamodule": datamodule, "model": model, "module": module, "trainer": trainer}
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit, then test the best checkpoint; returns the logged metrics and the objects built."""
+    started = time.perf_counter()
+    objects = build(cfg)
+    trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
+    test_ckpt = cfg.get("ckpt_path")
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+        test_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+    metrics = _metrics(trainer)
+    if cfg.get("test", True) and not trainer.interrupted:
+        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=False)
+        metrics.update(_metrics(trainer))
+    if trainer.is_global_zero:
+        _write_summary(cfg, trainer, metrics, time.perf_counter() - started)
+    return metrics, objects
+
+
+def _metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {key: float(value) for key, value in trainer.callback_metrics.items()}
+
+
+def _write_summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], elapsed: float) -> None:
+    """Print the end-of-run summary and save it as `run_summary.json` (written last: its presence = success)."""
+    output_dir = Path(cfg.paths.output_dir)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    summary = {
+        "metrics": metrics,
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "best_checkpoint": best,
+        "seconds": round(elapsed, 1),
+    }
+    lines = [f"run finished in {elapsed / 60:.1f} min, {trainer.global_step} optimizer steps -> {output_dir}"]
+    lines += [f"  {key:<20} {value:.4f}" for key, value in sorted(metrics.items())]
+    lines.append(f"  best checkpoint      {best or '-'}")
+    print("\n".join(lines))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry; returns `cfg.optimized_metric` for sweepers."""
+    torch.set_float32_matmul_precision("high")
+    metrics, _ = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))

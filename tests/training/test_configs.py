@@ -1,0 +1,72 @@
+"""Every config composes and every group instantiates; typos get Hydra's error."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lsgtrain.train import CONFIG_DIR
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+GROUP_OPTIONS = {
+    group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+    for group in ("model", "data", "module", "trainer", "logger", "callbacks", "debug")
+}
+
+
+def test_the_required_experiments_exist():
+    assert {"aclsum_sum", "arxiv_sum", "pubmed_sum", "aclsum_venue_cls", "arxiv_cls", "eurlex_cls"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_resolves(make_cfg, experiment):
+    cfg = make_cfg(f"experiment={experiment}", fast=False)
+    OmegaConf.resolve(cfg)
+    assert cfg.model.lsg.block_size > 0 and cfg.data._target_ and cfg.trainer._target_
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, options in GROUP_OPTIONS.items() for o in options])
+def test_every_group_option_composes(make_cfg, group, option):
+    cfg = make_cfg(f"{group}={option}")
+    OmegaConf.resolve(cfg)
+
+
+@pytest.mark.parametrize("trainer", GROUP_OPTIONS["trainer"])
+def test_trainer_configs_instantiate(make_cfg, trainer):
+    cfg = make_cfg(f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=1", "++trainer.strategy=auto")
+    assert instantiate(cfg.trainer, logger=False).max_epochs == cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard", "wandb", "default"])
+def test_logger_configs_instantiate(make_cfg, logger, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_cfg(f"logger={logger}")
+    assert all(instantiate(conf) is not None for conf in cfg.logger.values())
+
+
+@pytest.mark.parametrize("callbacks", GROUP_OPTIONS["callbacks"])
+def test_callback_configs_instantiate(make_cfg, callbacks):
+    cfg = make_cfg(f"callbacks={callbacks}")
+    assert all(instantiate(conf) is not None for conf in cfg.callbacks.values())
+
+
+def test_module_and_data_configs_instantiate(make_cfg):
+    from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
+
+    cfg = make_cfg()
+    model = LSGPegasusForConditionalGeneration(LSGPegasusConfig(vocab_size=50, d_model=16, encoder_layers=1,
+        decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16,
+        decoder_ffn_dim=16, block_size=8, sparse_block_size=8))  # fmt: skip
+    for module in GROUP_OPTIONS["module"]:
+        assert instantiate(make_cfg(f"module={module}").module, model=model).model is model
+    for data in GROUP_OPTIONS["data"]:
+        assert instantiate(make_cfg(f"data={data}").data).block_size == cfg.model.lsg.block_size
+
+
+def test_a_typo_gets_hydras_error(make_cfg):
+    with pytest.raises(ConfigCompositionException, match="experiment"):
+        make_cfg("experiment=arxiv_summ")
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("model.lsg.blok_size=3")
