@@ -127,7 +127,8 @@ def test_evaluate_entry_writes_metrics_without_training(make_cfg, tmp_path):
 
 
 def test_bad_column_names_the_columns_present(make_cfg):
-    with pytest.raises(Exception, match=r"data.summary_column='abstract' is not a column of the train split; columns present: \['id', 'doc"):
+    message = r"data.summary_column='abstract' is not a column of the train split; columns present: \['id', 'doc"
+    with pytest.raises(Exception, match=message):
         train(make_cfg("data.summary_column=abstract", "data.max_samples=4"))
 
 
