@@ -173,3 +173,21 @@ def test_tokenization_is_cached_and_reused(make_cfg, cache_dir):
     second.setup("fit")
     assert {p: p.stat().st_mtime_ns for p in Path(cache_dir, "tokenized").glob("*.arrow")} == files
     assert second.datasets["train"].cache_files[0]["filename"] in {str(p) for p in files}
+
+
+def test_summarize_cli_writes_a_summary_per_file(make_cfg, tmp_path):
+    from lsgtrain.cli import main as cli_main
+
+    train(make_cfg(*SHORT, "trainer.max_epochs=1", "test=false"))
+    documents = []
+    for i in range(2):
+        documents.append(tmp_path / f"doc{i}.txt")
+        documents[-1].write_text("Long documents need sparse attention. " * (30 + i))
+    output = tmp_path / "summaries.jsonl"
+    code = cli_main(["summarize", str(tmp_path / "run" / "hf_model"), *map(str, documents), "--output", str(output),
+                     "--num-beams", "1", "--max-new-tokens", "5"])  # fmt: skip
+    assert code == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [row["file"] for row in rows] == [str(d) for d in documents]
+    assert all(isinstance(row["summary"], str) and row["input_tokens"] > 100 for row in rows)
+    assert cli_main(["summarize", str(tmp_path / "nowhere"), str(documents[0])]) == 2

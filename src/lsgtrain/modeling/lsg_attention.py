@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .configuration_lsg_pegasus import LSGPegasusConfig
 
@@ -207,6 +208,8 @@ class LSGBlockAttention(nn.Module):
         self.num_global_tokens = config.num_global_tokens
         self.dropout = config.attention_dropout
         self.select_sparse = SparseTokenSelector(config) if config.uses_sparse_tokens else None
+        # Query tokens attended per chunk: bounds the gathered keys/values (about 5x the chunk's keys).
+        self.chunk_tokens = 2048
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Attend `[n, h, g + t, d]` queries to the same keys/values; `keep` `[n, g + t]` is True where visible.
@@ -227,66 +230,76 @@ class LSGBlockAttention(nn.Module):
         return torch.cat([global_context, local_context], dim=2)
 
     def _block_attention(self, query, key, value, keep, dropout):
-        g, blk, sbs = self.num_global_tokens, self.block_size, self.sparse_block_size
+        """Context of the non-global queries `[n, h, t, d]`, computed in chunks of blocks.
+
+        Each chunk gathers its blocks' keys and values as `[global | sparse before | sparse after | local]` and
+        runs one fused `scaled_dot_product_attention`; in training the chunk is recomputed in backward
+        (activation checkpointing), so neither scores nor gathered keys outlive their chunk: memory stays linear
+        in length and bounded by the chunk.
+        """
+        g, blk = self.num_global_tokens, self.block_size
         n, h, total, d = query.shape
         t = total - g
         n_blocks = t // blk
-        global_keys, keys = key.split([g, t], dim=2)  # [n, h, g, d], [n, h, t, d]
-        global_values, values = value.split([g, t], dim=2)
-        queries = query[:, :, g:]
+        keys, values = key[:, :, g:], value[:, :, g:]  # [n, h, t, d]
         token_keep = keep[:, None, g:]  # [n, 1, t]
-
-        # Local windows: block i sees tokens [(i-1)*blk, (i+2)*blk); out of range is masked padding.
-        padded_keys = F.pad(keys, (0, 0, blk, blk))  # [n, h, t + 2*blk, d]
-        padded_values = F.pad(values, (0, 0, blk, blk))
-        padded_keep = F.pad(token_keep, (blk, blk), value=False)  # [n, 1, t + 2*blk]
-        parts = [
-            (
-                global_keys.unsqueeze(2).transpose(-1, -2),  # [n, h, 1, d, g]
-                global_values.unsqueeze(2).transpose(-1, -2),
-                keep.new_ones(1, 1, 1, g),  # globals are always visible
-            ),
-            (
-                _block_windows(padded_keys, -blk, 3 * blk, blk, n_blocks, blk),  # [n, h, n_blk, d, 3*blk]
-                _block_windows(padded_values, -blk, 3 * blk, blk, n_blocks, blk),
-                _block_windows(padded_keep, -blk, 3 * blk, blk, n_blocks, blk),  # [n, 1, n_blk, 3*blk]
-            ),
-        ]
+        sources = {
+            "global_keys": key[:, :, :g],  # [n, h, g, d]
+            "global_values": value[:, :, :g],
+            # Local windows: block i sees tokens [(i-1)*blk, (i+2)*blk); out of range is masked padding.
+            "local_keys": F.pad(keys, (0, 0, blk, blk)),  # [n, h, t + 2*blk, d]
+            "local_values": F.pad(values, (0, 0, blk, blk)),
+            "local_keep": F.pad(token_keep, (blk, blk), value=False),  # [n, 1, t + 2*blk]
+        }
         if self.select_sparse is not None:
-            step = blk // self.sparsity_factor
-            sparse_keys, sparse_values, sparse_keep = self.select_sparse(queries, keys, values, token_keep)
-            pad = sbs + step  # enough for the first "before" and the last "after" window
-            sparse_keys = F.pad(sparse_keys, (0, 0, pad, pad))  # [n, h, s_len + 2*pad, d]
-            sparse_values = F.pad(sparse_values, (0, 0, pad, pad))
-            sparse_keep = F.pad(sparse_keep, (pad, pad), value=False)  # [n, h, s_len + 2*pad]
-            for start in _sparse_window_offsets(blk, sbs, self.sparsity_factor):
-                parts.append(
-                    (
-                        _block_windows(sparse_keys, start, sbs, step, n_blocks, pad),  # [n, h, n_blk, d, sbs]
-                        _block_windows(sparse_values, start, sbs, step, n_blocks, pad),
-                        _block_windows(sparse_keep, start, sbs, step, n_blocks, pad),  # [n, h, n_blk, sbs]
-                    )
-                )
+            sparse_keys, sparse_values, sparse_keep = self.select_sparse(query[:, :, g:], keys, values, token_keep)
+            pad = self.sparse_block_size + blk // self.sparsity_factor  # room for the first and last windows
+            sources["sparse_keys"] = F.pad(sparse_keys, (0, 0, pad, pad))  # [n, h, s_len + 2*pad, d]
+            sources["sparse_values"] = F.pad(sparse_values, (0, 0, pad, pad))
+            sources["sparse_keep"] = F.pad(sparse_keep, (pad, pad), value=False)  # [n, h, s_len + 2*pad]
+        queries = query[:, :, g:]  # [n, h, t, d]
+        chunk = max(1, self.chunk_tokens // blk)
+        contexts = []
+        for first in range(0, n_blocks, chunk):
+            count = min(chunk, n_blocks - first)
+            args = (queries.narrow(2, first * blk, count * blk), first, count, dropout, *sources.values())
+            if torch.is_grad_enabled() and query.requires_grad:
+                contexts.append(checkpoint(self._chunk_attention, *args, use_reentrant=False))
+            else:
+                contexts.append(self._chunk_attention(*args))
+        return torch.cat(contexts, dim=2) if len(contexts) > 1 else contexts[0]
 
-        query_blocks = queries.reshape(n, h, n_blocks, blk, d)  # [n, h, n_blk, blk, d]
-        scale = math.sqrt(d)
-        min_value = torch.finfo(query.dtype).min
-        scores = torch.cat(
-            [
-                ((query_blocks @ part_keys) / scale).masked_fill(~part_keep.unsqueeze(-2), min_value)
-                for part_keys, _, part_keep in parts
-            ],
-            dim=-1,
-        )  # [n, h, n_blk, blk, k_len]
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-        probs = F.dropout(probs, p=dropout, training=dropout > 0)
-        context = None
-        for part_probs, (_, part_values, _) in zip(
-            probs.split([p[0].shape[-1] for p in parts], dim=-1), parts, strict=True
-        ):
-            part_context = part_probs @ part_values.transpose(-1, -2)  # [n, h, n_blk, blk, d]
-            context = part_context if context is None else context + part_context
-        return context.reshape(n, h, t, d)
+    def _chunk_attention(self, queries, first, count, dropout, *sources):
+        """Attention of `count` query blocks starting at block `first`: queries `[n, h, count*blk, d]`."""
+        g, blk, sbs = self.num_global_tokens, self.block_size, self.sparse_block_size
+        global_keys, global_values, local_keys, local_values, local_keep, *sparse = sources
+        n, h, _, d = queries.shape
+        # [n, h, count, k_part, d] keys/values and [n, h|1, count, k_part] visibility per part
+        key_parts = [global_keys.unsqueeze(2).expand(-1, -1, count, -1, -1)]  # [n, h, count, g, d]
+        value_parts = [global_values.unsqueeze(2).expand(-1, -1, count, -1, -1)]
+        keep_parts = [local_keep.new_ones(1, 1, 1, 1).expand(n, h, count, g)]  # globals always visible
+        windows = [((first - 1) * blk, 3 * blk, blk, blk, local_keys, local_values, local_keep)]
+        if sparse:
+            step = blk // self.sparsity_factor
+            for offset in _sparse_window_offsets(blk, sbs, self.sparsity_factor):
+                windows.append((offset + first * step, sbs, step, sbs + step, *sparse))
+        for start, size, step, pad, part_keys, part_values, part_keep in windows:
+            # window views are [n, h, count, d, size]; the key axis goes before d
+            key_parts.append(_block_windows(part_keys, start, size, step, count, pad).transpose(-1, -2))
+            value_parts.append(_block_windows(part_values, start, size, step, count, pad).transpose(-1, -2))
+            keep_parts.append(_block_windows(part_keep, start, size, step, count, pad).expand(n, h, -1, -1))
+        block_keys = torch.cat(key_parts, dim=3)  # [n, h, count, k_len, d], the only copy of the keys
+        block_values = torch.cat(value_parts, dim=3)
+        block_keep = torch.cat(keep_parts, dim=3)  # [n, h, count, k_len]
+        k_len = block_keys.shape[3]
+        context = F.scaled_dot_product_attention(
+            queries.reshape(n, h * count, blk, d),  # [n, h*count, blk, d]: one attention per (head, block)
+            block_keys.reshape(n, h * count, k_len, d),
+            block_values.reshape(n, h * count, k_len, d),
+            attn_mask=block_keep.reshape(n, h * count, 1, k_len),
+            dropout_p=dropout,
+        )  # [n, h*count, blk, d]
+        return context.reshape(n, h, count * blk, d)
 
 
 def _full_attention(query, key, value, keep, dropout) -> torch.Tensor:

@@ -1,0 +1,74 @@
+"""Data pieces: length grouping under DDP, batch padding, local file formats, ROUGE."""
+
+import pytest
+import torch
+
+from lsgtrain.data.datamodule import LengthGroupedSampler
+from lsgtrain.metrics.rouge import compute_rouge, split_sentences
+
+
+def test_length_grouped_sampler_shards_cover_everything_with_similar_lengths():
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(10, 5000, (103,), generator=generator).tolist()
+    shards = [
+        list(LengthGroupedSampler(lengths, batch_size=4, num_replicas=2, rank=rank, seed=1, mega_batches=50))
+        for rank in range(2)
+    ]
+    assert len(shards[0]) == len(shards[1]) == 52
+    assert set(shards[0]) | set(shards[1]) == set(range(103))
+    # one optimizer step = batch 4 on each rank: its 8 documents are neighbours in a length-sorted mega-batch
+    spread_grouped = sum(
+        max(lengths[i] for s in shards for i in s[k : k + 4]) - min(lengths[i] for s in shards for i in s[k : k + 4])
+        for k in range(0, 48, 4)
+    )
+    shuffled = torch.randperm(103, generator=generator).tolist()
+    spread_random = sum(
+        max(lengths[i] for i in shuffled[k : k + 8]) - min(lengths[i] for i in shuffled[k : k + 8])
+        for k in range(0, 96, 8)
+    )
+    assert spread_grouped < 0.3 * spread_random
+
+
+def test_length_grouped_sampler_reshuffles_each_epoch():
+    sampler = LengthGroupedSampler(list(range(40)), batch_size=2, num_replicas=1, rank=0, seed=0, mega_batches=2)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert sorted(first) == sorted(sampler) and first != list(sampler)
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])
+def test_local_files_in_every_format(suffix, tmp_path):
+    from datasets import Dataset
+
+    from lsgtrain.data.sources import load_splits
+
+    files = {}
+    for split in ("train", "val", "test"):
+        data = Dataset.from_list([{"article": f"text {i}", "abstract": f"sum {i}"} for i in range(3)])
+        path = tmp_path / f"{split}.{suffix}"
+        {"jsonl": data.to_json, "csv": data.to_csv, "parquet": data.to_parquet}[suffix](str(path))
+        files[split] = str(path)
+    splits = load_splits("files", data_files=files)
+    assert splits["val"][1] == {"article": "text 1", "abstract": "sum 1"}
+
+
+def test_batches_are_padded_to_a_multiple_of_block_size(make_cfg):
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(make_cfg("data.max_samples=4").data, _convert_="all")
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.val_dataloader()))
+    assert batch["input_ids"].shape[1] % datamodule.block_size == 0
+    assert (batch["input_ids"][batch["attention_mask"] == 0] == datamodule.tokenizer.pad_token_id).all()
+    assert (batch["labels"] == -100).any() or batch["labels"].shape[1] > 0
+    assert batch["idx"].tolist() == [0, 1, 2, 3]
+
+
+def test_rouge_matches_known_values():
+    scores = compute_rouge(["the cat sat on the mat"], ["the cat sat on the mat"])
+    assert all(value == pytest.approx(100.0) for value in scores.values())
+    scores = compute_rouge(["completely different words"], ["the cat sat on the mat"])
+    assert scores["rouge1"] == 0.0
+    assert split_sentences("First one. Second one!\nThird") == "First one.\nSecond one!\nThird"
+    # stemming: "running" and "runs" share the stem "run"
+    assert compute_rouge(["he runs"], ["he running"])["rouge1"] == pytest.approx(100.0)
