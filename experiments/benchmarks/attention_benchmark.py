@@ -92,6 +92,11 @@ def measure(method: str, length: int, repeats: int) -> dict:
     """Run in the child: time forward+backward, report peak RSS."""
     import torch
 
+    # Same imports in every child, so that peak RSS compares the layers and not the libraries loaded.
+    import lsgtrain.modeling  # noqa: F401
+    import transformers.models.bigbird_pegasus.modeling_bigbird_pegasus  # noqa: F401
+    import transformers.models.led.modeling_led  # noqa: F401
+
     torch.manual_seed(0)
     layer, make_inputs = build_layer(method, length)
     times = []

@@ -66,8 +66,8 @@ def test_memory_grows_linearly_with_length(long_model):
     _, short = _tracked_encode(long_model, 4096)
     _, long = _tracked_encode(long_model, 16384)
     ratio = long.peak / short.peak
-    # 4x the tokens: linear memory gives about 4x, quadratic would give about 16x.
-    assert 3.0 < ratio < 5.0, f"peak tensor memory grew {ratio:.1f}x for 4x the length"
+    # 4x the tokens: linear memory gives at most about 4x (less, as chunk buffers do not grow), quadratic 16x.
+    assert 1.0 < ratio < 4.5, f"peak tensor memory grew {ratio:.1f}x for 4x the length"
 
 
 @pytest.mark.parametrize("sparsity_type", SPARSITY_TYPES)

@@ -147,9 +147,14 @@ def test_bf16_weights_run(tiny_config):
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits).all()
 
 
+@pytest.mark.parametrize("cpu_function", [True, False], ids=["cpu-flash-function", "checkpointed-sdpa"])
 @pytest.mark.parametrize("sparsity_type", SPARSITY_TYPES)
-def test_chunked_attention_equals_one_chunk_with_gradients(tiny_config, sparsity_type):
-    """Chunks of blocks (recomputed in backward) give the same outputs and gradients as one chunk."""
+def test_chunked_attention_equals_one_chunk_with_gradients(tiny_config, sparsity_type, cpu_function, monkeypatch):
+    """Chunks of blocks give the same outputs and gradients as one chunk, on both backward paths (the custom CPU
+    function, and the checkpointed SDPA used on GPUs and with dropout)."""
+    from lsgtrain.modeling import lsg_attention
+
+    monkeypatch.setattr(lsg_attention, "_use_cpu_flash_function", lambda query, dropout: cpu_function)
     torch.manual_seed(0)
     config = tiny_config(sparsity_type=sparsity_type, sparsity_factor=4, encoder_layers=1, attention_dropout=0.0)
     model = LSGPegasusModel(config).train()

@@ -14,6 +14,7 @@ reference's additive masks give and stays finite in bf16.
 """
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -185,18 +186,6 @@ def _sparse_window_offsets(block_size: int, sparse_block_size: int, sparsity_fac
     return before, after
 
 
-def _block_windows(x: torch.Tensor, start: int, size: int, step: int, n_blocks: int, pad: int) -> torch.Tensor:
-    """Windows `x[start + i*step : start + i*step + size]` for i < n_blocks, out of range = padding.
-
-    `x` is `[..., t, d]` or `[..., t]` already padded by `pad` on both sides of the sequence axis; the result is a
-    view `[..., n_blocks, d, size]` (or `[..., n_blocks, size]`).
-    """
-    seq_dim = -2 if x.dim() == 4 else -1
-    first = start + pad
-    span = x.narrow(seq_dim, first, (n_blocks - 1) * step + size)
-    return span.unfold(seq_dim, size, step)
-
-
 class LSGBlockAttention(nn.Module):
     """Softmax attention of LSG: full for global queries and short inputs, block-sparse otherwise."""
 
@@ -208,8 +197,8 @@ class LSGBlockAttention(nn.Module):
         self.num_global_tokens = config.num_global_tokens
         self.dropout = config.attention_dropout
         self.select_sparse = SparseTokenSelector(config) if config.uses_sparse_tokens else None
-        # Query tokens attended per chunk: bounds the gathered keys/values (about 5x the chunk's keys).
-        self.chunk_tokens = 2048
+        # Query tokens per chunk: bounds the gathered keys and values; measured best at 128-512 (block 128).
+        self.chunk_tokens = 512
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Attend `[n, h, g + t, d]` queries to the same keys/values; `keep` `[n, g + t]` is True where visible.
@@ -230,76 +219,195 @@ class LSGBlockAttention(nn.Module):
         return torch.cat([global_context, local_context], dim=2)
 
     def _block_attention(self, query, key, value, keep, dropout):
-        """Context of the non-global queries `[n, h, t, d]`, computed in chunks of blocks.
+        """Context of the non-global queries `[n, h, t, d]`, computed in chunks of query blocks.
 
-        Each chunk gathers its blocks' keys and values as `[global | sparse before | sparse after | local]` and
-        runs one fused `scaled_dot_product_attention`; in training the chunk is recomputed in backward
-        (activation checkpointing), so neither scores nor gathered keys outlive their chunk: memory stays linear
-        in length and bounded by the chunk.
+        Each chunk gathers its blocks' keys and values as `[global | local | sparse before | sparse after]` and runs
+        one fused flash attention over them; no score matrix and no gathered key outlives its chunk, so memory is
+        linear in length and bounded by the chunk. On CPU without dropout, a custom autograd function keeps each
+        chunk's softmax statistics and calls the flash backward directly; elsewhere each chunk is recomputed in
+        backward (activation checkpointing).
         """
-        g, blk = self.num_global_tokens, self.block_size
-        n, h, total, d = query.shape
-        t = total - g
-        n_blocks = t // blk
-        keys, values = key[:, :, g:], value[:, :, g:]  # [n, h, t, d]
-        token_keep = keep[:, None, g:]  # [n, 1, t]
-        sources = {
-            "global_keys": key[:, :, :g],  # [n, h, g, d]
-            "global_values": value[:, :, :g],
-            # Local windows: block i sees tokens [(i-1)*blk, (i+2)*blk); out of range is masked padding.
-            "local_keys": F.pad(keys, (0, 0, blk, blk)),  # [n, h, t + 2*blk, d]
-            "local_values": F.pad(values, (0, 0, blk, blk)),
-            "local_keep": F.pad(token_keep, (blk, blk), value=False),  # [n, 1, t + 2*blk]
-        }
-        if self.select_sparse is not None:
-            sparse_keys, sparse_values, sparse_keep = self.select_sparse(query[:, :, g:], keys, values, token_keep)
-            pad = self.sparse_block_size + blk // self.sparsity_factor  # room for the first and last windows
-            sources["sparse_keys"] = F.pad(sparse_keys, (0, 0, pad, pad))  # [n, h, s_len + 2*pad, d]
-            sources["sparse_values"] = F.pad(sparse_values, (0, 0, pad, pad))
-            sources["sparse_keep"] = F.pad(sparse_keep, (pad, pad), value=False)  # [n, h, s_len + 2*pad]
+        g = self.num_global_tokens
         queries = query[:, :, g:]  # [n, h, t, d]
-        chunk = max(1, self.chunk_tokens // blk)
+        token_keep = keep[:, None, g:]  # [n, 1, t]
+        sparse_keys = sparse_values = sparse_keep = None
+        if self.select_sparse is not None:
+            sparse_keys, sparse_values, sparse_keep = self.select_sparse(
+                queries, key[:, :, g:], value[:, :, g:], token_keep
+            )  # [n, h, s_len, d], [n, h, s_len]
+        layout = _BlockLayout(self, token_keep, sparse_keep, dtype=query.dtype)
+        if _use_cpu_flash_function(query, dropout):
+            return _CPUBlockAttention.apply(queries, key, value, sparse_keys, sparse_values, layout)
         contexts = []
-        for first in range(0, n_blocks, chunk):
-            count = min(chunk, n_blocks - first)
-            args = (queries.narrow(2, first * blk, count * blk), first, count, dropout, *sources.values())
+        for first, count in layout.chunks():
+            attend = partial(layout.attend, first, count, dropout=dropout)
             if torch.is_grad_enabled() and query.requires_grad:
-                contexts.append(checkpoint(self._chunk_attention, *args, use_reentrant=False))
+                contexts.append(
+                    checkpoint(attend, queries, key, value, sparse_keys, sparse_values, use_reentrant=False)
+                )
             else:
-                contexts.append(self._chunk_attention(*args))
-        return torch.cat(contexts, dim=2) if len(contexts) > 1 else contexts[0]
+                contexts.append(attend(queries, key, value, sparse_keys, sparse_values))
+        return torch.cat(contexts, dim=2)
 
-    def _chunk_attention(self, queries, first, count, dropout, *sources):
-        """Attention of `count` query blocks starting at block `first`: queries `[n, h, count*blk, d]`."""
-        g, blk, sbs = self.num_global_tokens, self.block_size, self.sparse_block_size
-        global_keys, global_values, local_keys, local_values, local_keep, *sparse = sources
+
+def _use_cpu_flash_function(query: torch.Tensor, dropout: float) -> bool:
+    """The custom CPU function needs CPU's flash kernels, which take no dropout."""
+    return query.device.type == "cpu" and dropout == 0.0
+
+
+class _BlockLayout:
+    """Which keys each query block sees, as gather indices into `key` (globals + tokens) and the sparse sequence.
+
+    Block i sees the globals, the tokens `[(i-1)*blk, (i+2)*blk)` and `sbs` sparse tokens on each side of that
+    window (reference `build_lsg_inputs`). Out-of-range positions are clamped to a valid index and masked.
+    """
+
+    def __init__(self, attention: LSGBlockAttention, token_keep: torch.Tensor, sparse_keep, dtype: torch.dtype):
+        self.g, self.blk = attention.num_global_tokens, attention.block_size
+        self.sbs, self.sf = attention.sparse_block_size, attention.sparsity_factor
+        self.token_keep, self.sparse_keep = token_keep, sparse_keep  # [n, 1, t], [n, h, s_len] or None
+        self.t = token_keep.shape[-1]
+        self.n_blocks = self.t // self.blk
+        self.chunk_blocks = max(1, attention.chunk_tokens // self.blk)
+        self.min_value = torch.finfo(dtype).min
+        self.dtype = dtype
+
+    def chunks(self) -> list[tuple[int, int]]:
+        return [
+            (first, min(self.chunk_blocks, self.n_blocks - first))
+            for first in range(0, self.n_blocks, self.chunk_blocks)
+        ]
+
+    def indices(
+        self, first: int, count: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Gather indices and visibility of the chunk's keys.
+
+        Returns dense indices into `key` `[count, g + 3*blk]` with visibility `[n, 1, count, g + 3*blk]`, and sparse
+        indices `[count, 2*sbs]` with visibility `[n, h, count, 2*sbs]` (None without sparse tokens).
+        """
+        g, blk, t = self.g, self.blk, self.t
+        device = self.token_keep.device
+        blocks = torch.arange(first, first + count, device=device).unsqueeze(1)  # [count, 1]
+        positions = (blocks - 1) * blk + torch.arange(3 * blk, device=device)  # [count, 3*blk]
+        inside = (positions >= 0) & (positions < t)
+        positions = positions.clamp(0, t - 1)
+        n = self.token_keep.shape[0]
+        local_keep = self.token_keep[:, :, positions] & inside  # [n, 1, count, 3*blk]
+        global_keep = local_keep.new_ones(n, 1, count, g)
+        dense_index = torch.cat([torch.arange(g, device=device).expand(count, g), positions + g], dim=1)
+        dense_keep = torch.cat([global_keep, local_keep], dim=-1)
+        if self.sparse_keep is None:
+            return dense_index, dense_keep, None, None
+        s_len = self.sparse_keep.shape[-1]
+        step = blk // self.sf
+        starts = [offset + blocks * step for offset in _sparse_window_offsets(blk, self.sbs, self.sf)]
+        sparse_positions = torch.cat([start + torch.arange(self.sbs, device=device) for start in starts], dim=1)
+        inside = (sparse_positions >= 0) & (sparse_positions < s_len)  # [count, 2*sbs]
+        sparse_positions = sparse_positions.clamp(0, s_len - 1)
+        sparse_keep = self.sparse_keep[:, :, sparse_positions] & inside  # [n, h, count, 2*sbs]
+        return dense_index, dense_keep, sparse_positions, sparse_keep
+
+    def gather(self, first, count, queries, key, value, sparse_keys, sparse_values):
+        """Chunk inputs of flash attention: queries `[n, h*count, blk, d]`, keys/values `[n, h*count, k_len, d]`
+        (one attention per head and block) and an additive mask `[n, h*count, 1, k_len]`."""
         n, h, _, d = queries.shape
-        # [n, h, count, k_part, d] keys/values and [n, h|1, count, k_part] visibility per part
-        key_parts = [global_keys.unsqueeze(2).expand(-1, -1, count, -1, -1)]  # [n, h, count, g, d]
-        value_parts = [global_values.unsqueeze(2).expand(-1, -1, count, -1, -1)]
-        keep_parts = [local_keep.new_ones(1, 1, 1, 1).expand(n, h, count, g)]  # globals always visible
-        windows = [((first - 1) * blk, 3 * blk, blk, blk, local_keys, local_values, local_keep)]
-        if sparse:
-            step = blk // self.sparsity_factor
-            for offset in _sparse_window_offsets(blk, sbs, self.sparsity_factor):
-                windows.append((offset + first * step, sbs, step, sbs + step, *sparse))
-        for start, size, step, pad, part_keys, part_values, part_keep in windows:
-            # window views are [n, h, count, d, size]; the key axis goes before d
-            key_parts.append(_block_windows(part_keys, start, size, step, count, pad).transpose(-1, -2))
-            value_parts.append(_block_windows(part_values, start, size, step, count, pad).transpose(-1, -2))
-            keep_parts.append(_block_windows(part_keep, start, size, step, count, pad).expand(n, h, -1, -1))
-        block_keys = torch.cat(key_parts, dim=3)  # [n, h, count, k_len, d], the only copy of the keys
-        block_values = torch.cat(value_parts, dim=3)
-        block_keep = torch.cat(keep_parts, dim=3)  # [n, h, count, k_len]
-        k_len = block_keys.shape[3]
+        dense_index, dense_keep, sparse_index, sparse_keep = self.indices(first, count)
+        keys = [key.index_select(2, dense_index.flatten()).view(n, h, count, -1, d)]  # [n, h, count, g+3*blk, d]
+        values = [value.index_select(2, dense_index.flatten()).view(n, h, count, -1, d)]
+        keeps = [dense_keep.expand(n, h, -1, -1)]
+        if sparse_index is not None:
+            keys.append(sparse_keys.index_select(2, sparse_index.flatten()).view(n, h, count, -1, d))
+            values.append(sparse_values.index_select(2, sparse_index.flatten()).view(n, h, count, -1, d))
+            keeps.append(sparse_keep)
+        block_keys = torch.cat(keys, dim=3).view(n, h * count, -1, d)  # [n, h*count, k_len, d]
+        block_values = torch.cat(values, dim=3).view(n, h * count, -1, d)
+        keep = torch.cat(keeps, dim=3).view(n, h * count, 1, -1)  # [n, h*count, 1, k_len]
+        mask = torch.zeros(keep.shape, dtype=self.dtype, device=keep.device).masked_fill_(~keep, self.min_value)
+        block_queries = queries.narrow(2, first * self.blk, count * self.blk).reshape(n, h * count, self.blk, d)
+        return block_queries, block_keys, block_values, mask
+
+    def attend(self, first, count, queries, key, value, sparse_keys, sparse_values, dropout=0.0) -> torch.Tensor:
+        """Context `[n, h, count*blk, d]` of one chunk, with autograd through plain SDPA."""
+        n, h, _, d = queries.shape
+        block_queries, block_keys, block_values, mask = self.gather(
+            first, count, queries, key, value, sparse_keys, sparse_values
+        )
         context = F.scaled_dot_product_attention(
-            queries.reshape(n, h * count, blk, d),  # [n, h*count, blk, d]: one attention per (head, block)
-            block_keys.reshape(n, h * count, k_len, d),
-            block_values.reshape(n, h * count, k_len, d),
-            attn_mask=block_keep.reshape(n, h * count, 1, k_len),
-            dropout_p=dropout,
-        )  # [n, h*count, blk, d]
-        return context.reshape(n, h, count * blk, d)
+            block_queries, block_keys, block_values, attn_mask=mask, dropout_p=dropout
+        )
+        return context.view(n, h, count * self.blk, d)
+
+    def scatter_grads(self, first, count, grads, block_grads) -> None:
+        """Add a chunk's key/value gradients `[n, h*count, k_len, d]` back to the full tensors (overlapping windows
+        sum, clamped out-of-range positions receive the zero gradient of masked keys)."""
+        grad_key, grad_value, grad_sparse_keys, grad_sparse_values = grads
+        dense_index, _, sparse_index, _ = self.indices(first, count)
+        n, _, k_len, d = block_grads[0].shape
+        h = grad_key.shape[1]
+        dense = dense_index.shape[1]
+        for full, sparse_full, block in (
+            (grad_key, grad_sparse_keys, block_grads[0]),
+            (grad_value, grad_sparse_values, block_grads[1]),
+        ):
+            block = block.reshape(n, h, count, k_len, d)
+            full.index_add_(2, dense_index.flatten(), block[:, :, :, :dense].reshape(n, h, -1, d))
+            if sparse_index is not None:
+                sparse_full.index_add_(2, sparse_index.flatten(), block[:, :, :, dense:].reshape(n, h, -1, d))
+
+
+class _CPUBlockAttention(torch.autograd.Function):
+    """Chunked LSG block attention on CPU's flash kernel, keeping each chunk's log-sum-exp for the backward.
+
+    Saves only its inputs and output (no gathered keys, no scores); backward regathers each chunk's keys and calls
+    the flash backward kernel, so the forward is not recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, queries, key, value, sparse_keys, sparse_values, layout: _BlockLayout):
+        n, h, t, d = queries.shape
+        context = queries.new_empty(n, h, t, d)
+        logsumexps = []
+        for first, count in layout.chunks():
+            block_queries, block_keys, block_values, mask = layout.gather(
+                first, count, queries, key, value, sparse_keys, sparse_values
+            )
+            out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                block_queries, block_keys, block_values, attn_mask=mask
+            )  # [n, h*count, blk, d], [n, h*count, blk]
+            context.narrow(2, first * layout.blk, count * layout.blk).copy_(out.view(n, h, -1, d))
+            logsumexps.append(logsumexp)
+        ctx.layout = layout
+        ctx.logsumexps = logsumexps
+        ctx.save_for_backward(queries, key, value, sparse_keys, sparse_values, context)
+        return context
+
+    @staticmethod
+    def backward(ctx, grad_context):
+        queries, key, value, sparse_keys, sparse_values, context = ctx.saved_tensors
+        layout = ctx.layout
+        n, h, _, d = queries.shape
+        grad_queries = torch.zeros_like(queries)
+        grads = (
+            torch.zeros_like(key),
+            torch.zeros_like(value),
+            None if sparse_keys is None else torch.zeros_like(sparse_keys),
+            None if sparse_values is None else torch.zeros_like(sparse_values),
+        )
+        blk = layout.blk
+        for (first, count), logsumexp in zip(layout.chunks(), ctx.logsumexps, strict=True):
+            block_queries, block_keys, block_values, mask = layout.gather(
+                first, count, queries, key, value, sparse_keys, sparse_values
+            )
+            rows = (n, h * count, blk, d)
+            grad_out = grad_context.narrow(2, first * blk, count * blk).reshape(rows)
+            out = context.narrow(2, first * blk, count * blk).reshape(rows)
+            grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                grad_out, block_queries, block_keys, block_values, out, logsumexp, 0.0, False, attn_mask=mask
+            )
+            grad_queries.narrow(2, first * blk, count * blk).copy_(grad_q.reshape(n, h, -1, d))
+            layout.scatter_grads(first, count, grads, (grad_k, grad_v))
+        return grad_queries, *grads, None
 
 
 def _full_attention(query, key, value, keep, dropout) -> torch.Tensor:
