@@ -90,12 +90,12 @@ def build_layer(method: str, length: int):
 
 def measure(method: str, length: int, repeats: int) -> dict:
     """Run in the child: time forward+backward, report peak RSS."""
-    import torch
-
     # Same imports in every child, so that peak RSS compares the layers and not the libraries loaded.
-    import lsgtrain.modeling  # noqa: F401
-    import transformers.models.bigbird_pegasus.modeling_bigbird_pegasus  # noqa: F401
+    import torch
+    import transformers.models.bigbird_pegasus.modeling_bigbird_pegasus
     import transformers.models.led.modeling_led  # noqa: F401
+
+    import lsgtrain.modeling  # noqa: F401
 
     torch.manual_seed(0)
     layer, make_inputs = build_layer(method, length)
@@ -152,7 +152,9 @@ def markdown(results: dict, lengths: list[int]) -> str:
             floor = results["floor"][str(n)].get("seconds")
             sdpa = results["sdpa"][str(n)].get("seconds")
             ratio_sdpa = f"{r['seconds'] / sdpa:.2f}x" if sdpa else "-"
-            cells.append(f"{r['seconds'] / floor:.2f}x, {ratio_sdpa}, {r['peak_rss_mb']:,.0f} MB ({r['seconds']:.2f} s)")
+            cells.append(
+                f"{r['seconds'] / floor:.2f}x, {ratio_sdpa}, {r['peak_rss_mb']:,.0f} MB ({r['seconds']:.2f} s)"
+            )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -164,14 +166,15 @@ def plot(results: dict, lengths: list[int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for method, row in results.items():
+    colors = plt.get_cmap("tab20").colors
+    for color, (method, row) in zip(colors, results.items(), strict=False):
         points = [(n, row[str(n)]) for n in lengths if "seconds" in row.get(str(n), {})]
         if not points:
             continue
         style = "-" if method.startswith("lsg_") else "--"
         xs = [n for n, _ in points]
-        ax_time.plot(xs, [r["seconds"] for _, r in points], style, marker="o", label=method)
-        ax_mem.plot(xs, [r["peak_rss_mb"] for _, r in points], style, marker="o", label=method)
+        ax_time.plot(xs, [r["seconds"] for _, r in points], style, marker="o", label=method, color=color)
+        ax_mem.plot(xs, [r["peak_rss_mb"] for _, r in points], style, marker="o", label=method, color=color)
     for ax, label in ((ax_time, "forward + backward (s)"), (ax_mem, "peak RSS (MB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -191,11 +194,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--replot", action="store_true", help="redraw table and plot from the saved JSON")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         method, length, repeats, threads = args.child
         return child_main(method, int(length), int(repeats), int(threads))
+    if args.replot:
+        saved = json.loads((args.output / "attention.json").read_text())
+        return write_outputs(saved["results"], saved["lengths"], saved["machine"], args.output)
 
     lengths = [1024, 4096] if args.quick else list(LENGTHS)
     methods = sorted(set(args.methods) | {"floor", "sdpa"}, key=METHODS.index)
@@ -206,13 +213,17 @@ def main() -> None:
             repeats = args.repeats if n <= 4096 else max(1, args.repeats - 1)
             results[method][str(n)] = run_child(method, n, repeats, args.threads)
             print(f"{method:>18} {n:>6}: {results[method][str(n)]}", flush=True)
-    args.output.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, {args.threads} threads"
+    write_outputs(results, lengths, machine, args.output)
+
+
+def write_outputs(results: dict, lengths: list[int], machine: str, output: Path) -> None:
+    output.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine, "d_model": D_MODEL, "heads": HEADS, "lengths": lengths, "results": results}
-    (args.output / "attention.json").write_text(json.dumps(payload, indent=2))
+    (output / "attention.json").write_text(json.dumps(payload, indent=2))
     table = markdown(results, lengths)
-    (args.output / "attention.md").write_text(f"Machine: {machine}. Ratios from one run.\n\n{table}\n")
-    plot(results, lengths, args.output / "attention.png")
+    (output / "attention.md").write_text(f"Machine: {machine}. Ratios from one run.\n\n{table}\n")
+    plot(results, lengths, output / "attention.png")
     print(table)
 
 

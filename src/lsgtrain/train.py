@@ -15,6 +15,8 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
@@ -104,9 +106,45 @@ def _write_summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float
     (output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
 
 
+def record_trial(sweep_dir: Path, number: int, overrides: list[str], metric: float | None, error: str | None) -> None:
+    """Write one sweep trial to `sweep_dir/trials/<number>.json` and rebuild `sweep_dir/trials.md` from all of them.
+
+    One file per trial, so that concurrent jobs (SLURM) never write the same file; the summary is rewritten whole.
+    """
+    trials_dir = sweep_dir / "trials"
+    trials_dir.mkdir(parents=True, exist_ok=True)
+    record = {"trial": number, "overrides": overrides, "metric": metric, "status": "failed" if error else "ok"}
+    if error:
+        record["error"] = error
+    tmp = trials_dir / f".{number}.json.tmp"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, trials_dir / f"{number}.json")
+    rows = sorted((json.loads(p.read_text()) for p in trials_dir.glob("*.json")), key=lambda r: r["trial"])
+    lines = ["| trial | status | metric | parameters |", "|---|---|---|---|"]
+    for row in rows:
+        value = "-" if row["metric"] is None else f"{row['metric']:.4f}"
+        detail = " ".join(row["overrides"]) + (f" ({row['error']})" if row.get("error") else "")
+        lines.append(f"| {row['trial']} | {row['status']} | {value} | {detail} |")
+    summary = sweep_dir / "trials.md"
+    tmp = sweep_dir / ".trials.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, summary)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry; returns `cfg.optimized_metric` for sweepers."""
+    """Hydra entry; returns `cfg.optimized_metric` for sweepers, and records each trial of a sweep."""
     torch.set_float32_matmul_precision("high")
-    metrics, _ = train(cfg)
-    return metrics.get(cfg.get("optimized_metric"))
+    hydra_cfg = HydraConfig.get()
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        metrics, _ = train(cfg)
+    except Exception as error:
+        if sweeping:
+            message = str(error).strip().splitlines()[-1][:300]
+            record_trial(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task), None, message)
+        raise
+    metric = metrics.get(cfg.get("optimized_metric"))
+    if sweeping:
+        record_trial(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task), metric, None)
+    return metric

@@ -1,0 +1,64 @@
+"""Sweeps through the real CLI: Optuna with an impossible trial, and a grid with `-m`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import FAST, TINY_INIT
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = [
+    *FAST, *TINY_INIT, "data.max_samples=4", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+    "callbacks.rouge.every_n_epochs=1", "test=false", "callbacks.hf_export=null",
+    "++module.generation.max_new_tokens=4", "++module.generation.num_beams=1",
+]  # fmt: skip
+
+
+def _sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    swept = {override.split("=")[0] for override in overrides}
+    quick = [override for override in QUICK if override.split("=")[0] not in swept]  # the sweep's values win
+    command = [sys.executable, "train.py", "-m", *quick, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+               f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", *overrides]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+
+
+def _trials(tmp_path: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep" / "trials").glob("*.json"))]
+
+
+@pytest.mark.slow
+def test_optuna_sweep_survives_an_impossible_trial(tmp_path):
+    result = _sweep(
+        tmp_path, "hparams_search=lsg_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=2",
+        # command-line search space: sparsity_factor 3 cannot divide block_size 16; the rest is fixed
+        "model.lsg.sparsity_factor=choice(3,4)", "model.lsg.block_size=16", "model.lsg.sparse_block_size=16",
+        "model.lsg.sparsity_type=norm", "model.lsg.num_global_tokens=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _trials(tmp_path)
+    assert len(trials) == 3
+    failed = [t for t in trials if t["status"] == "failed"]
+    finished = [t for t in trials if t["status"] == "ok"]
+    assert failed and finished, trials
+    assert all("block_size (16) must be a multiple of sparsity_factor (3)" in t["error"] for t in failed)
+    assert all(0.0 <= t["metric"] <= 100.0 for t in finished)
+    summary = (tmp_path / "sweep" / "trials.md").read_text()
+    assert summary.count("| failed |") == len(failed) and summary.count("| ok |") == len(finished)
+    best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
+    assert "best_value" in best
+
+
+@pytest.mark.slow
+def test_grid_sweep_runs_every_combination(tmp_path):
+    result = _sweep(tmp_path, "model.lsg.sparsity_type=none,pooling")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _trials(tmp_path)
+    assert sorted(t["overrides"][-1] for t in trials) == [
+        "model.lsg.sparsity_type=none", "model.lsg.sparsity_type=pooling",
+    ]  # fmt: skip
+    assert all(t["status"] == "ok" for t in trials)
