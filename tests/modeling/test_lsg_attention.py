@@ -7,6 +7,8 @@ from lsgtrain.modeling.configuration_lsg_pegasus import SPARSITY_TYPES
 from lsgtrain.modeling.lsg_attention import _sparse_window_offsets
 from lsgtrain.modeling.modeling_lsg_pegasus import LSGPegasusForConditionalGeneration, LSGPegasusModel
 
+from .batches import padded_batch
+
 
 def _encode(model, input_ids, attention_mask, seed=0):
     torch.manual_seed(seed)
@@ -14,13 +16,8 @@ def _encode(model, input_ids, attention_mask, seed=0):
         return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def _batch(length=64, pad=13, vocab=128, seed=5):
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(2, vocab, (2, length), generator=generator)
-    attention_mask = torch.ones(2, length, dtype=torch.long)
-    input_ids[1, length - pad :] = 0
-    attention_mask[1, length - pad :] = 0
-    return input_ids, attention_mask
+def _batch(length=64, pad=13):
+    return padded_batch(length, pad, seed=5)
 
 
 @pytest.fixture

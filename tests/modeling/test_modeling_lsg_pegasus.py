@@ -12,16 +12,12 @@ from lsgtrain.modeling.modeling_lsg_pegasus import (
     LSGPegasusModel,
 )
 
+from .batches import padded_batch
 from .oracle import load_case, state_dict_of
 
 
-def _inputs(length=61, pad=20, vocab=128, seed=3):
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(2, vocab, (2, length), generator=generator)
-    attention_mask = torch.ones(2, length, dtype=torch.long)
-    input_ids[1, length - pad :] = 0
-    attention_mask[1, length - pad :] = 0
-    return input_ids, attention_mask
+def _inputs(length=61, pad=20):
+    return padded_batch(length, pad, seed=3)
 
 
 @pytest.fixture
