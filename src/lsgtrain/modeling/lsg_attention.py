@@ -6,9 +6,10 @@ Notation used for tensor shapes:
     k_len: keys seen by one query block = g + 2 * sbs + 3 * blk (g + 3 * blk without sparse tokens).
 
 The numbers follow the reference implementation (`ccdv-ai/convert_checkpoint_to_lsg`, `modeling_lsg_pegasus.py`),
-quirks included, so that existing checkpoints keep their outputs. The layout differs: the reference copies keys and
-values into one `[global | sparse | local]` tensor per block; here each part is scored against its own view and
-only the scores are concatenated, so no key or value is duplicated and no tensor of size t x t exists.
+quirks included, so that existing checkpoints keep their outputs. The computation differs: the reference copies every
+block's `[global | sparse | local]` keys and values at once and materialises all scores; here query blocks are
+processed in chunks, each gathering only its own keys and running a fused flash attention, so memory stays linear
+and bounded per chunk and no tensor of size t x t exists (see `LSGBlockAttention._block_attention`).
 Padding masks are boolean `keep` tensors (True = visible) and become `finfo(dtype).min` scores, which is what the
 reference's additive masks give and stays finite in bf16.
 """
