@@ -309,11 +309,14 @@ class _BlockLayout:
         sparse_keep = self.sparse_keep[:, :, sparse_positions] & inside  # [n, h, count, 2*sbs]
         return dense_index, dense_keep, sparse_positions, sparse_keep
 
-    def gather(self, first, count, queries, key, value, sparse_keys, sparse_values):
+    def gather(self, first, count, queries, key, value, sparse_keys, sparse_values, indices=None):
         """Chunk inputs of flash attention: queries `[n, h*count, blk, d]`, keys/values `[n, h*count, k_len, d]`
-        (one attention per head and block) and an additive mask `[n, h*count, 1, k_len]`."""
+        (one attention per head and block) and an additive mask `[n, h*count, 1, k_len]`.
+
+        `indices` is `self.indices(first, count)` when the caller already has it.
+        """
         n, h, _, d = queries.shape
-        dense_index, dense_keep, sparse_index, sparse_keep = self.indices(first, count)
+        dense_index, dense_keep, sparse_index, sparse_keep = indices or self.indices(first, count)
         keys = [key.index_select(2, dense_index.flatten()).view(n, h, count, -1, d)]  # [n, h, count, g+3*blk, d]
         values = [value.index_select(2, dense_index.flatten()).view(n, h, count, -1, d)]
         keeps = [dense_keep.expand(n, h, -1, -1)]
@@ -339,11 +342,12 @@ class _BlockLayout:
         )
         return context.view(n, h, count * self.blk, d)
 
-    def scatter_grads(self, first, count, grads, block_grads) -> None:
-        """Add a chunk's key/value gradients `[n, h*count, k_len, d]` back to the full tensors (overlapping windows
-        sum, clamped out-of-range positions receive the zero gradient of masked keys)."""
+    def scatter_grads(self, indices, grads, block_grads) -> None:
+        """Add a chunk's key/value gradients `[n, h*count, k_len, d]` back to the full tensors at the chunk's
+        `indices` (overlapping windows sum, clamped out-of-range positions get the zero gradient of masked keys)."""
         grad_key, grad_value, grad_sparse_keys, grad_sparse_values = grads
-        dense_index, _, sparse_index, _ = self.indices(first, count)
+        dense_index, _, sparse_index, _ = indices
+        count = dense_index.shape[0]
         n, _, k_len, d = block_grads[0].shape
         h = grad_key.shape[1]
         dense = dense_index.shape[1]
@@ -397,8 +401,9 @@ class _CPUBlockAttention(torch.autograd.Function):
         )
         blk = layout.blk
         for (first, count), logsumexp in zip(layout.chunks(), ctx.logsumexps, strict=True):
+            indices = layout.indices(first, count)  # shared by the gather and the gradient scatter
             block_queries, block_keys, block_values, mask = layout.gather(
-                first, count, queries, key, value, sparse_keys, sparse_values
+                first, count, queries, key, value, sparse_keys, sparse_values, indices
             )
             rows = (n, h * count, blk, d)
             grad_out = grad_context.narrow(2, first * blk, count * blk).reshape(rows)
@@ -407,7 +412,7 @@ class _CPUBlockAttention(torch.autograd.Function):
                 grad_out, block_queries, block_keys, block_values, out, logsumexp, 0.0, False, attn_mask=mask
             )
             grad_queries.narrow(2, first * blk, count * blk).copy_(grad_q.reshape(n, h, -1, d))
-            layout.scatter_grads(first, count, grads, (grad_k, grad_v))
+            layout.scatter_grads(indices, grads, (grad_k, grad_v))
         return grad_queries, *grads, None
 
 
