@@ -8,6 +8,7 @@ tokenizer is saved once per (corpus, vocab size) and reloaded on later runs.
 import hashlib
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -56,8 +57,8 @@ def cached_pegasus_tokenizer(
     tokenizer.save_pretrained(staging)
     try:
         staging.rename(path)
-    except OSError:  # another process got there first
-        pass
+    except OSError:  # another process got there first: keep its copy, drop ours
+        shutil.rmtree(staging, ignore_errors=True)
     return AutoTokenizer.from_pretrained(path)
 
 
