@@ -40,6 +40,21 @@ def tiny_config():
     return make
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node SLURM cluster (tests/slurm/cluster.py) for the session; tests using it skip where it
+    cannot start (no root, packages missing) and say why."""
+    from .slurm.cluster import ClusterUnavailable, LocalSlurmCluster
+
+    cluster = LocalSlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except ClusterUnavailable as error:
+        pytest.skip(f"no local SLURM cluster: {error}")
+    yield cluster
+    cluster.stop()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """With LSGTRAIN_FORBID_SKIPS=1 (set by .ci/run) a skipped test fails: CI must run everything."""

@@ -1,10 +1,12 @@
-"""Checkpoint files that are either complete or absent: written to a temporary file, then renamed."""
+"""Checkpoint files that are either complete or absent, and where a resumed run finds the last one."""
 
 import os
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
@@ -22,3 +24,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(f".{path.name}.tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """`last.ckpt` in the first `ModelCheckpoint`'s folder (`<run dir>/checkpoints` when none is configured)."""
+    callback = trainer.checkpoint_callback
+    folder = Path(callback.dirpath) if isinstance(callback, ModelCheckpoint) and callback.dirpath else None
+    folder = folder or Path(trainer.default_root_dir) / "checkpoints"
+    return folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+
+
+def resolve_resume_checkpoint(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
+    """`last` -> this run directory's `last.ckpt` if there is one (a rerun, a requeued job), else a fresh start."""
+    if ckpt_path != "last":
+        return ckpt_path
+    last = last_checkpoint_path(trainer)
+    return str(last) if last.is_file() else None

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpointing import AtomicCheckpointIO
+from .checkpointing import AtomicCheckpointIO, resolve_resume_checkpoint
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
 
 logger = logging.getLogger(__name__)
+
+# Our training samplers restart mid-epoch where the checkpoint stopped (LongDocumentDataModule.state_dict), which
+# Lightning cannot see from the DataLoader, so its warning about non-resumable loaders does not apply.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 CONFIG_DIR = os.environ.get("LSGTRAIN_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
 
@@ -52,7 +58,10 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     loggers = _instantiate_group(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # ranks from SLURM; requeueing is RequeueOnPreemption's job (step boundaries)
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
     if cfg.get("effective_batch_size"):
         per_step = cfg.data.batch_size * trainer.world_size
         trainer.accumulate_grad_batches = max(1, math.ceil(cfg.effective_batch_size / per_step))
@@ -70,9 +79,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     started = time.perf_counter()
     objects = build(cfg)
     trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
-    test_ckpt = cfg.get("ckpt_path")
+    resume = resolve_resume_checkpoint(cfg.get("ckpt_path"), trainer)
+    if resume:
+        logger.info("Resuming from %s", resume)
+    test_ckpt = resume
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False)
         test_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
     metrics = _metrics(trainer)
     if cfg.get("test", True) and not trainer.interrupted:
@@ -91,9 +103,12 @@ def _write_summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float
     """Print the end-of-run summary and save it as `run_summary.json` (written last: its presence = success)."""
     output_dir = Path(cfg.paths.output_dir)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    environment = getattr(trainer.strategy, "cluster_environment", None)  # only distributed strategies have one
     summary = {
         "metrics": metrics,
         "global_step": trainer.global_step,
+        "world_size": trainer.world_size,
+        "cluster_environment": type(environment).__name__ if environment else None,
         "epochs": trainer.current_epoch,
         "best_checkpoint": best,
         "seconds": round(elapsed, 1),

@@ -29,6 +29,12 @@ TINY_INIT = [
     "++model.init.encoder_ffn_dim=64",
     "++model.init.decoder_ffn_dim=64",
 ]
+# A whole run in seconds: one short epoch, ROUGE on 4 generated tokens, nothing exported.
+QUICK = [
+    *FAST, *TINY_INIT, "data.max_samples=4", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+    "callbacks.rouge.every_n_epochs=1", "test=false", "callbacks.hf_export=null",
+    "++module.generation.max_new_tokens=4", "++module.generation.num_beams=1",
+]  # fmt: skip
 WORDS = "long documents need sparse attention so global tokens summarise every block of text".split()
 
 

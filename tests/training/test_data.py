@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lsgtrain.data.datamodule import LengthGroupedSampler
+from lsgtrain.data.datamodule import LengthGroupedSampler, ResumableSampler
 from lsgtrain.metrics.rouge import compute_rouge, split_sentences
 
 
@@ -34,6 +34,28 @@ def test_length_grouped_sampler_reshuffles_each_epoch():
     first = list(sampler)
     sampler.set_epoch(1)
     assert sorted(first) == sorted(sampler) and first != list(sampler)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_sampler_resumes_mid_epoch_with_the_batches_not_yet_trained(grouped):
+    def make(rank):
+        options = {"batch_size": 3, "num_replicas": 2, "rank": rank, "seed": 5}
+        return LengthGroupedSampler(list(range(50)), **options) if grouped else ResumableSampler(50, **options)
+
+    for rank in range(2):
+        whole = make(rank)
+        whole.set_epoch(2)
+        uninterrupted = list(whole)
+        resumed = make(rank)
+        resumed.resume_at(epoch=2, batches=4)
+        resumed.set_epoch(2)
+        assert list(resumed) == uninterrupted[12:]
+        assert len(resumed) == len(uninterrupted)  # Lightning still counts the epoch's full length
+        assert list(resumed) == uninterrupted  # the skip applies to one pass only
+        other_epoch = make(rank)
+        other_epoch.resume_at(epoch=1, batches=4)
+        other_epoch.set_epoch(2)
+        assert list(other_epoch) == uninterrupted
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])

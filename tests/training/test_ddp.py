@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ["data.max_samples=5", "data.eval_batch_size=1"]  # 5 documents: the 2-rank sampler repeats one
 
 
-def _evaluate(tmp_path: Path, name: str, checkpoint: Path, cache_dir: Path, *overrides: str) -> dict:
+def evaluate_checkpoint(tmp_path: Path, name: str, checkpoint: Path, cache_dir: Path, *overrides: str) -> dict:
+    """`python -m lsgtrain.evaluate` on `checkpoint` in a fresh process; returns its metrics."""
     run_dir = tmp_path / name
     command = [
         sys.executable, "-m", "lsgtrain.evaluate", *FAST, *TINY_INIT, *DATA, f"ckpt_path={checkpoint}",
@@ -33,8 +34,8 @@ def _evaluate(tmp_path: Path, name: str, checkpoint: Path, cache_dir: Path, *ove
 def test_two_process_ddp_rouge_equals_one_process(make_cfg, tmp_path, cache_dir):
     train(make_cfg(*DATA, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"))
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    single = _evaluate(tmp_path, "single", checkpoint, cache_dir, "trainer=cpu")
-    double = _evaluate(tmp_path, "ddp", checkpoint, cache_dir, "trainer=ddp_cpu", "trainer.devices=2")
+    single = evaluate_checkpoint(tmp_path, "single", checkpoint, cache_dir, "trainer=cpu")
+    double = evaluate_checkpoint(tmp_path, "ddp", checkpoint, cache_dir, "trainer=ddp_cpu", "trainer.devices=2")
     for stage in ("val", "test"):
         for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
             assert double[f"{stage}/{name}"] == pytest.approx(single[f"{stage}/{name}"], abs=1e-9), (stage, name)

@@ -1,4 +1,4 @@
-"""Sweeps through the real CLI: Optuna with an impossible trial, and a grid with `-m`."""
+"""Sweeps through the real CLI: Optuna with an impossible trial (locally and as SLURM jobs), a grid with `-m`."""
 
 import json
 import os
@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FAST, TINY_INIT
+from .conftest import QUICK
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = [
-    *FAST, *TINY_INIT, "data.max_samples=4", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-    "callbacks.rouge.every_n_epochs=1", "test=false", "callbacks.hf_export=null",
-    "++module.generation.max_new_tokens=4", "++module.generation.num_beams=1",
-]  # fmt: skip
 
 
 def _sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -23,7 +18,7 @@ def _sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     quick = [override for override in QUICK if override.split("=")[0] not in swept]  # the sweep's values win
     command = [sys.executable, "train.py", "-m", *quick, f"hydra.sweep.dir={tmp_path / 'sweep'}",
                f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", *overrides]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
 
 
@@ -32,9 +27,15 @@ def _trials(tmp_path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_optuna_sweep_survives_an_impossible_trial(tmp_path):
+@pytest.mark.parametrize("launcher", ["local", "slurm"])
+def test_optuna_sweep_survives_an_impossible_trial(launcher, tmp_path, request):
+    submit = []
+    if launcher == "slurm":  # all three trials at once, each a SLURM job
+        request.getfixturevalue("slurm_cluster")
+        submit = ["hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=20",
+                  f"hydra.launcher.submitit_folder={tmp_path / 'submitit'}/%j", "hydra.sweeper.n_jobs=3"]  # fmt: skip
     result = _sweep(
-        tmp_path, "hparams_search=lsg_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=2",
+        tmp_path, *submit, "hparams_search=lsg_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=2",
         # command-line search space: sparsity_factor 3 cannot divide block_size 16; the rest is fixed
         "model.lsg.sparsity_factor=choice(3,4)", "model.lsg.block_size=16", "model.lsg.sparse_block_size=16",
         "model.lsg.sparsity_type=norm", "model.lsg.num_global_tokens=1",

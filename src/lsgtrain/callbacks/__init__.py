@@ -1,4 +1,5 @@
 from .hf_export import HFExport
+from .preemption import RequeueOnPreemption
 from .rouge_evaluation import RougeEvaluation
 
-__all__ = ["HFExport", "RougeEvaluation"]
+__all__ = ["HFExport", "RequeueOnPreemption", "RougeEvaluation"]

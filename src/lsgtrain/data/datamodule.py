@@ -23,28 +23,56 @@ from .tokenizer import load_tokenizer
 logger = logging.getLogger(__name__)
 
 
-class LengthGroupedSampler(DistributedSampler):
-    """Shuffles, then sorts documents by length inside mega-batches so each batch holds similar lengths.
+class ResumableSampler(DistributedSampler):
+    """Shuffled, rank-sharded training order that can restart in the middle of an epoch.
 
-    A `DistributedSampler` (Lightning leaves it in place): rank r takes positions r, r + world, ... so that the
-    `batch_size * world` consecutive positions that make one step are of similar length on every rank.
+    A `DistributedSampler` (Lightning leaves it in place): rank r takes positions r, r + world, ... of one
+    seeded order per epoch. `resume_at(epoch, batches)` makes the next pass over that epoch skip the batches a
+    checkpoint already trained on, so a resumed run sees exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(self, size: int, *, batch_size: int, num_replicas: int, rank: int, seed: int):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.size = size
+        self.batch_size = batch_size
+        self._resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        self._resume = (epoch, batches)
+
+    def order(self, generator: torch.Generator) -> list[int]:
+        """The whole epoch's order, before it is split between ranks."""
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order(torch.Generator().manual_seed(self.seed + self.epoch))
+        order += order[: self.total_size - len(order)]  # same number of samples on every rank
+        mine = order[self.rank : self.total_size : self.num_replicas]
+        if self._resume is not None and self._resume[0] == self.epoch:
+            mine = mine[self._resume[1] * self.batch_size :]
+        self._resume = None  # later epochs run whole
+        return iter(mine)
+
+
+class LengthGroupedSampler(ResumableSampler):
+    """Sorts documents by length inside shuffled mega-batches, so each batch holds similar lengths.
+
+    The `batch_size * world` consecutive positions that make one step are of similar length on every rank.
     """
 
     def __init__(
         self, lengths: list[int], *, batch_size: int, num_replicas: int, rank: int, seed: int, mega_batches: int = 50
     ):
-        super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        super().__init__(len(lengths), batch_size=batch_size, num_replicas=num_replicas, rank=rank, seed=seed)
         self.lengths = lengths
         self.group = batch_size * num_replicas * mega_batches
 
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        order += order[: self.total_size - len(order)]  # same number of samples on every rank
+    def order(self, generator: torch.Generator) -> list[int]:
+        order = super().order(generator)
         grouped = []
         for start in range(0, len(order), self.group):
             grouped += sorted(order[start : start + self.group], key=lambda i: -self.lengths[i])
-        return iter(grouped[self.rank : self.total_size : self.num_replicas])
+        return grouped
 
 
 class LongDocumentDataModule(LightningDataModule):
@@ -90,6 +118,7 @@ class LongDocumentDataModule(LightningDataModule):
         self._raw: DatasetDict | None = None
         self._tokenizer = None
         self.datasets: dict[str, Dataset] = {}
+        self._resume_position: tuple[int, int] | None = None
 
     # -- what subclasses define -----------------------------------------------------------------------------
     def columns(self) -> dict[str, str]:
@@ -183,26 +212,39 @@ class LongDocumentDataModule(LightningDataModule):
         batch.update(self.collate_labels(rows))
         return batch
 
-    def _loader(self, split: str, batch_size: int, sampler=None, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, sampler: ResumableSampler | None = None) -> DataLoader:
         return DataLoader(
             self.datasets[split].with_format(None),
             batch_size=batch_size,
             sampler=sampler,
-            shuffle=shuffle,
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        if not self.group_by_length:
-            return self._loader("train", self.batch_size, shuffle=True)
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-        lengths = [len(ids) for ids in self.datasets["train"]["input_ids"]]
-        sampler = LengthGroupedSampler(
-            lengths, batch_size=self.batch_size, num_replicas=world, rank=rank, seed=self.seed
-        )
+        options = {"batch_size": self.batch_size, "num_replicas": world, "rank": rank, "seed": self.seed}
+        if self.group_by_length:
+            lengths = [len(ids) for ids in self.datasets["train"]["input_ids"]]
+            sampler = LengthGroupedSampler(lengths, **options)
+        else:
+            sampler = ResumableSampler(len(self.datasets["train"]), **options)
+        if self._resume_position is not None:
+            sampler.resume_at(*self._resume_position)
+            self._resume_position = None
         return self._loader("train", self.batch_size, sampler=sampler)
+
+    # -- mid-epoch resume: checkpoints record how far into the epoch training got ----------------------------
+    def state_dict(self) -> dict[str, int]:
+        if self.trainer is None or not self.trainer.training:
+            return {}
+        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": self.trainer.current_epoch, "batches_trained": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume_position = (state["epoch"], state["batches_trained"])
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size)

@@ -1,0 +1,144 @@
+"""lsgtrain on a real (single-node) SLURM cluster: launcher sweeps, srun DDP, preemption and requeue.
+
+The cluster comes from the `slurm_cluster` fixture (tests/conftest.py); jobs run the tiny model on CPU.
+"""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ..training.conftest import FAST, QUICK, TINY_INIT
+from ..training.test_ddp import DATA, evaluate_checkpoint
+from .step_recorder import read_steps
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "experiments" / "slurm" / "train.sbatch"
+FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+GENERATION = ["++module.generation.max_new_tokens=8", "++module.generation.num_beams=1"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
+            "LSGTRAIN_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}  # fmt: skip
+
+
+def sbatch(tmp_path: Path, *arguments: str, tasks: int = 1) -> str:
+    """Submit the repository's sbatch template (CPU: one core per task, no GPU); returns the job id."""
+    command = ["sbatch", "--parsable", f"--ntasks-per-node={tasks}", "--gpus-per-node=0", "--cpus-per-task=1",
+               "--time=20", f"--output={tmp_path}/slurm-%j.out", str(TEMPLATE), *arguments]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=_env(), check=True)
+    return result.stdout.strip().split(";")[0]
+
+
+def job_info(job: str) -> dict[str, str]:
+    line = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    return dict(field.split("=", 1) for field in line.split() if "=" in field)
+
+
+def wait_until_finished(tmp_path: Path, job: str, timeout: float = 600) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while (info := job_info(job)).get("JobState") not in FINISHED:
+        assert time.monotonic() < deadline, f"job {job} still {info.get('JobState')} after {timeout} s"
+        time.sleep(0.5)
+    log = tmp_path / f"slurm-{job}.out"
+    assert info["JobState"] == "COMPLETED", log.read_text()[-4000:] if log.exists() else info
+    return info
+
+
+def run_dir(tmp_path: Path, job: str) -> Path:
+    return tmp_path / "outputs" / "train" / "runs" / f"lsgtrain-{job}"
+
+
+@pytest.mark.slow
+def test_sweep_through_the_slurm_launcher_returns_each_trials_metric(slurm_cluster, tmp_path):
+    submitit = tmp_path / "submitit"
+    command = [
+        sys.executable, "train.py", "-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug",
+        f"hydra.launcher.submitit_folder={submitit}/%j", "hydra.launcher.timeout_min=20", *QUICK,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "model.lsg.sparsity_type=none,pooling",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    outcomes = [pickle.loads(path.read_bytes()) for path in sorted(submitit.glob("*/*_result.pkl"))]
+    assert [status for status, _ in outcomes] == ["success", "success"]  # two SLURM jobs, each with its result
+    returned = {job_return.overrides[-1]: job_return.return_value for _, job_return in outcomes}
+    trials = {row["overrides"][-1]: row for row in map(json.loads, map(Path.read_text, (tmp_path / "sweep" / "trials").glob("*.json")))}
+    assert set(returned) == set(trials) == {"model.lsg.sparsity_type=none", "model.lsg.sparsity_type=pooling"}
+    for override, metric in returned.items():
+        assert isinstance(metric, float) and 0.0 <= metric <= 100.0
+        assert trials[override]["metric"] == metric and trials[override]["status"] == "ok"
+    job_ids = {path.name for path in submitit.iterdir() if path.is_dir()}
+    assert len(job_ids) == 2 and all(job_info(job).get("JobState") == "COMPLETED" for job in job_ids)
+
+
+@pytest.mark.slow
+def test_two_task_srun_ddp_job_scores_like_one_process(slurm_cluster, tmp_path):
+    job = sbatch(
+        tmp_path, *FAST, *TINY_INIT, *DATA, *GENERATION,
+        "trainer=ddp_cpu", "trainer.devices=2", "trainer.max_epochs=3", "module.optimizer.lr=1e-2",
+        "callbacks.rouge.every_n_epochs=1", "callbacks.hf_export=null",
+        f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", tasks=2,
+    )  # fmt: skip
+    wait_until_finished(tmp_path, job)
+    folder = run_dir(tmp_path, job)
+    summary = json.loads((folder / "run_summary.json").read_text())
+    # 5 documents -> 3 per rank -> 2 batches of 2 per epoch, 3 epochs; ranks and world size taken from SLURM
+    assert summary["world_size"] == 2 and summary["global_step"] == 6
+    assert summary["cluster_environment"] == "SLURMEnvironment"
+
+    single = evaluate_checkpoint(tmp_path, "single", Path(summary["best_checkpoint"]), tmp_path / "cache", "trainer=cpu")
+    for stage in ("val", "test"):
+        for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+            key = f"{stage}/{name}"
+            assert summary["metrics"][key] == pytest.approx(single[key], abs=1e-9), key
+    assert summary["metrics"]["test/rouge1"] > 0  # the model has learnt some words: the comparison means something
+    distributed = (folder / "predictions" / "test.jsonl").read_text()
+    assert distributed == (tmp_path / "single" / "predictions" / "test.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_preempted_job_checkpoints_requeues_and_resumes_without_repeating_a_step(slurm_cluster, tmp_path):
+    training = [
+        *FAST, *TINY_INIT, *GENERATION, "data.max_samples=8", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
+        "callbacks.rouge.every_n_epochs=100", "callbacks.hf_export=null", "test=false",
+        f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "+callbacks.step_recorder._target_=tests.slurm.step_recorder.StepRecorder", "+callbacks.step_recorder.delay_s=1",
+    ]  # fmt: skip
+    reference = sbatch(tmp_path, *training, f"+callbacks.step_recorder.path={tmp_path / 'reference.jsonl'}")
+    preempted_steps = tmp_path / "preempted.jsonl"
+    preempted = sbatch(tmp_path, *training, f"+callbacks.step_recorder.path={preempted_steps}", "logger=wandb")
+
+    deadline = time.monotonic() + 300
+    while not (preempted_steps.exists() and len(read_steps(preempted_steps)) >= 2):
+        assert job_info(preempted).get("JobState") in ("PENDING", "RUNNING"), job_info(preempted)
+        assert time.monotonic() < deadline, "the job never reached its second step"
+        time.sleep(0.2)
+    # what SLURM sends before a time limit or a preemption (--signal=USR2@...); it reaches the job's tasks
+    subprocess.run(["scancel", "--signal=USR2", preempted], check=True)
+
+    info = wait_until_finished(tmp_path, preempted)
+    wait_until_finished(tmp_path, reference)
+    assert info["Restarts"] == "1"  # requeued once, by the job itself
+    log = (tmp_path / f"slurm-{preempted}.out").read_text()
+    assert "received SIGUSR2" in log and f"requeueing SLURM job {preempted}" in log and "Resuming from" in log
+
+    steps = read_steps(preempted_steps)
+    expected = read_steps(tmp_path / "reference.jsonl")
+    assert [row["step"] for row in expected] == list(range(1, 10))
+    assert steps == expected  # every step once, on the same documents as the uninterrupted run
+    summaries = [json.loads((run_dir(tmp_path, job) / "run_summary.json").read_text()) for job in (preempted, reference)]
+    assert summaries[0]["global_step"] == summaries[1]["global_step"] == 9
+    # one run folder and one wandb run (same id) across the requeue
+    assert sorted(p.name for p in (tmp_path / "outputs" / "train" / "runs").iterdir()) == sorted(
+        f"lsgtrain-{job}" for job in (preempted, reference)
+    )
+    wandb_runs = sorted((run_dir(tmp_path, preempted) / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 2 and len({path.name.rsplit("-", 1)[1] for path in wandb_runs}) == 1
