@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -46,8 +48,11 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     """Seed, then instantiate datamodule, model, LightningModule, callbacks, loggers and trainer."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    # Impossible LSG parameters fail here, before any data is read or tokenised.
-    LSGPegasusConfig(**OmegaConf.to_container(cfg.model.lsg, resolve=True))
+    # Impossible LSG parameters fail here, before any data is read or tokenised, with the validator's own message.
+    try:
+        LSGPegasusConfig(**OmegaConf.to_container(cfg.model.lsg, resolve=True))
+    except StrictDataclassError as error:
+        raise ValueError(f"model.lsg: {error.__cause__ or error}") from error
 
     logger.info("Instantiating datamodule <%s>", cfg.data._target_)
     datamodule = instantiate(cfg.data, _convert_="all")
@@ -155,9 +160,16 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics, _ = train(cfg)
     except Exception as error:
-        if sweeping:
-            message = str(error).strip().splitlines()[-1][:300]
-            record_trial(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task), None, message)
+        if not sweeping:
+            raise
+        message = str(error).strip().splitlines()[-1][:300]
+        record_trial(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task), None, message)
+        # The submitit launcher returns a failed trial's exception to the sweeper by pickle: one that cannot be
+        # unpickled would crash the whole sweep, so such errors travel as a RuntimeError with the same message.
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:
+            raise RuntimeError(f"{type(error).__name__}: {error}") from None
         raise
     metric = metrics.get(cfg.get("optimized_metric"))
     if sweeping:

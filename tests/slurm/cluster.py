@@ -121,8 +121,8 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
 
     def _spawn(self, name: str, command: list[str]) -> None:
-        log = open(self.folder / "log" / f"{name}.out", "w")  # noqa: SIM115 - lives as long as the daemon
-        self.processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.folder / "log" / f"{name}.out", "w") as log:  # the daemon keeps its own descriptor
+            self.processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         subprocess.run(["scancel", "--user", "root"], capture_output=True)

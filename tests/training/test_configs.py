@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -70,3 +72,35 @@ def test_a_typo_gets_hydras_error(make_cfg):
         make_cfg("experiment=arxiv_summ")
     with pytest.raises(ConfigCompositionException):
         make_cfg("model.lsg.blok_size=3")
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "slurm_cpu"])
+def test_slurm_launcher_configs_expose_the_cluster_keys(launcher):
+    overrides = [f"hydra/launcher={launcher}", "hydra.launcher.partition=gpu", "hydra.launcher.nodes=4",
+                 "hydra.launcher.account=proj", "hydra.launcher.qos=high", "hydra.launcher.mem_gb=200",
+                 "hydra.launcher.timeout_min=90", "hydra.launcher.cpus_per_task=6"]  # fmt: skip
+    if launcher == "slurm":
+        overrides.append("hydra.launcher.gpus_per_node=4")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    launcher_cfg = cfg.hydra.launcher
+    assert launcher_cfg._target_.endswith("SlurmLauncher")
+    assert (launcher_cfg.partition, launcher_cfg.nodes, launcher_cfg.account, launcher_cfg.qos) == (
+        "gpu",
+        4,
+        "proj",
+        "high",
+    )
+    assert (launcher_cfg.mem_gb, launcher_cfg.timeout_min, launcher_cfg.cpus_per_task) == (200, 90, 6)
+    # one task per GPU, so that Lightning's SLURM environment finds one process per device
+    assert launcher_cfg.tasks_per_node == (4 if launcher == "slurm" else 1)
+    assert launcher_cfg.additional_parameters.requeue is True and launcher_cfg.signal_delay_s > 60
+
+
+def test_ddp_trainer_takes_the_node_count_from_slurm(make_cfg, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "3")
+    assert make_cfg("trainer=ddp_bf16").trainer.num_nodes == 3
+    monkeypatch.delenv("SLURM_JOB_NUM_NODES")
+    assert make_cfg("trainer=ddp").trainer.num_nodes == 1

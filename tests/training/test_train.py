@@ -145,7 +145,7 @@ def test_offline_hub_model_gives_a_clear_error(make_cfg):
 def test_impossible_lsg_parameters_fail_before_any_data_work(make_cfg, cache_dir, tmp_path):
     cfg = make_cfg("model.lsg.block_size=12", "model.lsg.sparsity_factor=4", "data.max_samples=4")
     cfg.paths.cache_dir = str(tmp_path / "fresh-cache")
-    with pytest.raises(Exception, match="block_size // sparsity_factor = 12 // 4 = 3 is odd"):
+    with pytest.raises(ValueError, match=r"^model.lsg: block_size // sparsity_factor = 12 // 4 = 3 is odd"):
         train(cfg)
     assert not (tmp_path / "fresh-cache").exists()
 
