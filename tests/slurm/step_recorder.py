@@ -5,12 +5,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lightning.pytorch.callbacks import Callback
 
 
 class StepRecorder(Callback):
-    """Appends `{"step", "rank", "idx"}` to `path` before each optimizer step; `delay_s` slows steps down so a
-    test can signal or kill a run in the middle of an epoch."""
+    """Appends `{"step", "rank", "idx", "grad_norm"}` to `path` before each optimizer step; `delay_s` slows steps
+    down so a test can signal or kill a run in the middle of an epoch."""
 
     def __init__(self, path: str, delay_s: float = 0.0):
         self.path = Path(path)
@@ -21,7 +22,10 @@ class StepRecorder(Callback):
         self._batch = batch["idx"].tolist()
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        record = {"step": trainer.global_step + 1, "rank": trainer.global_rank, "idx": self._batch}
+        # the gradient norm fingerprints the step's computation: weights, batch and dropout masks
+        grad_norm = sum(float(p.grad.norm()) ** 2 for p in pl_module.parameters() if p.grad is not None) ** 0.5
+        record = {"step": trainer.global_step + 1, "rank": trainer.global_rank, "idx": self._batch,
+                  "grad_norm": grad_norm}  # fmt: skip
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
         time.sleep(self.delay_s)
@@ -30,3 +34,9 @@ class StepRecorder(Callback):
 def read_steps(path: Path, rank: int = 0) -> list[dict]:
     """The recorded steps of one rank, in the order they were taken."""
     return [row for row in map(json.loads, path.read_text().splitlines()) if row["rank"] == rank]
+
+
+def assert_same_steps(steps: list[dict], expected: list[dict]) -> None:
+    """Same step numbers on the same documents, with the same gradient norms (to float noise)."""
+    assert [(r["step"], r["rank"], r["idx"]) for r in steps] == [(r["step"], r["rank"], r["idx"]) for r in expected]
+    assert [r["grad_norm"] for r in steps] == pytest.approx([r["grad_norm"] for r in expected], rel=1e-5)

@@ -15,7 +15,7 @@ import pytest
 
 from ..training.conftest import FAST, QUICK, TINY_INIT
 from ..training.test_ddp import DATA, evaluate_checkpoint
-from .step_recorder import read_steps
+from .step_recorder import assert_same_steps, read_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "experiments" / "slurm" / "train.sbatch"
@@ -107,26 +107,37 @@ def test_two_task_srun_ddp_job_scores_like_one_process(slurm_cluster, tmp_path):
     assert distributed == (tmp_path / "single" / "predictions" / "test.jsonl").read_text()
 
 
-@pytest.mark.slow
-def test_preempted_job_checkpoints_requeues_and_resumes_without_repeating_a_step(slurm_cluster, tmp_path):
-    training = [
-        *FAST, *TINY_INIT, *GENERATION, "data.max_samples=8", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
-        "callbacks.rouge.every_n_epochs=100", "callbacks.hf_export=null", "test=false",
-        f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
-        "+callbacks.step_recorder._target_=tests.slurm.step_recorder.StepRecorder",
-        "+callbacks.step_recorder.delay_s=1",
-    ]  # fmt: skip
-    reference = sbatch(tmp_path, *training, f"+callbacks.step_recorder.path={tmp_path / 'reference.jsonl'}")
-    preempted_steps = tmp_path / "preempted.jsonl"
-    preempted = sbatch(tmp_path, *training, f"+callbacks.step_recorder.path={preempted_steps}", "logger=wandb")
-
+def _signal_when_running(job: str, steps_file: Path, steps: int = 2) -> None:
+    """Once the job has taken `steps` optimizer steps, send what SLURM sends before a time limit or a preemption
+    (`--signal=USR2@...`): it reaches every task of the job."""
     deadline = time.monotonic() + 300
-    while not (preempted_steps.exists() and len(read_steps(preempted_steps)) >= 2):
-        assert job_info(preempted).get("JobState") in ("PENDING", "RUNNING"), job_info(preempted)
-        assert time.monotonic() < deadline, "the job never reached its second step"
+    while not (steps_file.exists() and len(read_steps(steps_file)) >= steps):
+        assert job_info(job).get("JobState") in ("PENDING", "RUNNING"), job_info(job)
+        assert time.monotonic() < deadline, f"job {job} never reached step {steps}"
         time.sleep(0.2)
-    # what SLURM sends before a time limit or a preemption (--signal=USR2@...); it reaches the job's tasks
-    subprocess.run(["scancel", "--signal=USR2", preempted], check=True)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+
+
+def _recording_run(tmp_path: Path, *overrides: str) -> list[str]:
+    """A 9-step training run, slowed to 1 s per step, that records its steps."""
+    return [
+        *FAST, *TINY_INIT, *GENERATION, "trainer.max_epochs=3", "trainer.limit_train_batches=3",
+        "callbacks.hf_export=null", "test=false", f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "+callbacks.step_recorder._target_=tests.slurm.step_recorder.StepRecorder",
+        "+callbacks.step_recorder.delay_s=1", *overrides,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_preempted_ddp_job_checkpoints_requeues_and_resumes_without_repeating_a_step(slurm_cluster, tmp_path):
+    training = _recording_run(
+        tmp_path, "trainer=ddp_cpu", "trainer.devices=2", "data.max_samples=12", "callbacks.rouge.every_n_epochs=100"
+    )  # 12 documents, 2 ranks: 3 batches of 2 per rank and epoch
+    preempted_steps = tmp_path / "preempted.jsonl"
+    preempted = sbatch(tmp_path, *training, f"+callbacks.step_recorder.path={preempted_steps}", "logger=wandb", tasks=2)
+    reference_steps = tmp_path / "reference.jsonl"
+    reference = sbatch(tmp_path, *training, f"+callbacks.step_recorder.path={reference_steps}", tasks=2)
+    _signal_when_running(preempted, preempted_steps)
 
     info = wait_until_finished(tmp_path, preempted)
     wait_until_finished(tmp_path, reference)
@@ -134,17 +145,50 @@ def test_preempted_job_checkpoints_requeues_and_resumes_without_repeating_a_step
     log = (tmp_path / f"slurm-{preempted}.out").read_text()
     assert "received SIGUSR2" in log and f"requeueing SLURM job {preempted}" in log and "Resuming from" in log
 
-    steps = read_steps(preempted_steps)
-    expected = read_steps(tmp_path / "reference.jsonl")
-    assert [row["step"] for row in expected] == list(range(1, 10))
-    assert steps == expected  # every step once, on the same documents as the uninterrupted run
+    for rank in (0, 1):
+        expected = read_steps(reference_steps, rank)
+        assert [row["step"] for row in expected] == list(range(1, 10))
+        # every step once, on the same documents and dropout masks as the uninterrupted run, on both ranks
+        assert_same_steps(read_steps(preempted_steps, rank), expected)
     summaries = [
         json.loads((run_dir(tmp_path, job) / "run_summary.json").read_text()) for job in (preempted, reference)
     ]
     assert summaries[0]["global_step"] == summaries[1]["global_step"] == 9
+    assert summaries[0]["world_size"] == 2
     # one run folder and one wandb run (same id) across the requeue
-    assert sorted(p.name for p in (tmp_path / "outputs" / "train" / "runs").iterdir()) == sorted(
-        f"lsgtrain-{job}" for job in (preempted, reference)
-    )
+    runs = sorted(p.name for p in (tmp_path / "outputs" / "train" / "runs").iterdir())
+    assert runs == sorted(f"lsgtrain-{job}" for job in (preempted, reference))
     wandb_runs = sorted((run_dir(tmp_path, preempted) / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 2 and len({path.name.rsplit("-", 1)[1] for path in wandb_runs}) == 1
+
+
+@pytest.mark.slow
+def test_preempted_launcher_job_resumes_and_returns_its_metric(slurm_cluster, tmp_path):
+    submitit, sweep = tmp_path / "submitit", tmp_path / "sweep"
+    command = [
+        sys.executable, "train.py", "-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug",
+        f"hydra.launcher.submitit_folder={submitit}/%j", "hydra.launcher.timeout_min=20", f"hydra.sweep.dir={sweep}",
+        *_recording_run(tmp_path, "data.max_samples=6", "callbacks.rouge.every_n_epochs=3"),
+        "+callbacks.step_recorder.path='${paths.output_dir}/steps.jsonl'", "+trial=preempted,reference",
+    ]  # fmt: skip
+    launcher = subprocess.Popen(
+        command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (tasks := sorted(p.name for p in submitit.glob("*_0") if p.is_dir())):
+            assert launcher.poll() is None and time.monotonic() < deadline, "the sweep was not submitted"
+            time.sleep(0.2)
+        _signal_when_running(tasks[0], sweep / "0" / "steps.jsonl")  # trial 0 is `trial=preempted`
+        output, _ = launcher.communicate(timeout=600)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, output[-4000:]
+    assert job_info(tasks[0])["Restarts"] == "1"
+
+    outcomes = [pickle.loads(path.read_bytes()) for path in sorted(submitit.glob("*/*_result.pkl"))]
+    assert [status for status, _ in outcomes] == ["success", "success"]
+    metrics = [job_return.return_value for _, job_return in outcomes]
+    assert metrics[0] == metrics[1]  # the resumed trial trained exactly like the uninterrupted one
+    assert_same_steps(read_steps(sweep / "0" / "steps.jsonl"), read_steps(sweep / "1" / "steps.jsonl"))
+    assert [row["step"] for row in read_steps(sweep / "0" / "steps.jsonl")] == list(range(1, 10))

@@ -58,6 +58,27 @@ def test_resume_continues_at_the_right_step(make_cfg, tmp_path):
     assert trainer.optimizers[0].state  # AdamW moments restored and updated
 
 
+def test_mid_epoch_resume_trains_exactly_like_an_uninterrupted_run(make_cfg, tmp_path):
+    """A checkpoint taken in the middle of epoch 1 resumes on the right batches with the same dropout masks."""
+    snapshot = [
+        "+callbacks.snapshot._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"+callbacks.snapshot.dirpath={tmp_path / 'snapshots'}", "+callbacks.snapshot.every_n_train_steps=4",
+        "+callbacks.snapshot.save_top_k=-1", "+callbacks.snapshot.filename='at-{step}'",
+        "+callbacks.snapshot.auto_insert_metric_name=false",
+    ]  # fmt: skip
+    common = [*SHORT, "test=false", "callbacks.hf_export=null", "model.init.dropout=0.3"]
+    _, uninterrupted = train(make_cfg(*common, *snapshot))
+    checkpoint = tmp_path / "snapshots" / "at-4.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # 3 steps per epoch: step 4 is mid-epoch
+    resumed_cfg = make_cfg(*common, f"ckpt_path={checkpoint}")
+    resumed_cfg.paths.output_dir = str(tmp_path / "resumed")
+    _, resumed = train(resumed_cfg)
+    assert resumed["trainer"].global_step == uninterrupted["trainer"].global_step == 6
+    expected = dict(uninterrupted["module"].named_parameters())
+    for name, parameter in resumed["module"].named_parameters():
+        torch.testing.assert_close(parameter, expected[name], rtol=0, atol=1e-6, msg=name)
+
+
 def test_bf16_mixed_cpu_run_trains(make_cfg):
     metrics, objects = train(make_cfg(*SHORT, "trainer.precision=bf16-mixed", "test=false"))
     assert objects["trainer"].global_step == 6

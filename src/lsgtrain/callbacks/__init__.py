@@ -1,5 +1,6 @@
 from .hf_export import HFExport
 from .preemption import RequeueOnPreemption
+from .random_state import RandomStateCheckpoint
 from .rouge_evaluation import RougeEvaluation
 
-__all__ = ["HFExport", "RequeueOnPreemption", "RougeEvaluation"]
+__all__ = ["HFExport", "RandomStateCheckpoint", "RequeueOnPreemption", "RougeEvaluation"]

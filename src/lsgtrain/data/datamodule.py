@@ -220,6 +220,9 @@ class LongDocumentDataModule(LightningDataModule):
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # worker seeds from their own generator, not the global one, so that iterating a loader does not shift
+            # the dropout masks that a resumed run restores (RandomStateCheckpoint)
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
