@@ -28,11 +28,25 @@ class SummarizationModule(LongDocumentModule):
         labels = inputs.pop("labels")
         decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels)
         logits = self.model(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False).logits  # [n, m, V]
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing
-        )
-        self._log_loss(loss, stage, batch_size=labels.shape[0])
+        loss_sum = F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing,
+            reduction="sum",
+        )  # fmt: skip
+        tokens = (labels != -100).sum()
+        loss = loss_sum / tokens
+        self._log_loss(loss.detach(), stage, batch_size=labels.shape[0])
+        if stage == "train" and self.trainer.world_size > 1:
+            loss = self._global_token_mean(loss_sum, tokens)
         return loss
+
+    def _global_token_mean(self, loss_sum: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The step's loss as the mean over every target token of every rank, as one process with the whole batch.
+
+        DDP averages gradients over ranks, so each rank returns `world * its token sum / all tokens`: a rank whose
+        summaries are longer weighs more, and 2 ranks x batch 1 train exactly like 1 process x batch 2.
+        """
+        all_tokens = self.trainer.strategy.reduce(tokens.detach().float().clone(), reduce_op="sum")
+        return loss_sum * self.trainer.world_size / all_tokens
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], **overrides: Any) -> torch.Tensor:
