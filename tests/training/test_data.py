@@ -94,3 +94,15 @@ def test_rouge_matches_known_values():
     assert split_sentences("First one. Second one!\nThird") == "First one.\nSecond one!\nThird"
     # stemming: "running" and "runs" share the stem "run"
     assert compute_rouge(["he runs"], ["he running"])["rouge1"] == pytest.approx(100.0)
+
+
+def test_a_restored_position_reaches_a_loader_built_before_the_restore(make_cfg):
+    """Strategies that restore checkpoints after building the loaders (FSDP, DeepSpeed) resume mid-epoch too."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(make_cfg("data.max_samples=12", "data.batch_size=2").data, _convert_="all")
+    datamodule.setup("fit")
+    uninterrupted = [batch["idx"].tolist() for batch in datamodule.train_dataloader()]
+    loader = datamodule.train_dataloader()
+    datamodule.load_state_dict({"epoch": 0, "batches_trained": 2})
+    assert [batch["idx"].tolist() for batch in loader] == uninterrupted[2:]

@@ -25,9 +25,8 @@ class RequeueOnPreemption(Callback):
     launcher's default) and `--requeue`.
     """
 
-    def __init__(self, signal_name: str = "SIGUSR2", exit_code: int = 0):
+    def __init__(self, signal_name: str = "SIGUSR2"):
         self.signum = signal.Signals[signal_name]
-        self.exit_code = exit_code
         self._signalled = False
         self._previous_handler: Any = None
         self._last_step = -1
@@ -66,4 +65,4 @@ class RequeueOnPreemption(Callback):
             job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ["SLURM_JOB_ID"]
             logger.info("saved %s at step %d; requeueing SLURM job %s", path, trainer.global_step, job)
             subprocess.run(["scontrol", "requeue", job], check=True)
-        raise SystemExit(self.exit_code)
+        raise SystemExit(0)  # the job is requeued: this run ends here, without a result

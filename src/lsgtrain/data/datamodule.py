@@ -119,6 +119,7 @@ class LongDocumentDataModule(LightningDataModule):
         self._tokenizer = None
         self.datasets: dict[str, Dataset] = {}
         self._resume_position: tuple[int, int] | None = None
+        self._train_sampler: ResumableSampler | None = None
 
     # -- what subclasses define -----------------------------------------------------------------------------
     def columns(self) -> dict[str, str]:
@@ -236,6 +237,7 @@ class LongDocumentDataModule(LightningDataModule):
         if self._resume_position is not None:
             sampler.resume_at(*self._resume_position)
             self._resume_position = None
+        self._train_sampler = sampler
         return self._loader("train", self.batch_size, sampler=sampler)
 
     # -- mid-epoch resume: checkpoints record how far into the epoch training got ----------------------------
@@ -246,8 +248,11 @@ class LongDocumentDataModule(LightningDataModule):
         return {"epoch": self.trainer.current_epoch, "batches_trained": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if state:
-            self._resume_position = (state["epoch"], state["batches_trained"])
+        if not state:
+            return
+        self._resume_position = (state["epoch"], state["batches_trained"])
+        if self._train_sampler is not None:  # strategies that restore after building the loader (FSDP, DeepSpeed)
+            self._train_sampler.resume_at(*self._resume_position)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size)
