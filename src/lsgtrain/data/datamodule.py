@@ -242,10 +242,12 @@ class LongDocumentDataModule(LightningDataModule):
 
     # -- mid-epoch resume: checkpoints record how far into the epoch training got ----------------------------
     def state_dict(self) -> dict[str, int]:
-        if self.trainer is None or not self.trainer.training:
+        if self.trainer is None or not self.trainer.training or self._train_sampler is None:
             return {}
+        # the sampler's epoch, not trainer.current_epoch: a save at the end of an epoch sees the counter moved on
+        # while the batch count is still the finished epoch's
         batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": self.trainer.current_epoch, "batches_trained": batches}
+        return {"epoch": self._train_sampler.epoch, "batches_trained": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if not state:
