@@ -1,10 +1,12 @@
 """Properties of the LSG attention that hold beyond the oracle cases: lsh, masking, layouts, memory."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from lsgtrain.modeling.configuration_lsg_pegasus import SPARSITY_TYPES
-from lsgtrain.modeling.lsg_attention import _sparse_window_offsets
+from lsgtrain.modeling.lsg_attention import LSGGeometry
 from lsgtrain.modeling.modeling_lsg_pegasus import LSGPegasusForConditionalGeneration, LSGPegasusModel
 
 from .batches import padded_batch
@@ -81,12 +83,19 @@ def test_sparsity_factor_one_keeps_every_token(tiny_config, sparsity_type):
 @pytest.mark.parametrize(("block_size", "sparsity_factor"), [(8, 2), (16, 4), (128, 2), (4, 4), (64, 4)])
 def test_sparse_windows_sit_just_outside_the_local_window(block_size, sparsity_factor):
     step = block_size // sparsity_factor
-    sparse_block_size = max(step, 2)
-    before, after = _sparse_window_offsets(block_size, sparse_block_size, sparsity_factor)
-    if step == 1:  # reference: "after" starts at the block itself
-        assert (before, after) == (-1 - sparse_block_size, 0)
-    else:  # sparse tokens of the blocks before i-1 and after i+1
-        assert (before, after) == (-step - sparse_block_size, 2 * step)
+    sbs = max(step, 2)
+    geometry = LSGGeometry(1, block_size, sbs, sparsity_factor, uses_sparse_tokens=True)
+    n_blocks = 6
+    windows = geometry.sparse_windows(n_blocks)
+    assert windows.shape == (n_blocks, 2 * sbs)
+    for block in range(n_blocks):
+        if step == 1:  # reference: "after" starts at the block itself
+            before, after = block - 1 - sbs, block
+        else:  # sparse tokens of the blocks before i-1 and after i+1
+            before, after = (block - 1) * step - sbs, (block + 2) * step
+        expected = torch.cat([torch.arange(before, before + sbs), torch.arange(after, after + sbs)])
+        expected[(expected < 0) | (expected >= n_blocks * step)] = -1
+        assert torch.equal(windows[block], expected)
 
 
 @pytest.mark.parametrize("sparsity_type", ["none", "norm", "pooling", "stride", "block_stride"])
@@ -161,7 +170,7 @@ def test_chunked_attention_equals_one_chunk_with_gradients(tiny_config, sparsity
     keep[1, 50:] = False
 
     def run(chunk_tokens):
-        attention.attention.chunk_tokens = chunk_tokens
+        attention.attention.geometry = dataclasses.replace(attention.attention.geometry, chunk_tokens=chunk_tokens)
         x = hidden.clone().requires_grad_()
         torch.manual_seed(1)  # lsh draws its projections
         out, _ = attention(x, keep)

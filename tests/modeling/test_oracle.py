@@ -45,8 +45,13 @@ def test_forward_matches_reference(case):
         out.encoder_last_hidden_state, torch.from_numpy(case["encoder_last_hidden_state"]), atol=ATOL, rtol=0
     )
     torch.testing.assert_close(out.logits, torch.from_numpy(case["logits"]), atol=ATOL, rtol=0)
-    hidden = torch.stack(out.encoder_hidden_states)
-    torch.testing.assert_close(hidden, torch.from_numpy(case["encoder_hidden_states"]), atol=ATOL, rtol=0)
+    # The reference returns every layer untrimmed `[n, g + t_pad, D]`; ours are trimmed as the output is
+    # (transformers' contract: hidden_states[-1] is the last hidden state), so compare those positions.
+    config = model.config
+    g, length = config.num_global_tokens, inputs["input_ids"].shape[1]
+    first = 0 if config.pass_global_tokens_to_decoder else g
+    reference_hidden = torch.from_numpy(case["encoder_hidden_states"])[:, :, first : g + length]
+    torch.testing.assert_close(torch.stack(out.encoder_hidden_states), reference_hidden, atol=ATOL, rtol=0)
     # The reference mutates the caller's mask with mask_first_token; we must not.
     assert torch.equal(inputs["attention_mask"], mask_before)
 

@@ -3,7 +3,8 @@
 Notation used for tensor shapes:
     n: batch, h: heads, d: head_dim, g: global tokens, t: tokens after adaptive padding (globals excluded),
     blk: block_size, n_blk = t // blk, s_len = t // sparsity_factor (sparse sequence), sbs: sparse_block_size,
-    k_len: keys seen by one query block = g + 2 * sbs + 3 * blk (g + 3 * blk without sparse tokens).
+    k_len: keys seen by one query block = g + 3 * blk + k_sparse (k_sparse = 2 * sbs in the usual layout, 0 without
+    sparse tokens; see `LSGGeometry.sparse_windows`).
 
 The numbers follow the reference implementation (`ccdv-ai/convert_checkpoint_to_lsg`, `modeling_lsg_pegasus.py`),
 quirks included, so that existing checkpoints keep their outputs. The computation differs: the reference copies every
@@ -15,7 +16,8 @@ reference's additive masks give and stays finite in bf16.
 """
 
 import math
-from functools import partial
+from dataclasses import dataclass
+from functools import lru_cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,63 @@ def _gather_keep(keep: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return keep.expand(n, idx.shape[1], t).gather(2, idx)  # [n, h, s_len]
 
 
+@dataclass(frozen=True)
+class LSGGeometry:
+    """Which keys each block of queries sees, read once from the config; shared by the selector and the layout.
+
+    Query block i (tokens `[i*blk, (i+1)*blk)`) sees the `g` globals, the local window `[(i-1)*blk, (i+2)*blk)` and,
+    with sparse tokens, the windows of the compressed sequence that `sparse_windows` gives.
+    """
+
+    num_global_tokens: int
+    block_size: int
+    sparse_block_size: int
+    sparsity_factor: int
+    uses_sparse_tokens: bool
+    # Query tokens per chunk: bounds the gathered keys and values; measured best at 128-512 (block 128).
+    chunk_tokens: int = 512
+
+    @classmethod
+    def from_config(cls, config: LSGPegasusConfig) -> "LSGGeometry":
+        return cls(
+            num_global_tokens=config.num_global_tokens,
+            block_size=config.block_size,
+            sparse_block_size=config.sparse_block_size,
+            sparsity_factor=config.sparsity_factor,
+            uses_sparse_tokens=config.uses_sparse_tokens,
+        )
+
+    @property
+    def sparse_step(self) -> int:
+        """Sparse tokens per block of `block_size` tokens."""
+        return self.block_size // self.sparsity_factor
+
+    @lru_cache(maxsize=32)  # noqa: B019 (a handful of lengths per run; the geometry is a frozen value)
+    def sparse_windows(self, n_blocks: int) -> torch.Tensor:
+        """Positions on the sparse sequence seen by each query block `[n_blocks, k_sparse]`; -1 = outside it.
+
+        Built by the reference's own recipe (`reshape_to_sparse_block`) applied to positions instead of vectors:
+        pad the sparse sequence by `p` on each side, cut windows of `6 * sbs` every `step`, and take the slices
+        `[u - sbs, u)` and `[-u', -u' + sbs)` of each window with Python's slice rules. For an even step (and
+        `sbs >= 0.75 * step`) that is the `sbs` sparse tokens right before and after the local window; step 1
+        (`blk == sf`) puts the "after" window at the block itself; a smaller `sbs` gives the reference's shorter or
+        overlapping windows, reproduced rather than refused.
+        """
+        step, sbs = self.sparse_step, self.sparse_block_size
+        odd = step % 2
+        window = 6 * sbs
+        pad = (window - step) // 2 + odd
+        s_len = n_blocks * step
+        positions = torch.arange(-pad, s_len + pad)
+        positions = positions.masked_fill((positions < 0) | (positions >= s_len), -1)
+        windows = positions.unfold(0, window, step)  # [n_windows, 6 * sbs]
+        if odd:
+            windows = windows[:-1]
+        u = (window - 3 * step) // 2 + odd
+        u_after = u + odd
+        return torch.cat([windows[:, u - sbs : u], windows[:, -u_after : -u_after + sbs]], dim=1)
+
+
 class SparseTokenSelector:
     """Builds the compressed sparse sequence (keys, values, visibility) from the non-global tokens.
 
@@ -52,20 +111,18 @@ class SparseTokenSelector:
     `[n, h, t // sf, d]` plus their visibility `[n, h, t // sf]`.
     """
 
-    def __init__(self, config: LSGPegasusConfig):
-        self.block_size = config.block_size
-        self.sparse_block_size = config.sparse_block_size
-        self.sparsity_factor = config.sparsity_factor
+    def __init__(self, config: LSGPegasusConfig, geometry: LSGGeometry):
+        self.geometry = geometry
         self.lsh_num_pre_rounds = config.lsh_num_pre_rounds
         self.sparsity_type = config.sparsity_type
-        if self.sparsity_type == "lsh" and self.sparsity_factor == self.sparse_block_size:
+        if self.sparsity_type == "lsh" and self.geometry.sparsity_factor == self.geometry.sparse_block_size:
             # Reference quirk (get_sparse_tokens_with_lsh): lsh with sf == sbs silently runs bos_pooling.
             self.sparsity_type = "bos_pooling"
 
     def __call__(
         self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, keep: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.sparsity_factor == 1:  # the sparse sequence is the sequence itself
+        if self.geometry.sparsity_factor == 1:  # the sparse sequence is the sequence itself
             n, h = keys.shape[:2]
             return keys, values, keep.expand(n, h, -1)
         build = getattr(self, f"_{self.sparsity_type}")
@@ -74,8 +131,8 @@ class SparseTokenSelector:
     def _norm(self, queries, keys, values, keep):
         """Keep the `c // sf` keys of largest L2 norm in every chunk of `c = min(blk, sbs)` keys, per head."""
         n, h, t, d = keys.shape
-        chunk = min(self.block_size, self.sparse_block_size)
-        kept = chunk // self.sparsity_factor
+        chunk = min(self.geometry.block_size, self.geometry.sparse_block_size)
+        kept = chunk // self.geometry.sparsity_factor
         with torch.no_grad():
             norms = keys.norm(dim=-1) * keep  # [n, h, t], padded keys get norm 0
             order = norms.reshape(n, h, t // chunk, chunk).argsort(dim=-1)  # [n, h, t / chunk, chunk], ascending
@@ -86,7 +143,7 @@ class SparseTokenSelector:
     def _pooling(self, queries, keys, values, keep):
         """Average every `sf` consecutive keys/values over their visible members."""
         n, h, t, d = keys.shape
-        sf = self.sparsity_factor
+        sf = self.geometry.sparsity_factor
         weight = keep.to(keys.dtype).reshape(n, 1, t // sf, sf, 1)  # [n, 1, s_len, sf, 1]
         count = weight.sum(dim=-2)  # [n, 1, s_len, 1]
         # The reference divides by count + 1e-6, not by count: kept for identical numbers.
@@ -97,7 +154,7 @@ class SparseTokenSelector:
     def _stride(self, queries, keys, values, keep):
         """Head i takes tokens `j * sf + (i % sf)`."""
         n, h, t, d = keys.shape
-        sf = self.sparsity_factor
+        sf = self.geometry.sparsity_factor
         heads = torch.arange(h, device=keys.device).view(1, h, 1)
         idx = torch.arange(0, t, sf, device=keys.device).view(1, 1, -1) + heads % sf  # [1, h, s_len]
         return _gather_tokens(keys, idx), _gather_tokens(values, idx), _gather_keep(keep, idx)
@@ -105,7 +162,7 @@ class SparseTokenSelector:
     def _block_stride(self, queries, keys, values, keep):
         """In every block, head i takes a contiguous run of `blk // sf` tokens starting at `i * blk // sf`."""
         n, h, t, d = keys.shape
-        blk, per_block = self.block_size, self.block_size // self.sparsity_factor
+        blk, per_block = self.geometry.block_size, self.geometry.block_size // self.geometry.sparsity_factor
         heads = torch.arange(h, device=keys.device).view(1, h, 1, 1)
         within = (torch.arange(per_block, device=keys.device).view(1, 1, 1, -1) + heads * per_block) % blk
         starts = torch.arange(0, t, blk, device=keys.device).view(1, 1, -1, 1)
@@ -115,7 +172,7 @@ class SparseTokenSelector:
     def _bos_pooling(self, queries, keys, values, keep):
         """Pool every `sf` keys/values with softmax weights from the first token's query."""
         n, h, t, d = keys.shape
-        sf = self.sparsity_factor
+        sf = self.geometry.sparsity_factor
         chunk_keys, chunk_values = _chunk(keys, sf), _chunk(values, sf)  # [n, h, s_len, sf, d]
         first_query = queries[:, :, None, :1, :]  # [n, h, 1, 1, d]
         scores = (first_query @ chunk_keys.transpose(-1, -2)) / math.sqrt(d)  # [n, h, s_len, 1, sf]
@@ -132,14 +189,16 @@ class SparseTokenSelector:
     def _lsh(self, queries, keys, values, keep):
         """Merge keys that fall in the same random-projection bucket, inside chunks of `min(blk, sbs)` keys."""
         n, h, t, d = keys.shape
-        chunk = min(self.block_size, self.sparse_block_size)
+        chunk = min(self.geometry.block_size, self.geometry.sparse_block_size)
         visible = keep.to(keys.dtype).reshape(n, 1, t // chunk, chunk, 1)  # [n, 1, t / chunk, chunk, 1]
         chunk_keys = _chunk(keys, chunk) * visible  # [n, h, t / chunk, chunk, d]
         chunk_values = _chunk(values, chunk) * visible
         counts = visible.expand(n, h, -1, -1, -1)  # [n, h, t / chunk, chunk, 1]
         for _ in range(self.lsh_num_pre_rounds):
             chunk_keys, chunk_values, counts = _lsh_round(chunk_keys, chunk_values, counts, chunk)
-        chunk_keys, chunk_values, counts = _lsh_round(chunk_keys, chunk_values, counts, chunk // self.sparsity_factor)
+        chunk_keys, chunk_values, counts = _lsh_round(
+            chunk_keys, chunk_values, counts, chunk // self.geometry.sparsity_factor
+        )
         # [n, h, t / chunk, chunk / sf, *]: bucket sums -> means (reference divides by count + 1e-8)
         chunk_keys = chunk_keys / (counts + 1e-8)
         chunk_values = chunk_values / (counts + 1e-8)
@@ -170,57 +229,41 @@ def _lsh_round(
     return keys, values, counts
 
 
-def _sparse_window_offsets(block_size: int, sparse_block_size: int, sparsity_factor: int) -> tuple[int, int]:
-    """Start of the sparse tokens before / after query block 0, on the sparse sequence (block i adds i * step).
-
-    Reproduces the windows of the reference's `reshape_to_sparse_block`: for an even step (`blk // sf`) block i
-    sees the `sbs` sparse tokens right before and right after its local window `[(i-1)*blk, (i+2)*blk)`; for a
-    step of 1 (`blk == sf`) the "after" window starts at block i itself.
-    """
-    step = block_size // sparsity_factor
-    odd = step % 2
-    window = 6 * sparse_block_size
-    pad = (window - step) // 2 + odd
-    inner = (window - 3 * step) // 2 + odd
-    before = inner - pad - sparse_block_size
-    after = window - (inner + odd) - pad
-    return before, after
-
-
 class LSGBlockAttention(nn.Module):
     """Softmax attention of LSG: full for global queries and short inputs, block-sparse otherwise."""
 
     def __init__(self, config: LSGPegasusConfig):
         super().__init__()
-        self.block_size = config.block_size
-        self.sparse_block_size = config.sparse_block_size
-        self.sparsity_factor = config.sparsity_factor
-        self.num_global_tokens = config.num_global_tokens
+        self.geometry = LSGGeometry.from_config(config)
         self.dropout = config.attention_dropout
-        self.select_sparse = SparseTokenSelector(config) if config.uses_sparse_tokens else None
-        # Query tokens per chunk: bounds the gathered keys and values; measured best at 128-512 (block 128).
-        self.chunk_tokens = 512
+        self.select_sparse = SparseTokenSelector(config, self.geometry) if self.geometry.uses_sparse_tokens else None
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, keep: torch.Tensor, output_attentions=False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend `[n, h, g + t, d]` queries to the same keys/values; `keep` `[n, g + t]` is True where visible.
 
-        Returns the context `[n, h, g + t, d]`.
+        Returns the context `[n, h, g + t, d]` and, if `output_attentions`, the attention weights of the token
+        queries `[n, h, t, k]`: over `[globals | tokens]` (`k = g + t`) for short inputs, over each query block's
+        `[globals | local window | sparse before | sparse after]` keys otherwise (see `LSGGeometry`). Asking for them
+        takes an eager path that materialises each chunk's scores.
         """
-        g, blk = self.num_global_tokens, self.block_size
+        g, blk = self.geometry.num_global_tokens, self.geometry.block_size
         t = query.shape[2] - g
         dropout = self.dropout if self.training else 0.0
         if t <= 2 * blk:
             # Local windows would cover every token: the reference runs full attention over [globals; tokens].
-            return _full_attention(query, key, value, keep, dropout)
+            context, weights = _full_attention(query, key, value, keep, dropout)
+            return context, weights[:, :, g:] if output_attentions else None
         if t % blk != 0:
             raise ValueError(f"the LSG path needs a length that is a multiple of block_size ({blk}), got {t}")
         # Global queries see every key (reference `not_causal_forward`, "bos" attention).
-        global_context = _full_attention(query[:, :, :g], key, value, keep, dropout)  # [n, h, g, d]
-        local_context = self._block_attention(query, key, value, keep, dropout)  # [n, h, t, d]
-        return torch.cat([global_context, local_context], dim=2)
+        global_context, _ = _full_attention(query[:, :, :g], key, value, keep, dropout)  # [n, h, g, d]
+        local_context, weights = self._block_attention(query, key, value, keep, dropout, output_attentions)
+        return torch.cat([global_context, local_context], dim=2), weights
 
-    def _block_attention(self, query, key, value, keep, dropout):
-        """Context of the non-global queries `[n, h, t, d]`, computed in chunks of query blocks.
+    def _block_attention(self, query, key, value, keep, dropout, output_attentions):
+        """Context of the non-global queries `[n, h, t, d]` (and their weights if asked), in chunks of query blocks.
 
         Each chunk gathers its blocks' keys and values as `[global | local | sparse before | sparse after]` and runs
         one fused flash attention over them; no score matrix and no gathered key outlives its chunk, so memory is
@@ -228,7 +271,7 @@ class LSGBlockAttention(nn.Module):
         chunk's softmax statistics and calls the flash backward directly; elsewhere each chunk is recomputed in
         backward (activation checkpointing).
         """
-        g = self.num_global_tokens
+        g = self.geometry.num_global_tokens
         queries = query[:, :, g:]  # [n, h, t, d]
         token_keep = keep[:, None, g:]  # [n, 1, t]
         sparse_keys = sparse_values = sparse_keep = None
@@ -236,19 +279,22 @@ class LSGBlockAttention(nn.Module):
             sparse_keys, sparse_values, sparse_keep = self.select_sparse(
                 queries, key[:, :, g:], value[:, :, g:], token_keep
             )  # [n, h, s_len, d], [n, h, s_len]
-        layout = _BlockLayout(self, token_keep, sparse_keep, dtype=query.dtype)
+        layout = _BlockLayout(self.geometry, token_keep, sparse_keep, dtype=query.dtype)
+        inputs = (queries, key, value, sparse_keys, sparse_values)
+        if output_attentions:
+            chunks = [layout.attend_eager(first, count, *inputs, dropout=dropout) for first, count in layout.chunks()]
+            contexts, weights = zip(*chunks, strict=True)
+            return torch.cat(contexts, dim=2), torch.cat(weights, dim=2)
         if _use_cpu_flash_function(query, dropout):
-            return _CPUBlockAttention.apply(queries, key, value, sparse_keys, sparse_values, layout)
+            return _CPUBlockAttention.apply(*inputs, layout), None
         contexts = []
         for first, count in layout.chunks():
             attend = partial(layout.attend, first, count, dropout=dropout)
             if torch.is_grad_enabled() and query.requires_grad:
-                contexts.append(
-                    checkpoint(attend, queries, key, value, sparse_keys, sparse_values, use_reentrant=False)
-                )
+                contexts.append(checkpoint(attend, *inputs, use_reentrant=False))
             else:
-                contexts.append(attend(queries, key, value, sparse_keys, sparse_values))
-        return torch.cat(contexts, dim=2)
+                contexts.append(attend(*inputs))
+        return torch.cat(contexts, dim=2), None
 
 
 def _use_cpu_flash_function(query: torch.Tensor, dropout: float) -> bool:
@@ -257,19 +303,17 @@ def _use_cpu_flash_function(query: torch.Tensor, dropout: float) -> bool:
 
 
 class _BlockLayout:
-    """Which keys each query block sees, as gather indices into `key` (globals + tokens) and the sparse sequence.
-
-    Block i sees the globals, the tokens `[(i-1)*blk, (i+2)*blk)` and `sbs` sparse tokens on each side of that
-    window (reference `build_lsg_inputs`). Out-of-range positions are clamped to a valid index and masked.
+    """The keys of each query block of one input, as gather indices into `key` (globals + tokens) and the sparse
+    sequence, with their visibility. Out-of-range positions are clamped to a valid index and masked.
     """
 
-    def __init__(self, attention: LSGBlockAttention, token_keep: torch.Tensor, sparse_keep, dtype: torch.dtype):
-        self.g, self.blk = attention.num_global_tokens, attention.block_size
-        self.sbs, self.sf = attention.sparse_block_size, attention.sparsity_factor
+    def __init__(self, geometry: LSGGeometry, token_keep: torch.Tensor, sparse_keep, dtype: torch.dtype):
+        self.geometry = geometry
+        self.g, self.blk = geometry.num_global_tokens, geometry.block_size
         self.token_keep, self.sparse_keep = token_keep, sparse_keep  # [n, 1, t], [n, h, s_len] or None
         self.t = token_keep.shape[-1]
         self.n_blocks = self.t // self.blk
-        self.chunk_blocks = max(1, attention.chunk_tokens // self.blk)
+        self.chunk_blocks = max(1, geometry.chunk_tokens // self.blk)
         self.min_value = torch.finfo(dtype).min
         self.dtype = dtype
 
@@ -285,7 +329,7 @@ class _BlockLayout:
         """Gather indices and visibility of the chunk's keys.
 
         Returns dense indices into `key` `[count, g + 3*blk]` with visibility `[n, 1, count, g + 3*blk]`, and sparse
-        indices `[count, 2*sbs]` with visibility `[n, h, count, 2*sbs]` (None without sparse tokens).
+        indices `[count, k_sparse]` with visibility `[n, h, count, k_sparse]` (None without sparse tokens).
         """
         g, blk, t = self.g, self.blk, self.t
         device = self.token_keep.device
@@ -300,13 +344,10 @@ class _BlockLayout:
         dense_keep = torch.cat([global_keep, local_keep], dim=-1)
         if self.sparse_keep is None:
             return dense_index, dense_keep, None, None
-        s_len = self.sparse_keep.shape[-1]
-        step = blk // self.sf
-        starts = [offset + blocks * step for offset in _sparse_window_offsets(blk, self.sbs, self.sf)]
-        sparse_positions = torch.cat([start + torch.arange(self.sbs, device=device) for start in starts], dim=1)
-        inside = (sparse_positions >= 0) & (sparse_positions < s_len)  # [count, 2*sbs]
-        sparse_positions = sparse_positions.clamp(0, s_len - 1)
-        sparse_keep = self.sparse_keep[:, :, sparse_positions] & inside  # [n, h, count, 2*sbs]
+        sparse_positions = self.geometry.sparse_windows(self.n_blocks)[first : first + count].to(device)
+        inside = sparse_positions >= 0  # [count, k_sparse]
+        sparse_positions = sparse_positions.clamp(min=0)
+        sparse_keep = self.sparse_keep[:, :, sparse_positions] & inside  # [n, h, count, k_sparse]
         return dense_index, dense_keep, sparse_positions, sparse_keep
 
     def gather(self, first, count, queries, key, value, sparse_keys, sparse_values, indices=None):
@@ -341,6 +382,17 @@ class _BlockLayout:
             block_queries, block_keys, block_values, attn_mask=mask, dropout_p=dropout
         )
         return context.view(n, h, count * self.blk, d)
+
+    def attend_eager(
+        self, first, count, queries, key, value, sparse_keys, sparse_values, dropout=0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context `[n, h, count*blk, d]` and attention weights `[n, h, count*blk, k_len]` of one chunk."""
+        n, h, _, d = queries.shape
+        block_queries, block_keys, block_values, mask = self.gather(
+            first, count, queries, key, value, sparse_keys, sparse_values
+        )
+        context, weights = _softmax_attention(block_queries, block_keys, block_values, mask, dropout)
+        return context.view(n, h, count * self.blk, d), weights.view(n, h, count * self.blk, -1)
 
     def scatter_grads(self, indices, grads, block_grads) -> None:
         """Add a chunk's key/value gradients `[n, h*count, k_len, d]` back to the full tensors at the chunk's
@@ -416,14 +468,21 @@ class _CPUBlockAttention(torch.autograd.Function):
         return grad_queries, *grads, None
 
 
-def _full_attention(query, key, value, keep, dropout) -> torch.Tensor:
-    """Softmax attention of `[n, h, q, d]` queries over all keys `[n, h, k, d]`, padding keys hidden."""
-    d = query.shape[-1]
-    scores = (query @ key.transpose(-1, -2)) / math.sqrt(d)  # [n, h, q, k]
-    scores = scores.masked_fill(~keep[:, None, None, :], torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    probs = F.dropout(probs, p=dropout, training=dropout > 0)
-    return probs @ value  # [n, h, q, d]
+def _full_attention(query, key, value, keep, dropout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention of `[n, h, q, d]` queries over all keys `[n, h, k, d]`, padding keys hidden.
+
+    Returns the context `[n, h, q, d]` and the weights `[n, h, q, k]`."""
+    mask = torch.zeros(keep.shape, dtype=query.dtype, device=query.device).masked_fill_(
+        ~keep, torch.finfo(query.dtype).min
+    )
+    return _softmax_attention(query, key, value, mask[:, None, None, :], dropout)
+
+
+def _softmax_attention(query, key, value, mask, dropout) -> tuple[torch.Tensor, torch.Tensor]:
+    """`softmax(q k^T / sqrt(d) + mask) v` (the reference's formula), returning the context and the weights."""
+    scores = (query @ key.transpose(-1, -2)) / math.sqrt(query.shape[-1]) + mask  # [n, h, q, k]
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    return F.dropout(weights, p=dropout, training=dropout > 0) @ value, weights
 
 
 class LSGPegasusEncoderSelfAttention(nn.Module):
@@ -441,19 +500,22 @@ class LSGPegasusEncoderSelfAttention(nn.Module):
         self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
         self.attention = LSGBlockAttention(config)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> tuple[torch.Tensor, None]:
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, output_attentions: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`hidden_states` `[n, g + t, D]`; `attention_mask` `[n, g + t]` bool, True = visible.
 
-        Returns the attention output `[n, g + t, D]` and `None` (attention maps are never materialised).
+        Returns the attention output `[n, g + t, D]` and, if `output_attentions`, the weights of the token queries
+        (layout in `LSGBlockAttention.forward`), else None.
         """
         n, length, _ = hidden_states.shape
         head_shape = (n, length, self.num_heads, self.head_dim)
         query = self.q_proj(hidden_states).view(head_shape).transpose(1, 2)  # [n, h, g + t, d]
         key = self.k_proj(hidden_states).view(head_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(head_shape).transpose(1, 2)
-        context = self.attention(query, key, value, attention_mask)  # [n, h, g + t, d]
+        context, weights = self.attention(query, key, value, attention_mask, output_attentions)  # [n, h, g + t, d]
         context = context.transpose(1, 2).reshape(n, length, self.embed_dim)  # [n, g + t, D]
-        return self.out_proj(context), None
+        return self.out_proj(context), weights
 
 
-__all__ = ["LSGBlockAttention", "LSGPegasusEncoderSelfAttention", "SparseTokenSelector"]
+__all__ = ["LSGBlockAttention", "LSGGeometry", "LSGPegasusEncoderSelfAttention", "SparseTokenSelector"]

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqModelOutput, SequenceClassifierOutput
 from transformers.models.pegasus.modeling_pegasus import (
     PegasusDecoder,
@@ -24,8 +23,10 @@ from transformers.models.pegasus.modeling_pegasus import (
     PegasusPreTrainedModel,
     PegasusSinusoidalPositionalEmbedding,
 )
+from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 
-from .configuration_lsg_pegasus import MAX_GLOBAL_TOKENS, LSGPegasusConfig
+from .configuration_lsg_pegasus import CLASSIFIER_POOLINGS, MAX_GLOBAL_TOKENS, LSGPegasusConfig
 from .lsg_attention import LSGPegasusEncoderSelfAttention
 
 AUTO_MAP = {
@@ -82,13 +83,32 @@ class LSGPegasusPreTrainedModel(PegasusPreTrainedModel):
     config_class = LSGPegasusConfig
     base_model_prefix = "model"
     _no_split_modules = ["LSGPegasusEncoderLayer", "PegasusDecoderLayer"]
-    _can_compile_fullgraph = False
+    _can_compile_fullgraph = True  # tested: a forward under torch.compile(fullgraph=True) gives the eager outputs
     _supports_flex_attn = False
 
     def __init__(self, config: LSGPegasusConfig, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
         # Saved folders must name our classes, whatever auto_map a reference config.json carried.
         self.config.auto_map = dict(AUTO_MAP)
+
+    def _position_tables_owners(self) -> list[nn.Module]:
+        """The encoder and, where this model has one, the decoder: each owns a sinusoidal `embed_positions`."""
+        return [module for module in self.modules() if isinstance(module, (LSGPegasusEncoder, PegasusDecoder))]
+
+    def get_position_embeddings(self) -> nn.Embedding | tuple[nn.Embedding, nn.Embedding]:
+        """The encoder's position table, or `(encoder table, decoder table)` for the encoder-decoder classes."""
+        tables = tuple(owner.embed_positions for owner in self._position_tables_owners())
+        return tables[0] if len(tables) == 1 else tables
+
+    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
+        """Regenerate every sinusoidal position table (encoder and decoder) for `new_num_position_embeddings`.
+
+        Computed, not copied or tiled: the first rows equal the old ones (reference M:768-788).
+        """
+        self.config.max_position_embeddings = new_num_position_embeddings
+        for owner in self._position_tables_owners():
+            owner.config.max_position_embeddings = new_num_position_embeddings
+            owner.embed_positions = _sinusoidal_table(new_num_position_embeddings, self.config.d_model, self.device)
 
 
 class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
@@ -109,35 +129,27 @@ class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def get_position_embeddings(self) -> nn.Embedding:
-        return self.embed_positions
-
-    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
-        """Regenerate the sinusoidal table for `new_num_position_embeddings` positions.
-
-        Computed, not copied or tiled: its first rows equal the old ones (reference M:768-788).
-        """
-        self.config.max_position_embeddings = new_num_position_embeddings
-        self.embed_positions = _sinusoidal_table(new_num_position_embeddings, self.config.d_model, self.device)
-
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> BaseModelOutput:
         """Encode `input_ids` `[n, t]` (or `inputs_embeds` `[n, t, D]`, not rescaled).
 
-        Returns `last_hidden_state` `[n, g + t, D]` (`[n, t, D]` when `pass_global_tokens_to_decoder=False`) and,
-        if asked, the untrimmed `hidden_states` `[n, g + t_pad, D]` per layer (embeddings first, final norm last).
+        Returns `last_hidden_state` `[n, g + t, D]` (`[n, t, D]` when `pass_global_tokens_to_decoder=False`); if
+        asked, `hidden_states` per layer (embeddings first, final norm last) trimmed exactly as `last_hidden_state`,
+        and `attentions` per layer: the token queries' weights `[n, h, t, k]` (layout in `LSGBlockAttention`).
         """
         config = self.config
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if output_hidden_states is None:
-            output_hidden_states = config.output_hidden_states
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
         g, blk = config.num_global_tokens, config.block_size
         n, t = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         config.check_sequence_length(t)
@@ -166,29 +178,49 @@ class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
         hidden_states = F.dropout(hidden_states, p=self.dropout, training=self.training)
         keep = F.pad(keep, (g, 0), value=True)  # [n, g + t_pad], globals always visible
 
-        all_hidden_states = []
+        all_hidden_states, all_attentions = [], []
         for layer in self.layers:
             if output_hidden_states:
-                all_hidden_states.append(hidden_states)
+                all_hidden_states.append(self._trim(hidden_states, t))
             if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
                 continue  # LayerDrop (arXiv 1909.11556)
-            hidden_states = layer(hidden_states, keep)
+            if output_attentions:
+                hidden_states, weights = self._layer_with_attentions(layer, hidden_states, keep)
+                all_attentions.append(weights[:, :, :t])  # [n, h, t, k], adaptive padding dropped
+            else:
+                hidden_states = layer(hidden_states, keep)
         hidden_states = self.layer_norm(hidden_states)  # [n, g + t_pad, D]
 
-        context = hidden_states
-        offset = g
-        if not config.pass_global_tokens_to_decoder:
-            if config.pool_with_global:
-                # Reference M:838-839: the first token's output becomes global token 0's output.
-                hidden_states = hidden_states.clone()
-                hidden_states[:, g] = hidden_states[:, 0]
-            context, offset = hidden_states[:, g:], 0  # [n, t_pad, D]
+        if not config.pass_global_tokens_to_decoder and config.pool_with_global:
+            # Reference M:838-839: the first token's output becomes global token 0's output.
+            hidden_states = hidden_states.clone()
+            hidden_states[:, g] = hidden_states[:, 0]
+        last_hidden_state = self._trim(hidden_states, t)
         if output_hidden_states:
-            all_hidden_states.append(hidden_states)
-        context = context[:, : t + offset]  # drop the adaptive padding
+            all_hidden_states.append(last_hidden_state)
         return BaseModelOutput(
-            last_hidden_state=context, hidden_states=tuple(all_hidden_states) if output_hidden_states else None
+            last_hidden_state=last_hidden_state,
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
         )
+
+    def _trim(self, hidden_states: torch.Tensor, length: int) -> torch.Tensor:
+        """`[n, g + t_pad, D]` -> the encoder's output positions: `[n, g + t, D]`, or `[n, t, D]` without globals."""
+        g = self.config.num_global_tokens
+        first = 0 if self.config.pass_global_tokens_to_decoder else g
+        return hidden_states[:, first : g + length]
+
+    @staticmethod
+    def _layer_with_attentions(layer, hidden_states, keep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run `layer` on the eager attention path, returning its output and its self-attention weights (which
+        Pegasus' layer forward drops)."""
+        recorded = []
+        hook = layer.self_attn.register_forward_hook(lambda module, args, output: recorded.append(output[1]))
+        try:
+            hidden_states = layer(hidden_states, keep, output_attentions=True)
+        finally:
+            hook.remove()
+        return hidden_states, recorded[-1]
 
 
 class LSGPegasusModel(LSGPegasusPreTrainedModel):
@@ -214,16 +246,6 @@ class LSGPegasusModel(LSGPegasusPreTrainedModel):
         self.encoder.embed_tokens = value
         self.decoder.embed_tokens = value
 
-    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
-        """Regenerate the encoder and decoder sinusoidal tables for `new_num_position_embeddings` positions."""
-        self.config.max_position_embeddings = new_num_position_embeddings
-        self.encoder.resize_position_embeddings(new_num_position_embeddings)
-        self.decoder.config.max_position_embeddings = new_num_position_embeddings
-        self.decoder.embed_positions = _sinusoidal_table(new_num_position_embeddings, self.config.d_model, self.device)
-
-    def get_position_embeddings(self) -> tuple[nn.Embedding, nn.Embedding]:
-        return self.encoder.get_position_embeddings(), self.decoder.get_position_embeddings()
-
     def cross_attention_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         """The encoder padding mask `[n, t]` as the decoder sees it: `[n, g + t]` when the globals are passed.
 
@@ -239,6 +261,8 @@ class LSGPegasusModel(LSGPegasusPreTrainedModel):
             attention_mask = F.pad(attention_mask, (self.config.num_global_tokens, 0), value=1)  # [n, g + t]
         return attention_mask
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -253,20 +277,19 @@ class LSGPegasusModel(LSGPegasusPreTrainedModel):
         **kwargs,
     ) -> Seq2SeqModelOutput:
         """Encode `input_ids` `[n, t]` (unless `encoder_outputs` are given) and decode `decoder_input_ids` `[n, m]`."""
-        kwargs.pop("return_dict", None)
-        if "past_key_values" in kwargs:  # the pre-5.x name of `cache`
-            cache = kwargs.pop("past_key_values")
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 inputs_embeds=inputs_embeds,
                 output_hidden_states=kwargs.get("output_hidden_states"),
+                output_attentions=kwargs.get("output_attentions"),
             )
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(
                 last_hidden_state=encoder_outputs[0],
                 hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
             )
         decoder_outputs = self.decoder(
             input_ids=decoder_input_ids,
@@ -286,6 +309,7 @@ class LSGPegasusModel(LSGPegasusPreTrainedModel):
             cross_attentions=decoder_outputs.cross_attentions,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
         )
 
 
@@ -302,11 +326,6 @@ class LSGPegasusForConditionalGeneration(LSGPegasusPreTrainedModel, PegasusForCo
         self.final_logits_bias = nn.Buffer(torch.zeros((1, config.vocab_size)))
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
-
-    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
-        """Regenerate the encoder and decoder sinusoidal tables for `new_num_position_embeddings` positions."""
-        self.config.max_position_embeddings = new_num_position_embeddings
-        self.model.resize_position_embeddings(new_num_position_embeddings)
 
 
 class LSGPegasusEncoderModel(LSGPegasusPreTrainedModel):
@@ -327,10 +346,7 @@ class LSGPegasusEncoderModel(LSGPegasusPreTrainedModel):
         self.shared = value
         self.encoder.embed_tokens = value
 
-    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
-        self.config.max_position_embeddings = new_num_position_embeddings
-        self.encoder.resize_position_embeddings(new_num_position_embeddings)
-
+    @can_return_tuple
     def forward(self, *args, **kwargs) -> BaseModelOutput:
         return self.encoder(*args, **kwargs)
 
@@ -349,6 +365,19 @@ class LSGPegasusClassificationHead(nn.Module):
         return self.out_proj(self.dropout(hidden))  # [n, c]
 
 
+def _validate_classifier_pooling(config: LSGPegasusConfig) -> None:
+    """`classifier_pooling` is read by the classifier only, so only the classifier checks it."""
+    if config.classifier_pooling not in CLASSIFIER_POOLINGS:
+        raise ValueError(
+            f"classifier_pooling={config.classifier_pooling!r} is unknown; choose one of {CLASSIFIER_POOLINGS}"
+        )
+    if config.classifier_pooling == "global" and not (config.pass_global_tokens_to_decoder or config.pool_with_global):
+        raise ValueError(
+            "classifier_pooling='global' needs the global token in the encoder output: set "
+            "pass_global_tokens_to_decoder=True or pool_with_global=True, or use classifier_pooling='mean'"
+        )
+
+
 class LSGPegasusForSequenceClassification(LSGPegasusPreTrainedModel):
     """Encoder-only classifier: the decoder is neither built nor run.
 
@@ -361,6 +390,7 @@ class LSGPegasusForSequenceClassification(LSGPegasusPreTrainedModel):
     _keys_to_ignore_on_load_unexpected = [r"model\.decoder\.", r"^lm_head\.", r"final_logits_bias"]
 
     def __init__(self, config: LSGPegasusConfig):
+        _validate_classifier_pooling(config)
         super().__init__(config)
         self.model = LSGPegasusEncoderModel(config)
         self.classification_head = LSGPegasusClassificationHead(config)
@@ -372,10 +402,7 @@ class LSGPegasusForSequenceClassification(LSGPegasusPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.set_input_embeddings(value)
 
-    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
-        self.config.max_position_embeddings = new_num_position_embeddings
-        self.model.resize_position_embeddings(new_num_position_embeddings)
-
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -383,6 +410,7 @@ class LSGPegasusForSequenceClassification(LSGPegasusPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
         """Classify `input_ids` `[n, t]`; `labels` are `[n]` class ids, `[n, c]` multi-hot, or `[n]` floats."""
@@ -391,6 +419,7 @@ class LSGPegasusForSequenceClassification(LSGPegasusPreTrainedModel):
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
         hidden = outputs.last_hidden_state  # [n, (g +) t, D]
         if self.config.classifier_pooling == "global":
@@ -404,23 +433,14 @@ class LSGPegasusForSequenceClassification(LSGPegasusPreTrainedModel):
                 weight = attention_mask.to(tokens.dtype).unsqueeze(-1)  # [n, t, 1]
                 pooled = (tokens * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
         logits = self.classification_head(pooled)  # [n, c]
-        loss = None if labels is None else self._loss(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        config = self.config
-        if config.problem_type is None:
-            if config.num_labels == 1:
-                config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                config.problem_type = "single_label_classification"
-            else:
-                config.problem_type = "multi_label_classification"
-        if config.problem_type == "regression":
-            return MSELoss()(logits.squeeze(-1), labels.to(logits.dtype).view(logits.shape[0], -1).squeeze(-1))
-        if config.problem_type == "single_label_classification":
-            return CrossEntropyLoss()(logits.view(-1, config.num_labels), labels.view(-1))
-        return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+        loss = None
+        if labels is not None:
+            if self.config.problem_type == "multi_label_classification":
+                labels = labels.to(logits.dtype)  # multi-hot labels often arrive as integers
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
 
 LSGPegasusConfig.register_for_auto_class()
