@@ -17,7 +17,7 @@ reference's additive masks give and stays finite in bf16.
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +78,7 @@ class LSGGeometry:
         """Sparse tokens per block of `block_size` tokens."""
         return self.block_size // self.sparsity_factor
 
-    @lru_cache(maxsize=32)  # noqa: B019 (a handful of lengths per run; the geometry is a frozen value)
-    def sparse_windows(self, n_blocks: int) -> torch.Tensor:
+    def sparse_windows(self, n_blocks: int, device: torch.device | None = None) -> torch.Tensor:
         """Positions on the sparse sequence seen by each query block `[n_blocks, k_sparse]`; -1 = outside it.
 
         Built by the reference's own recipe (`reshape_to_sparse_block`) applied to positions instead of vectors:
@@ -94,7 +93,7 @@ class LSGGeometry:
         window = 6 * sbs
         pad = (window - step) // 2 + odd
         s_len = n_blocks * step
-        positions = torch.arange(-pad, s_len + pad)
+        positions = torch.arange(-pad, s_len + pad, device=device)
         positions = positions.masked_fill((positions < 0) | (positions >= s_len), -1)
         windows = positions.unfold(0, window, step)  # [n_windows, 6 * sbs]
         if odd:
@@ -308,12 +307,13 @@ class _BlockLayout:
     """
 
     def __init__(self, geometry: LSGGeometry, token_keep: torch.Tensor, sparse_keep, dtype: torch.dtype):
-        self.geometry = geometry
         self.g, self.blk = geometry.num_global_tokens, geometry.block_size
         self.token_keep, self.sparse_keep = token_keep, sparse_keep  # [n, 1, t], [n, h, s_len] or None
         self.t = token_keep.shape[-1]
         self.n_blocks = self.t // self.blk
         self.chunk_blocks = max(1, geometry.chunk_tokens // self.blk)
+        # [n_blocks, k_sparse] positions on the sparse sequence, -1 outside it; built once per layer call
+        self.sparse_windows = None if sparse_keep is None else geometry.sparse_windows(self.n_blocks, token_keep.device)
         self.min_value = torch.finfo(dtype).min
         self.dtype = dtype
 
@@ -344,7 +344,7 @@ class _BlockLayout:
         dense_keep = torch.cat([global_keep, local_keep], dim=-1)
         if self.sparse_keep is None:
             return dense_index, dense_keep, None, None
-        sparse_positions = self.geometry.sparse_windows(self.n_blocks)[first : first + count].to(device)
+        sparse_positions = self.sparse_windows[first : first + count]
         inside = sparse_positions >= 0  # [count, k_sparse]
         sparse_positions = sparse_positions.clamp(min=0)
         sparse_keep = self.sparse_keep[:, :, sparse_positions] & inside  # [n, h, count, k_sparse]

@@ -284,6 +284,7 @@ class LSGPegasusModel(LSGPegasusPreTrainedModel):
                 inputs_embeds=inputs_embeds,
                 output_hidden_states=kwargs.get("output_hidden_states"),
                 output_attentions=kwargs.get("output_attentions"),
+                return_dict=True,
             )
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(
@@ -299,6 +300,7 @@ class LSGPegasusModel(LSGPegasusPreTrainedModel):
             cache=cache,
             inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         return Seq2SeqModelOutput(
@@ -348,7 +350,7 @@ class LSGPegasusEncoderModel(LSGPegasusPreTrainedModel):
 
     @can_return_tuple
     def forward(self, *args, **kwargs) -> BaseModelOutput:
-        return self.encoder(*args, **kwargs)
+        return self.encoder(*args, return_dict=True, **kwargs)
 
 
 class LSGPegasusClassificationHead(nn.Module):
@@ -420,6 +422,7 @@ class LSGPegasusForSequenceClassification(LSGPegasusPreTrainedModel):
             inputs_embeds=inputs_embeds,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            return_dict=True,
         )
         hidden = outputs.last_hidden_state  # [n, (g +) t, D]
         if self.config.classifier_pooling == "global":
