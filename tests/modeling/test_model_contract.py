@@ -161,19 +161,20 @@ def test_encoder_attention_weights_follow_the_documented_layout(tiny_config):
     against a softmax computed by hand from the layer's own projections."""
     config = tiny_config(sparsity_type="none", encoder_layers=1, num_global_tokens=2)
     model = _build(LSGPegasusModel, config)
-    input_ids, attention_mask = padded_batch(64, 5)
+    input_ids, attention_mask = padded_batch(64, 5)  # row 1's padding starts at 59
     out = _call(model, input_ids, attention_mask, output_attentions=True, output_hidden_states=True)
     layer = model.encoder.layers[0]
-    x = layer.self_attn_layer_norm(torch.cat([model.encoder.global_embeddings.weight[:2].expand(2, -1, -1),
-                                               out.encoder_hidden_states[0][:, 2:]], dim=1))  # fmt: skip
-    heads = lambda proj: proj(x).view(2, -1, 4, 8).transpose(1, 2)  # noqa: E731
+    x = layer.self_attn_layer_norm(out.encoder_hidden_states[0][1])  # [g + t, D] of row 1
+
+    def heads(projection):
+        return projection(x).view(-1, 4, 8).transpose(0, 1)  # [h, g + t, d]
+
     query, key = heads(layer.self_attn.q_proj), heads(layer.self_attn.k_proj)
-    blk, row, token = 8, 1, 21  # token 21 sits in block 2: local window = tokens 8..31
-    window = [0, 1, *range(2 + 8, 2 + 32)]
-    scores = query[row, :, 2 + token, None] @ key[row, :, window].transpose(-1, -2) / 8**0.5
-    expected = torch.softmax(scores.squeeze(1), dim=-1)  # [h, g + 3*blk]; row 1's padding starts at 59, outside the window
-    assert blk == config.block_size
-    torch.testing.assert_close(out.encoder_attentions[0][row, :, token], expected, atol=1e-5, rtol=0)
+    token = 21  # in block 2 (block 8): local window = tokens 8..31, all visible
+    keys = [0, 1, *range(2 + 8, 2 + 32)]  # globals, then the window
+    scores = query[:, 2 + token, None] @ key[:, keys].transpose(-1, -2) / 8**0.5  # [h, 1, g + 3*blk]
+    expected = torch.softmax(scores.squeeze(1), dim=-1)
+    torch.testing.assert_close(out.encoder_attentions[0][1, :, token], expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(
