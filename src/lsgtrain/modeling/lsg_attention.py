@@ -16,12 +16,13 @@ reference's additive masks give and stays finite in bf16.
 """
 
 import math
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from torch.utils.checkpoint import checkpoint
 
 from .configuration_lsg_pegasus import LSGPegasusConfig
@@ -62,6 +63,11 @@ class LSGGeometry:
     uses_sparse_tokens: bool
     # Query tokens per chunk: bounds the gathered keys and values; measured best at 128-512 (block 128).
     chunk_tokens: int = 512
+    # Start of block 0's "before" / "after" sparse windows when they are plain runs; derived, see `__post_init__`.
+    sparse_starts: tuple[int, int] | None = field(init=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "sparse_starts", self._regular_sparse_starts() if self.uses_sparse_tokens else None)
 
     @classmethod
     def from_config(cls, config: LSGPegasusConfig) -> "LSGGeometry":
@@ -101,6 +107,19 @@ class LSGGeometry:
         u = (window - 3 * step) // 2 + odd
         u_after = u + odd
         return torch.cat([windows[:, u - sbs : u], windows[:, -u_after : -u_after + sbs]], dim=1)
+
+    def _regular_sparse_starts(self) -> tuple[int, int] | None:
+        """Where block 0's "before" and "after" sparse windows start (block i adds i * step), if every window is one
+        run of `sparse_block_size` consecutive sparse tokens as `sparse_windows` builds them; None otherwise (the
+        reference's short or overlapping windows of a small `sparse_block_size`)."""
+        step, sbs = self.sparse_step, self.sparse_block_size
+        starts = (-1 - sbs, 0) if step == 1 else (-step - sbs, 2 * step)
+        n_blocks = 4 * (sbs // step) + 8  # enough blocks for windows fully inside the sparse sequence
+        cpu = torch.device("cpu")  # explicit: models are built under a meta-device context by from_pretrained
+        first = torch.arange(n_blocks, device=cpu)[:, None] * step
+        runs = torch.cat([first + start + torch.arange(sbs, device=cpu) for start in starts], dim=1)
+        runs[(runs < 0) | (runs >= n_blocks * step)] = -1
+        return starts if torch.equal(runs, self.sparse_windows(n_blocks, cpu)) else None
 
 
 class SparseTokenSelector:
@@ -284,6 +303,9 @@ class LSGBlockAttention(nn.Module):
             chunks = [layout.attend_eager(first, count, *inputs, dropout=dropout) for first, count in layout.chunks()]
             contexts, weights = zip(*chunks, strict=True)
             return torch.cat(contexts, dim=2), torch.cat(weights, dim=2)
+        if _use_flex_attention(query, dropout, self.geometry):
+            return _flex_block_attention(self.geometry, queries, key, value, token_keep, sparse_keys, sparse_values,
+                                         sparse_keep), None  # fmt: skip
         if _use_cpu_flash_function(query, dropout):
             return _CPUBlockAttention.apply(*inputs, layout), None
         contexts = []
@@ -294,6 +316,17 @@ class LSGBlockAttention(nn.Module):
             else:
                 contexts.append(attend(*inputs))
         return torch.cat(contexts, dim=2), None
+
+
+def _use_flex_attention(query: torch.Tensor, dropout: float, geometry: LSGGeometry) -> bool:
+    """On CUDA, one compiled flex_attention call replaces the chunks. flex_attention has no dropout, so training
+    with attention dropout keeps the chunked SDPA path (its memory-efficient kernel applies dropout)."""
+    return query.device.type == "cuda" and dropout == 0.0 and _flex_supports(geometry)
+
+
+def _flex_supports(geometry: LSGGeometry) -> bool:
+    """Triton tiles need blocks of a multiple of 16 tokens; the sparse windows must be plain runs (no duplicates)."""
+    return geometry.block_size % 16 == 0 and (not geometry.uses_sparse_tokens or geometry.sparse_starts is not None)
 
 
 def _use_cpu_flash_function(query: torch.Tensor, dropout: float) -> bool:
@@ -466,6 +499,94 @@ class _CPUBlockAttention(torch.autograd.Function):
             grad_queries.narrow(2, first * blk, count * blk).copy_(grad_q.reshape(n, h, -1, d))
             layout.scatter_grads(indices, grads, (grad_k, grad_v))
         return grad_queries, *grads, None
+
+
+@lru_cache(maxsize=16)
+def _flex_candidate_blocks(geometry: LSGGeometry, n_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """KV blocks each query block may see, for `n_blocks` query blocks: the local ones `[n_blocks, 3]` and the
+    global and sparse ones `[n_blocks, m]` (-1 pads both). KV blocks: `[globals, padded | tokens | sparse, padded]`."""
+    blk, g = geometry.block_size, geometry.num_global_tokens
+    global_blocks = -(-g // blk)
+    local = [[global_blocks + j if 0 <= j < n_blocks else -1 for j in (b - 1, b, b + 1)] for b in range(n_blocks)]
+    others = [list(range(global_blocks)) for _ in range(n_blocks)]
+    if geometry.uses_sparse_tokens:
+        step, sbs = geometry.sparse_step, geometry.sparse_block_size
+        first_sparse_block, s_len = global_blocks + n_blocks, n_blocks * step
+        for b, blocks in enumerate(others):
+            for start in geometry.sparse_starts:
+                low, high = max(b * step + start, 0), min(b * step + start + sbs, s_len)
+                if low < high:
+                    blocks.extend(range(first_sparse_block + low // blk, first_sparse_block + (high - 1) // blk + 1))
+    width = max(len(blocks) for blocks in others)
+    others = [sorted(set(blocks)) + [-1] * (width - len(set(blocks))) for blocks in others]
+    return torch.tensor(local), torch.tensor(others)
+
+
+def _flex_block_attention(geometry, queries, key, value, token_keep, sparse_keys, sparse_values, sparse_keep):
+    """Context `[n, h, t, d]` of the token queries as one flex_attention call over
+    `[globals, padded to a block | tokens | sparse tokens, padded to a block]` keys and values."""
+    n, h, t, d = queries.shape
+    g, blk = geometry.num_global_tokens, geometry.block_size
+    global_pad = -g % blk
+    keys = [key[:, :, :g], key.new_zeros(n, h, global_pad, d), key[:, :, g:]]
+    values = [value[:, :, :g], value.new_zeros(n, h, global_pad, d), value[:, :, g:]]
+    keeps = [token_keep.new_ones(n, h, g), token_keep.new_zeros(n, h, global_pad), token_keep.expand(n, h, t)]
+    if sparse_keys is not None:
+        sparse_pad = -sparse_keys.shape[2] % blk
+        keys += [sparse_keys, key.new_zeros(n, h, sparse_pad, d)]
+        values += [sparse_values, value.new_zeros(n, h, sparse_pad, d)]
+        keeps += [sparse_keep, token_keep.new_zeros(n, h, sparse_pad)]
+    block_mask = lsg_block_mask(geometry, torch.cat(keeps, dim=2), t)
+    attend = _compiled_flex_attention() if queries.device.type == "cuda" else flex_attention
+    return attend(queries, torch.cat(keys, dim=2), torch.cat(values, dim=2), block_mask=block_mask)
+
+
+def lsg_block_mask(geometry: LSGGeometry, kv_keep: torch.Tensor, t: int) -> BlockMask:
+    """The `BlockMask` of `t` token queries over the keys of `_flex_block_attention`, whose visibility is
+    `kv_keep` `[n, h, kv_len]`; built from the block layout, never by evaluating the mask on every pair.
+
+    KV blocks are LSG blocks, so each query block's local window is exactly three KV blocks, kept "full" (no mask
+    evaluation) where none of their tokens is padding. Globals, sparse windows and padded local blocks are
+    "partial": `mask_mod` checks the window and each key's visibility there.
+    """
+    n = kv_keep.shape[0]
+    g, blk = geometry.num_global_tokens, geometry.block_size
+    n_blocks, globals_end, kv_len = t // blk, g + (-g % blk), kv_keep.shape[-1]
+    before, after = geometry.sparse_starts or (0, 0)
+    step, sbs = max(geometry.sparse_step, 1), geometry.sparse_block_size
+
+    def mask_mod(b, head, q_idx, kv_idx):
+        q_block = q_idx // blk
+        token = kv_idx - globals_end
+        local = (token >= 0) & (token < t) & ((token // blk - q_block).abs() <= 1)
+        sparse = kv_idx - globals_end - t
+        in_before = (sparse - q_block * step - before >= 0) & (sparse - q_block * step - before < sbs)
+        in_after = (sparse - q_block * step - after >= 0) & (sparse - q_block * step - after < sbs)
+        in_sparse = (sparse >= 0) & (in_before | in_after)
+        return kv_keep[b, head, kv_idx] & ((kv_idx < g) | local | in_sparse)
+
+    local, others = (x.to(kv_keep.device) for x in _flex_candidate_blocks(geometry, n_blocks))
+    block_keep = kv_keep[:, 0, globals_end : globals_end + t].view(n, n_blocks, blk)
+    all_visible, any_visible = block_keep.all(-1), block_keep.any(-1)  # [n, n_blocks]
+    token_block = (local - globals_end // blk).clamp(min=0)  # [n_blocks, 3]
+    full = (local >= 0) & all_visible[:, token_block]  # [n, n_blocks, 3]
+    partial = (local >= 0) & any_visible[:, token_block] & ~full
+
+    def as_kv_blocks(blocks):  # -1-padded [n, n_blocks, m] -> counts [n, 1, n_blocks], indices [n, 1, n_blocks, kv]
+        blocks = F.pad(blocks.sort(dim=-1, descending=True).values, (0, kv_len // blk - blocks.shape[-1]), value=-1)
+        return (blocks >= 0).sum(-1, dtype=torch.int32)[:, None], blocks.clamp(min=0).to(torch.int32)[:, None]
+
+    partial_blocks = torch.cat([local.where(partial, -1), others.expand(n, -1, -1)], dim=-1)
+    return BlockMask.from_kv_blocks(
+        *as_kv_blocks(partial_blocks), *as_kv_blocks(local.where(full, -1)), BLOCK_SIZE=blk, mask_mod=mask_mod,
+        seq_lengths=(t, kv_len),
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _compiled_flex_attention():
+    """flex_attention compiled once (Triton on CUDA); uncompiled it runs a slow reference implementation."""
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def _full_attention(query, key, value, keep, dropout) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,106 @@
+"""The CUDA path: LSG attention as one flex_attention call. flex_attention runs forward on CPU (no CPU backward), so
+its outputs are checked here against the chunked path and the reference oracle; gradients and speed need a GPU
+(experiments/benchmarks/gpu_benchmark.py)."""
+
+import pytest
+import torch
+from torch.nn.attention.flex_attention import create_block_mask
+
+from lsgtrain.modeling import lsg_attention
+from lsgtrain.modeling.configuration_lsg_pegasus import SPARSITY_TYPES, LSGPegasusConfig
+from lsgtrain.modeling.lsg_attention import LSGBlockAttention, LSGGeometry, lsg_block_mask
+
+from .oracle import build_model, inputs_of, load_case
+from .test_oracle import ATOL, CASES
+
+pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+
+GEOMETRIES = [(16, 16, 2, 3), (16, 8, 4, 1), (16, 16, 16, 2), (32, 16, 2, 1)]  # block, sparse block, factor, globals
+
+
+def _force_flex_on_cpu(monkeypatch):
+    """Take the flex path on CPU (forward only) whenever the layout allows it, whatever the block size."""
+    monkeypatch.setattr(
+        lsg_attention,
+        "_use_flex_attention",
+        lambda query, dropout, geometry: not geometry.uses_sparse_tokens or geometry.sparse_starts is not None,
+    )
+
+
+@pytest.mark.parametrize(("blk", "sbs", "sf", "g"), GEOMETRIES, ids=lambda v: str(v))
+@pytest.mark.parametrize("sparsity_type", SPARSITY_TYPES)
+def test_flex_equals_the_chunked_path(monkeypatch, sparsity_type, blk, sbs, sf, g):
+    config = LSGPegasusConfig(
+        d_model=32, encoder_attention_heads=4, block_size=blk, sparse_block_size=sbs, sparsity_factor=sf,
+        sparsity_type=sparsity_type, num_global_tokens=g,
+    )  # fmt: skip
+    attention = LSGBlockAttention(config).eval()
+    generator = torch.Generator().manual_seed(0)
+    t = 8 * blk
+    query, key, value = (torch.randn(2, 4, g + t, 8, generator=generator) for _ in range(3))
+    keep = torch.ones(2, g + t, dtype=torch.bool)
+    keep[1, g + t - blk - 5 :] = False  # one local block fully padded, one partly
+    torch.manual_seed(1)
+    chunked, _ = attention(query, key, value, keep)
+    _force_flex_on_cpu(monkeypatch)
+    calls = []
+    monkeypatch.setattr(lsg_attention, "flex_attention", _counting(lsg_attention.flex_attention, calls))
+    torch.manual_seed(1)
+    flex, _ = attention(query, key, value, keep)
+    assert len(calls) == 1  # one call for all blocks
+    torch.testing.assert_close(flex, chunked, atol=2e-6, rtol=0)
+
+
+def _counting(function, calls):
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_flex_path_matches_the_reference_oracle(monkeypatch, oracle_dir, name):
+    path = oracle_dir / f"{name}.npz"
+    if not path.exists():
+        pytest.skip(f"{path} missing")
+    case = load_case(path)
+    model = build_model(case)
+    _force_flex_on_cpu(monkeypatch)
+    torch.manual_seed(int(case["forward_seed"]))
+    with torch.no_grad():
+        out = model(**inputs_of(case))
+    expected = torch.from_numpy(case["encoder_last_hidden_state"])
+    torch.testing.assert_close(out.encoder_last_hidden_state, expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(out.logits, torch.from_numpy(case["logits"]), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(("blk", "sbs", "sf", "g"), GEOMETRIES, ids=lambda v: str(v))
+def test_block_mask_from_the_layout_equals_the_evaluated_one(blk, sbs, sf, g):
+    """The BlockMask built from block indices lists exactly the blocks that evaluating its mask on every (query, key)
+    pair finds (create_block_mask), padded rows included."""
+    geometry = LSGGeometry(g, blk, sbs, sf, uses_sparse_tokens=True)
+    t = 8 * blk
+    s_len = t // sf
+    kv_len = g + (-g % blk) + t + s_len + (-s_len % blk)
+    kv_keep = torch.zeros(2, 1, kv_len, dtype=torch.bool)
+    kv_keep[:, :, :g] = True
+    kv_keep[:, :, g + (-g % blk) :][:, :, : t + s_len] = True
+    kv_keep[1, :, g + (-g % blk) + t - blk - 5 : g + (-g % blk) + t] = False  # padded tail of row 1
+    ours = lsg_block_mask(geometry, kv_keep, t)
+    evaluated = create_block_mask(ours.mask_mod, 2, 1, t, kv_len, device="cpu", BLOCK_SIZE=blk)
+    assert torch.equal(ours.to_dense()[0], evaluated.to_dense()[0])  # unpadded row: the same blocks
+    assert (ours.to_dense()[1] >= evaluated.to_dense()[1]).all()  # padded row: never a visible block missing
+
+
+def test_flex_is_chosen_only_where_it_applies(tiny_config):
+    usual = LSGGeometry.from_config(LSGPegasusConfig())  # 128 / 128 / 2, the real checkpoints
+    assert lsg_attention._flex_supports(usual)
+    assert not lsg_attention._flex_supports(LSGGeometry.from_config(tiny_config()))  # block 8: no Triton tile
+    # sparse_block_size <= 0.75 * 128 / 2: the reference's short windows, which only the chunked path reproduces
+    short_windows = LSGGeometry.from_config(LSGPegasusConfig(sparse_block_size=32, sparsity_type="pooling"))
+    assert short_windows.sparse_starts is None and not lsg_attention._flex_supports(short_windows)
+    assert not lsg_attention._use_flex_attention(torch.empty(0), 0.0, usual)  # CPU keeps its custom function
+    cuda_like = type("CudaTensor", (), {"device": torch.device("cuda")})()  # only the device is read
+    assert lsg_attention._use_flex_attention(cuda_like, 0.0, usual)
+    assert not lsg_attention._use_flex_attention(cuda_like, 0.1, usual)  # flex has no attention dropout
