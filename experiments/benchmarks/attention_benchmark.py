@@ -23,7 +23,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 D_MODEL, HEADS = 1024, 16
 LSG_TYPES = ("norm", "none", "pooling", "lsh", "stride", "block_stride", "bos_pooling")
-METHODS = ("floor", "sdpa", *(f"lsg_{t}" for t in LSG_TYPES), "bigbird", "led")
+# `*_dropout`: attention dropout 0.1, as google/pegasus-large and ccdv/lsg-pegasus-large-4096 train with.
+METHODS = ("floor", "sdpa", "sdpa_dropout", *(f"lsg_{t}" for t in LSG_TYPES), "lsg_norm_dropout", "bigbird", "led")
 LENGTHS = (1024, 4096, 8192, 16384)
 MEMORY_LIMIT_GB = 20  # a child asking for more is reported as out of memory
 
@@ -34,7 +35,7 @@ def build_layer(method: str, length: int):
     from torch import nn
 
     hidden = lambda n: torch.randn(1, n, D_MODEL, requires_grad=True)  # noqa: E731
-    if method in ("floor", "sdpa"):
+    if method in ("floor", "sdpa", "sdpa_dropout"):
 
         class Projections(nn.Module):
             def __init__(self):
@@ -44,8 +45,9 @@ def build_layer(method: str, length: int):
             def forward(self, x):
                 shape = (1, x.shape[1], HEADS, D_MODEL // HEADS)
                 q, k, v = (p(x).view(shape).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
-                if method == "sdpa":
-                    context = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                if method.startswith("sdpa"):
+                    dropout = 0.1 if method == "sdpa_dropout" else 0.0
+                    context = torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
                 else:  # no attention: the projections alone
                     context = q + k + v
                 return self.out_proj(context.transpose(1, 2).reshape(x.shape))
@@ -57,7 +59,8 @@ def build_layer(method: str, length: int):
 
         config = LSGPegasusConfig(
             d_model=D_MODEL, encoder_attention_heads=HEADS, block_size=128, sparse_block_size=128,
-            sparsity_factor=2, sparsity_type=method[4:], num_global_tokens=1,
+            sparsity_factor=2, sparsity_type=method[4:].removesuffix("_dropout"), num_global_tokens=1,
+            attention_dropout=0.1 if method.endswith("_dropout") else 0.0,
         )  # fmt: skip
         keep = torch.ones(1, length + 1, dtype=torch.bool)
         return LSGPegasusEncoderSelfAttention(config), lambda: (hidden(length + 1), keep)

@@ -160,7 +160,7 @@ def test_chunked_attention_equals_one_chunk_with_gradients(tiny_config, sparsity
     function, and the checkpointed SDPA used on GPUs and with dropout)."""
     from lsgtrain.modeling import lsg_attention
 
-    monkeypatch.setattr(lsg_attention, "_use_cpu_flash_function", lambda query, dropout: cpu_function)
+    monkeypatch.setattr(lsg_attention, "_use_cpu_function", lambda query: cpu_function)
     torch.manual_seed(0)
     config = tiny_config(sparsity_type=sparsity_type, sparsity_factor=4, encoder_layers=1, attention_dropout=0.0)
     model = LSGPegasusModel(config).train()
@@ -182,3 +182,43 @@ def test_chunked_attention_equals_one_chunk_with_gradients(tiny_config, sparsity
     per_block = run(8)  # 8 blocks of 8 tokens -> 8 chunks
     for a, b in zip(one_chunk, per_block, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sparsity_type", ["norm", "none"])
+def test_cpu_function_with_attention_dropout_has_exact_gradients(tiny_config, sparsity_type):
+    """With attention dropout the custom CPU function forms each chunk's scores itself and regenerates the dropout
+    mask in backward: its gradients are those of its forward (float64 gradcheck, one seed per call)."""
+    from lsgtrain.modeling.lsg_attention import LSGBlockAttention
+
+    attention = LSGBlockAttention(tiny_config(sparsity_type=sparsity_type, attention_dropout=0.3)).train()
+    attention.geometry = dataclasses.replace(attention.geometry, chunk_tokens=16)  # 2 chunks of 2 blocks
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(2, 4, 1 + 32, 8, dtype=torch.float64, generator=generator).requires_grad_() for _ in range(3)]
+    keep = torch.ones(2, 33, dtype=torch.bool)
+    keep[1, 27:] = False
+
+    def run(query, key, value):
+        torch.manual_seed(0)  # the chunks' dropout seeds are drawn from the global RNG
+        return attention(query, key, value, keep)[0]
+
+    assert torch.autograd.gradcheck(run, inputs, atol=1e-6, fast_mode=True)
+
+
+def test_cpu_attention_dropout_is_random_and_unbiased(tiny_config):
+    from lsgtrain.modeling.lsg_attention import LSGBlockAttention
+
+    attention = LSGBlockAttention(tiny_config(attention_dropout=0.5))
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(1, 4, 1 + 32, 8, generator=generator) for _ in range(3))
+    keep = torch.ones(1, 33, dtype=torch.bool)
+    expected, _ = attention.eval()(query, key, value, keep)
+    attention.train()
+    torch.manual_seed(0)
+    first, _ = attention(query, key, value, keep)
+    torch.manual_seed(0)
+    again, _ = attention(query, key, value, keep)
+    assert torch.equal(first, again) and not torch.allclose(first, expected, atol=1e-3)
+    torch.manual_seed(1)
+    mean = torch.stack([attention(query, key, value, keep)[0] for _ in range(400)]).mean(0)
+    error = (mean - expected)[:, :, 1:].abs()  # token rows: the custom function's (inverted) dropout is unbiased
+    assert error.mean() < 0.02 and error.max() < 0.15, (error.mean(), error.max())

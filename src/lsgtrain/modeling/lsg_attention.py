@@ -285,9 +285,9 @@ class LSGBlockAttention(nn.Module):
 
         Each chunk gathers its blocks' keys and values as `[global | local | sparse before | sparse after]` and runs
         one fused flash attention over them; no score matrix and no gathered key outlives its chunk, so memory is
-        linear in length and bounded by the chunk. On CPU without dropout, a custom autograd function keeps each
-        chunk's softmax statistics and calls the flash backward directly; elsewhere each chunk is recomputed in
-        backward (activation checkpointing).
+        linear in length and bounded by the chunk. On CUDA the chunks become one flex_attention call where it
+        applies (no attention dropout). On CPU a custom autograd function keeps each chunk's softmax statistics and
+        computes the backward directly; otherwise each chunk is recomputed in backward (activation checkpointing).
         """
         g = self.geometry.num_global_tokens
         queries = query[:, :, g:]  # [n, h, t, d]
@@ -306,8 +306,8 @@ class LSGBlockAttention(nn.Module):
         if _use_flex_attention(query, dropout, self.geometry):
             return _flex_block_attention(self.geometry, queries, key, value, token_keep, sparse_keys, sparse_values,
                                          sparse_keep), None  # fmt: skip
-        if _use_cpu_flash_function(query, dropout):
-            return _CPUBlockAttention.apply(*inputs, layout), None
+        if _use_cpu_function(query):
+            return _CPUBlockAttention.apply(*inputs, layout, dropout), None
         contexts = []
         for first, count in layout.chunks():
             attend = partial(layout.attend, first, count, dropout=dropout)
@@ -329,9 +329,9 @@ def _flex_supports(geometry: LSGGeometry) -> bool:
     return geometry.block_size % 16 == 0 and (not geometry.uses_sparse_tokens or geometry.sparse_starts is not None)
 
 
-def _use_cpu_flash_function(query: torch.Tensor, dropout: float) -> bool:
-    """The custom CPU function needs CPU's flash kernels, which take no dropout."""
-    return query.device.type == "cpu" and dropout == 0.0
+def _use_cpu_function(query: torch.Tensor) -> bool:
+    """CPU takes the custom autograd function (flash kernels, or explicit scores with attention dropout)."""
+    return query.device.type == "cpu"
 
 
 class _BlockLayout:
@@ -447,28 +447,36 @@ class _BlockLayout:
 
 
 class _CPUBlockAttention(torch.autograd.Function):
-    """Chunked LSG block attention on CPU's flash kernel, keeping each chunk's log-sum-exp for the backward.
+    """Chunked LSG block attention on CPU, keeping each chunk's log-sum-exp for the backward.
 
-    Saves only its inputs and output (no gathered keys, no scores); backward regathers each chunk's keys and calls
-    the flash backward kernel, so the forward is not recomputed.
+    Saves only its inputs and output (no gathered keys, no scores); backward regathers each chunk's keys, so the
+    forward is not recomputed. Without attention dropout each chunk runs CPU's flash kernels; with it (the real
+    checkpoints train with 0.1, which those kernels lack) each chunk's scores are formed explicitly, and the
+    backward regenerates the chunk's dropout mask from a seed drawn from the global RNG in the forward.
     """
 
     @staticmethod
-    def forward(ctx, queries, key, value, sparse_keys, sparse_values, layout: _BlockLayout):
+    def forward(ctx, queries, key, value, sparse_keys, sparse_values, layout: _BlockLayout, dropout: float):
         n, h, t, d = queries.shape
         context = queries.new_empty(n, h, t, d)
+        chunks = layout.chunks()
+        seeds = torch.randint(2**62, (len(chunks),)).tolist() if dropout else [None] * len(chunks)
         logsumexps = []
-        for first, count in layout.chunks():
+        for (first, count), seed in zip(chunks, seeds, strict=True):
             block_queries, block_keys, block_values, mask = layout.gather(
                 first, count, queries, key, value, sparse_keys, sparse_values
             )
-            out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                block_queries, block_keys, block_values, attn_mask=mask
-            )  # [n, h*count, blk, d], [n, h*count, blk]
+            if dropout:
+                out, logsumexp = _dropout_attention_forward(
+                    block_queries, block_keys, block_values, mask, dropout, seed
+                )
+            else:
+                out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    block_queries, block_keys, block_values, attn_mask=mask
+                )  # [n, h*count, blk, d], [n, h*count, blk]
             context.narrow(2, first * layout.blk, count * layout.blk).copy_(out.view(n, h, -1, d))
             logsumexps.append(logsumexp)
-        ctx.layout = layout
-        ctx.logsumexps = logsumexps
+        ctx.layout, ctx.dropout, ctx.seeds, ctx.logsumexps = layout, dropout, seeds, logsumexps
         ctx.save_for_backward(queries, key, value, sparse_keys, sparse_values, context)
         return context
 
@@ -485,7 +493,7 @@ class _CPUBlockAttention(torch.autograd.Function):
             None if sparse_values is None else torch.zeros_like(sparse_values),
         )
         blk = layout.blk
-        for (first, count), logsumexp in zip(layout.chunks(), ctx.logsumexps, strict=True):
+        for (first, count), logsumexp, seed in zip(layout.chunks(), ctx.logsumexps, ctx.seeds, strict=True):
             indices = layout.indices(first, count)  # shared by the gather and the gradient scatter
             block_queries, block_keys, block_values, mask = layout.gather(
                 first, count, queries, key, value, sparse_keys, sparse_values, indices
@@ -493,12 +501,50 @@ class _CPUBlockAttention(torch.autograd.Function):
             rows = (n, h * count, blk, d)
             grad_out = grad_context.narrow(2, first * blk, count * blk).reshape(rows)
             out = context.narrow(2, first * blk, count * blk).reshape(rows)
-            grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_out, block_queries, block_keys, block_values, out, logsumexp, 0.0, False, attn_mask=mask
-            )
+            if ctx.dropout:
+                grad_q, grad_k, grad_v = _dropout_attention_backward(
+                    grad_out, block_queries, block_keys, block_values, mask, out, logsumexp, ctx.dropout, seed
+                )
+            else:
+                grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                    grad_out, block_queries, block_keys, block_values, out, logsumexp, 0.0, False, attn_mask=mask
+                )
             grad_queries.narrow(2, first * blk, count * blk).copy_(grad_q.reshape(n, h, -1, d))
             layout.scatter_grads(indices, grads, (grad_k, grad_v))
-        return grad_queries, *grads, None
+        return grad_queries, *grads, None, None
+
+
+def _dropout_keep(shape: torch.Size, dropout: float, seed: int) -> torch.Tensor:
+    """The attention-dropout mask of one chunk (True = kept), the same for the same seed."""
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) >= dropout
+
+
+def _dropout_attention_forward(query, key, value, mask, dropout, seed) -> tuple[torch.Tensor, torch.Tensor]:
+    """`dropout(softmax(q k^T / sqrt(d) + mask)) v` of one chunk (softmax in at least fp32) and the scores'
+    log-sum-exp `[n, H, q]`."""
+    accumulate = torch.promote_types(query.dtype, torch.float32)
+    scores = (query @ key.transpose(-1, -2)).to(accumulate).mul_(query.shape[-1] ** -0.5).add_(mask)  # [n, H, q, k]
+    logsumexp = scores.logsumexp(dim=-1)
+    weights = scores.sub_(logsumexp.unsqueeze(-1)).exp_()
+    weights.masked_fill_(~_dropout_keep(weights.shape, dropout, seed), 0.0).mul_(1.0 / (1.0 - dropout))
+    return weights.to(value.dtype) @ value, logsumexp
+
+
+def _dropout_attention_backward(grad_out, query, key, value, mask, out, logsumexp, dropout, seed):
+    """Gradients of `_dropout_attention_forward` for queries, keys and values, from the saved log-sum-exp."""
+    scale, dtype, accumulate = query.shape[-1] ** -0.5, query.dtype, logsumexp.dtype
+    scores = (query @ key.transpose(-1, -2)).to(accumulate).mul_(scale).add_(mask)
+    weights = scores.sub_(logsumexp.unsqueeze(-1)).exp_()
+    dropped = ~_dropout_keep(weights.shape, dropout, seed)
+    kept_weights = weights.masked_fill(dropped, 0.0).mul_(1.0 / (1.0 - dropout))
+    grad_value = kept_weights.to(dtype).transpose(-1, -2) @ grad_out
+    del kept_weights
+    grad_weights = (grad_out @ value.transpose(-1, -2)).to(accumulate).masked_fill_(dropped, 0.0)
+    grad_weights.mul_(1.0 / (1.0 - dropout))
+    # softmax backward; sum_j P_ij dP_ij equals dO_i . O_i, with or without dropout
+    row_dot = (grad_out.to(accumulate) * out.to(accumulate)).sum(-1, keepdim=True)
+    grad_scores = weights.mul_(grad_weights.sub_(row_dot)).mul_(scale).to(dtype)
+    return grad_scores @ key, grad_scores.transpose(-1, -2) @ query, grad_value
 
 
 @lru_cache(maxsize=16)
@@ -602,7 +648,7 @@ def _full_attention(query, key, value, keep, dropout) -> tuple[torch.Tensor, tor
 def _softmax_attention(query, key, value, mask, dropout) -> tuple[torch.Tensor, torch.Tensor]:
     """`softmax(q k^T / sqrt(d) + mask) v` (the reference's formula), returning the context and the weights."""
     scores = (query @ key.transpose(-1, -2)) / math.sqrt(query.shape[-1]) + mask  # [n, h, q, k]
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(value.dtype)
     return F.dropout(weights, p=dropout, training=dropout > 0) @ value, weights
 
 
