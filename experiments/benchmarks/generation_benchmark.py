@@ -42,22 +42,28 @@ def build_models(layers: int, max_length: int):
     return {"lsg": lsg, "pegasus": plain}
 
 
-def seconds(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def measure(model, input_ids, new_tokens: int, num_beams: int, repeats: int) -> dict:
+def measure_pair(models: dict, input_ids, new_tokens: int, num_beams: int, repeats: int) -> dict:
+    """Encoder time and decoding speed of each model, alternating the models on every repeat (after one warm-up
+    run each), so that a busy machine slows both alike; medians."""
     attention_mask = torch.ones_like(input_ids)
+    search = dict(num_beams=num_beams, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    times = {name: {"encoder": [], "generate": []} for name in models}
     with torch.no_grad():
-        encoder = seconds(lambda: model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask), repeats)
-        search = dict(num_beams=num_beams, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-        total = seconds(lambda: model.generate(input_ids, attention_mask=attention_mask, **search), repeats)
-    return {"encoder_s": encoder, "generate_s": total, "new_tokens_per_s": new_tokens / max(total - encoder, 1e-9)}
+        for repeat in range(repeats + 1):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+                middle = time.perf_counter()
+                model.generate(input_ids, attention_mask=attention_mask, **search)
+                end = time.perf_counter()
+                if repeat:
+                    times[name]["encoder"].append(middle - start)
+                    times[name]["generate"].append(end - middle)
+    results = {}
+    for name, measured in times.items():
+        encoder, total = statistics.median(measured["encoder"]), statistics.median(measured["generate"])
+        results[name] = {"encoder_s": encoder, "generate_s": total, "new_tokens_per_s": new_tokens / (total - encoder)}
+    return results
 
 
 def main() -> None:
@@ -65,7 +71,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096, help="input tokens (a multiple of 128)")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--layers", type=int, default=4, help="encoder and decoder layers (Pegasus-large: 16)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -74,12 +80,13 @@ def main() -> None:
     input_ids = torch.randint(5, 96103, (1, args.tokens), generator=torch.Generator().manual_seed(0))
     results = {}
     for dtype in (torch.float32, torch.bfloat16):
-        for name, model in models.items():
+        for model in models.values():
             model.to(dtype)
-            for beams in (1, 4):
-                key = f"{name} {str(dtype)[6:]} {'greedy' if beams == 1 else f'beam {beams}'}"
-                results[key] = measure(model, input_ids, args.new_tokens, beams, args.repeats)
-                print(key, results[key], flush=True)
+        for beams in (1, 4):
+            setting = f"{str(dtype)[6:]} {'greedy' if beams == 1 else f'beam {beams}'}"
+            for name, result in measure_pair(models, input_ids, args.new_tokens, beams, args.repeats).items():
+                results[f"{name} {setting}"] = result
+                print(name, setting, result, flush=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, {args.threads} threads"
     lines = [
         f"Machine: {machine}. {args.tokens:,} input tokens, {args.new_tokens} new tokens, {args.layers}+{args.layers} "
