@@ -1,5 +1,6 @@
 """Runs that go wrong say so, at once: divergence, unsafe files, bad settings, resume surprises (issue 13)."""
 
+import csv
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from lsgtrain.callbacks import TrainingDiverged
 from lsgtrain.checkpointing import CheckpointError
@@ -93,3 +95,141 @@ def test_summarize_does_not_run_a_model_folders_code_unless_asked(tiny_checkpoin
     result = _cli("summarize", *options, "--trust-remote-code", home=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert marker.read_text() == "ran"  # the opt-in does run the folder's code
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.max_source_length=500"], r"data.max_source_length=500 is not a multiple of model.lsg.block_size=16: "
+         r".*use data.max_source_length=496 or data.max_source_length=512"),
+        (["data.max_source_length=abc"], r"data.max_source_length='abc' must be an integer >= 1, e.g."),
+        (["module.optimizer.lr=fast"], r"module.optimizer.lr='fast' must be a number > 0, e.g. module.optimizer.lr="),
+        (["trainer.max_epochs=-1"], r"trainer.max_epochs=-1 must be an integer >= 1 \(the learning-rate schedule"),
+        (["+model.lsg.blok_size=64"], r"model.lsg.blok_size is not an LSG setting; did you mean model.lsg.block_size"),
+        (["model.lsg.block_size=32", "model.lsg.sparsity_factor=3"], r"valid sparsity_factor values for this "
+         r"block_size: \[1, 2, 4, 8, 16\]"),
+        (["ckpt_path=/nonexistent.ckpt"], r"ckpt_path=/nonexistent.ckpt: no checkpoint file there"),
+    ],
+)  # fmt: skip
+def test_bad_settings_fail_before_any_data_work_naming_key_value_and_fix(make_cfg, tmp_path, overrides, message):
+    cfg = make_cfg(*overrides, "data.max_samples=4")
+    cfg.paths.cache_dir = str(tmp_path / "fresh-cache")
+    with pytest.raises(ValueError, match=message):
+        train(cfg)
+    assert not (tmp_path / "fresh-cache").exists()
+
+
+@pytest.mark.parametrize(("block_size", "factor"), [(30, 4), (32, 3), (12, 4), (16, 6)])
+def test_suggested_sparsity_factors_all_validate(block_size, factor):
+    from huggingface_hub.errors import StrictDataclassError
+
+    from lsgtrain.modeling import LSGPegasusConfig
+
+    with pytest.raises(StrictDataclassError, match="valid sparsity_factor values") as error:
+        LSGPegasusConfig(block_size=block_size, sparse_block_size=block_size, sparsity_factor=factor)
+    suggested = json.loads(str(error.value.__cause__).rsplit(": ", 1)[1])
+    assert suggested
+    for value in suggested:
+        LSGPegasusConfig(block_size=block_size, sparse_block_size=block_size, sparsity_factor=value)
+
+
+def _finished_run(make_cfg, tmp_path, *overrides: str) -> Path:
+    train(make_cfg(*SHORT, "trainer.max_epochs=1", "test=false", "callbacks.hf_export=null", *overrides))
+    return tmp_path / "run"
+
+
+def test_unusable_checkpoints_are_reported_before_tokenising(make_cfg, tmp_path):
+    last = _finished_run(make_cfg, tmp_path) / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    cfg = make_cfg(*SHORT, f"ckpt_path={truncated}")
+    cfg.paths.output_dir, cfg.paths.cache_dir = str(tmp_path / "a"), str(tmp_path / "cache-a")
+    with pytest.raises(CheckpointError, match=r"truncated.ckpt is not a readable checkpoint \(truncated"):
+        train(cfg)
+    assert not (tmp_path / "cache-a").exists()
+    cfg = make_cfg(*SHORT, f"ckpt_path={last}", "data.tokenizer.vocab_size=400")
+    cfg.paths.output_dir, cfg.paths.cache_dir = str(tmp_path / "b"), str(tmp_path / "cache-b")
+    with pytest.raises(
+        CheckpointError, match=r"does not fit the model .*shared.weight is \(\d+, 32\) there, \(\d+, 32"
+    ):
+        train(cfg)
+    assert not (tmp_path / "cache-b" / "tokenized").exists()
+
+
+def test_resume_with_changed_training_settings_is_refused_listing_them(make_cfg, tmp_path):
+    last = _finished_run(make_cfg, tmp_path) / "checkpoints" / "last.ckpt"
+    cfg = make_cfg(*SHORT, "test=false", f"ckpt_path={last}", "module.optimizer.lr=0.5", "data.batch_size=1")
+    cfg.paths.output_dir = str(tmp_path / "resumed")
+    with pytest.raises(CheckpointError, match=r"data.batch_size: 2 in the checkpoint, 1 now; module.optimizer.lr: "
+                       r"0.001 in the checkpoint, 0.5 now\. Rerun with the checkpoint's values"):  # fmt: skip
+        train(cfg)
+
+
+def test_a_finished_run_is_not_re_entered(make_cfg, tmp_path):
+    run = _finished_run(make_cfg, tmp_path, "logger=csv")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(RuntimeError, match=r"has finished \(run_summary.json is there\).*another run_name"):
+        train(make_cfg(*SHORT, "trainer.max_epochs=1", "test=false", "callbacks.hf_export=null", "logger=csv"))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_resumed_run_keeps_its_metrics_history(make_cfg, tmp_path):
+    common = [*SHORT, "test=false", "callbacks.hf_export=null", "logger=csv", "trainer.log_every_n_steps=1"]
+    run = _finished_run(make_cfg, tmp_path, *common[2:])
+    (run / "run_summary.json").unlink()  # as if it had been killed after its last checkpoint
+    first = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    train(make_cfg(*common, "trainer.max_epochs=2"))
+    rows = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    steps = [int(row["step"]) for row in csv.DictReader(rows) if row.get("train/loss")]
+    assert rows[: len(first)] == first or rows[1 : len(first)] == first[1:]  # kept (the header may gain columns)
+    assert steps == sorted(steps) and min(steps) < 3 <= max(steps)  # both runs' training steps
+
+
+def test_a_second_run_in_the_same_folder_is_refused_while_the_first_goes_on(make_cfg, tmp_path):
+    from lsgtrain.checkpointing import RunFolderLock
+
+    with RunFolderLock(tmp_path / "run"):
+        with pytest.raises(RuntimeError, match=rf"run folder {tmp_path / 'run'} is in use by a run that is still "
+                           rf"going \(pid {os.getpid()} on .*another run_name"):  # fmt: skip
+            train(make_cfg(*SHORT))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    _finished_run(make_cfg, tmp_path)  # the lock is gone with its holder
+
+
+def test_a_failing_save_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from lsgtrain.checkpointing import AtomicCheckpointIO
+
+    def disk_full(self, checkpoint, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "last.ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _data_files(files: dict) -> str:
+    return "data.data_files={" + ",".join(f"{split}:{path}" for split, path in files.items()) + "}"
+
+
+def test_empty_data_file_and_blank_rows(make_cfg, standin_files, tmp_path, caplog):
+    files = standin_files("summarization", "document", "summary")
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()
+    cfg = make_cfg("data.source=files", _data_files({**files, "val": empty}))
+    with pytest.raises(ValueError, match=rf"data.data_files.val: {empty} is empty"):
+        train(cfg)
+    rows = [json.loads(line) for line in Path(files["train"]).read_text().splitlines()]
+    rows[1]["document"], rows[2]["summary"], rows[3]["summary"] = None, "", "   "
+    holes = tmp_path / "holes.jsonl"
+    holes.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cfg = make_cfg("data.source=files", _data_files({**files, "train": holes}))
+    datamodule = instantiate(cfg.data, _convert_="all")
+    with caplog.at_level("INFO"):
+        assert len(datamodule.raw["train"]) == len(rows) - 3
+    assert "train: dropped 3 of 6 rows with an empty or null document or summary" in caplog.text
+    assert "train: 3 rows, document words min" in caplog.text
+    assert None not in datamodule.raw["train"]["document"]
