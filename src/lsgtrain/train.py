@@ -58,8 +58,7 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
-    """Check the config, seed, then instantiate datamodule, model, LightningModule, callbacks, loggers, trainer."""
-    check_config(cfg)
+    """Seed, check the config, then instantiate datamodule, model, LightningModule, callbacks, loggers, trainer."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     # Impossible LSG parameters fail here, before any data is read or tokenised, with the validator's own message.
@@ -67,6 +66,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         LSGPegasusConfig(**OmegaConf.to_container(cfg.model.lsg, resolve=True))
     except StrictDataclassError as error:
         raise ValueError(f"model.lsg: {error.__cause__ or error}") from error
+    check_config(cfg)  # then the other settings that would fail late or unclearly
 
     logger.info("Instantiating datamodule <%s>", cfg.data._target_)
     datamodule = instantiate(cfg.data, _convert_="all")
@@ -172,6 +172,7 @@ def _write_summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float
         "metrics": metrics,
         "global_step": trainer.global_step,
         "world_size": trainer.world_size,
+        "num_nodes": trainer.num_nodes,
         "cluster_environment": type(environment).__name__ if environment else None,
         "epochs": trainer.current_epoch,
         "best_checkpoint": best,
