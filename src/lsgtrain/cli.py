@@ -50,6 +50,10 @@ def _summarize(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"no such file: {', '.join(missing)}")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = _load_seq2seq(model_dir, trust_remote_code=args.trust_remote_code).eval()
+    broken = [name for name, value in model.state_dict().items() if not torch.isfinite(value).all()]
+    if broken:
+        raise ValueError(f"{model_dir} has non-finite weights ({len(broken)} tensors, e.g. {broken[0]}): its training "
+                         "diverged; it would only produce empty summaries")  # fmt: skip
     max_length = args.max_length or model.config.max_position_embeddings
     generation = {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
                   "length_penalty": args.length_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}  # fmt: skip

@@ -79,6 +79,21 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
                           timeout=300)  # fmt: skip
 
 
+def test_summarize_refuses_a_model_with_non_finite_weights(tiny_checkpoint, tmp_path, capsys):
+    from lsgtrain.cli import main as cli_main
+    from lsgtrain.modeling import LSGPegasusForConditionalGeneration
+
+    model = LSGPegasusForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        model.model.shared.weight[3] = float("nan")
+    shutil.copytree(tiny_checkpoint, tmp_path / "nan")
+    model.save_pretrained(tmp_path / "nan")
+    document = tmp_path / "doc.txt"
+    document.write_text("Long documents need sparse attention. " * 20)
+    assert cli_main(["summarize", str(tmp_path / "nan"), str(document), "--max-new-tokens", "3"]) == 2
+    assert "has non-finite weights" in capsys.readouterr().err
+
+
 def test_summarize_does_not_run_a_model_folders_code_unless_asked(tiny_checkpoint, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(tiny_checkpoint, folder)
