@@ -96,10 +96,9 @@ def _load_hub(dataset_name: str | None, dataset_config: str | None, split_names:
 def drop_empty_rows(splits: DatasetDict, columns: Mapping[str, str]) -> DatasetDict:
     """Drop rows with nothing to learn from or score against: a configured column that is null, or blank text.
 
-    Our documented choice (README "Data"): such rows are dropped from every split and counted in the log, rather
-    than trained on (an empty summary teaches the model to stop at once) or failing inside the tokenizer; a split
-    left without rows is an error. Also logs each split's shortest and median document, so that stand-in or broken
-    data (3-word documents) shows in the log.
+    Our documented choice (README "Data with holes"): such rows are dropped from every split and counted in the
+    log, rather than trained on (an empty summary teaches the model to stop at once) or failing inside the
+    tokenizer; a split left without rows is an error.
     """
     kept = {}
     for split, dataset in splits.items():
@@ -118,7 +117,8 @@ def drop_empty_rows(splits: DatasetDict, columns: Mapping[str, str]) -> DatasetD
 
 
 def log_lengths(splits: DatasetDict, text_column: str) -> None:
-    """Log each split's row count and its shortest and median document, in words."""
+    """Log each split's row count and its shortest and median document in words, so that stand-in or broken data
+    (3-word documents) shows in the log."""
     for split, dataset in splits.items():
         words = sorted(len(text.split()) for text in dataset[text_column])
         logger.info("%s: %d rows, document words min %d, median %d", split, len(words), words[0],
