@@ -51,7 +51,7 @@ class StopOnNonFinite(Callback):
         )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or trainer.state.fn != "fit":  # `validate`/`test` only report what they see
             return
         value = trainer.callback_metrics.get("val/loss")
         if value is not None and not math.isfinite(float(value)):
