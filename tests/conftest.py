@@ -42,7 +42,7 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A single-node SLURM cluster (tests/slurm/cluster.py) for the session; tests using it skip where it
+    """A two-node SLURM cluster on this machine (tests/slurm/cluster.py) for the session; tests using it skip where it
     cannot start (no root, packages missing) and say why."""
     from .slurm.cluster import ClusterUnavailable, LocalSlurmCluster
 

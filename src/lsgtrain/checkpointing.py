@@ -1,19 +1,40 @@
-"""Checkpoint files that are either complete or absent, and where a resumed run finds the last one."""
+"""Checkpoint files that are either complete or absent, where a resumed run finds the last one, how checkpoints are
+read without running code from them, and what a resume must agree on with the checkpoint's run."""
 
+import fcntl
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
+
+# Settings that shape the training trajectory: a resume whose config differs from its checkpoint's in one of them
+# is refused (the checkpoint's optimizer state, schedule and data order would silently win). Everything else
+# (trainer.max_epochs, paths, loggers, callbacks, devices, evaluation) may change and is applied.
+RESUME_FIXED = (
+    "model", "module", "data", "seed", "effective_batch_size", "trainer.accumulate_grad_batches",
+    "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm", "trainer.precision",
+)  # fmt: skip
+RESUME_FREE = (
+    "data.num_workers", "data.eval_batch_size", "data.cache_dir", "module.generation", "model.gradient_checkpointing",
+    "model.attn_implementation",
+)  # fmt: skip
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as configured, with the reason and the fix."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` that saves to `.name.tmp` and `os.replace`s it, so a crash or kill during a save never
-    leaves a truncated `.ckpt` that a resume could pick up. Remote paths fall back to the plain save."""
+    leaves a truncated `.ckpt` that a resume could pick up; a save that fails (disk full) removes its temporary
+    file. Remote paths fall back to the plain save."""
 
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
@@ -22,7 +43,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, path)
 
 
@@ -40,3 +65,130 @@ def resolve_resume_checkpoint(ckpt_path: str | None, trainer: L.Trainer) -> str 
         return ckpt_path
     last = last_checkpoint_path(trainer)
     return str(last) if last.is_file() else None
+
+
+def load_checkpoint(path: str | os.PathLike, key: str = "ckpt_path") -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True`: tensors and plain values only, so no code in the file runs.
+
+    Our checkpoints hold nothing else (the optimizer and scheduler factories stay out of the hyper-parameters,
+    NumPy's generator state is stored as a list). `key` names the config key in error messages.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{key}={path}: no checkpoint file there; give an existing .ckpt, or {key}=null")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        refused = str(error).split("\n\n")[1] if "\n\n" in str(error) else str(error)
+        raise CheckpointError(
+            f"{key}={path} holds objects other than tensors and plain values ({refused.strip()[:300]}); lsgtrain "
+            "loads checkpoints with weights_only=True, so that a file cannot run code. Checkpoints written by "
+            "lsgtrain never need more; re-save this one as plain tensors where it came from."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{key}={path} is not a readable checkpoint (truncated, or not a torch file): {error}"
+        ) from error
+
+
+def check_weights_fit(checkpoint: dict[str, Any], module: L.LightningModule, path: str, key: str = "ckpt_path") -> None:
+    """Raise if the checkpoint's weights do not fit the model this config builds (another vocabulary or size)."""
+    saved = checkpoint.get("state_dict")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{key}={path} has no state_dict: it is not a Lightning checkpoint of a training run")
+    expected = module.state_dict()
+    problems = [f"{name} is {tuple(saved[name].shape)} there, {tuple(value.shape)} here"
+                for name, value in expected.items() if name in saved and saved[name].shape != value.shape]  # fmt: skip
+    missing = sorted(set(expected) - set(saved))
+    if missing:
+        problems.append(f"{len(missing)} weights missing there (e.g. {missing[0]})")
+    unexpected = sorted(set(saved) - set(expected))
+    if unexpected:
+        problems.append(f"{len(unexpected)} weights unknown here (e.g. {unexpected[0]})")
+    if problems:
+        raise CheckpointError(
+            f"{key}={path} does not fit the model this config builds: {'; '.join(problems[:4])}. It comes from a "
+            "run with another tokenizer (vocabulary), model size or task: use that run's data.tokenizer and model "
+            f"settings, or {key}=null to start from scratch."
+        )
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The `RESUME_FIXED` settings whose values differ between a checkpoint's run config and the current one."""
+    before, now = _flatten(saved), _flatten(current)
+    missing = "<unset>"
+    return [
+        f"{key}: {before.get(key, missing)!r} in the checkpoint, {now.get(key, missing)!r} now"
+        for key in sorted(set(before) | set(now))
+        if _is_fixed(key) and before.get(key, missing) != now.get(key, missing)
+    ]
+
+
+def _is_fixed(key: str) -> bool:
+    def under(prefixes: tuple[str, ...]) -> bool:
+        return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+    return under(RESUME_FIXED) and not under(RESUME_FREE)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{name}" if prefix else str(name)))
+    return flat
+
+
+class RunConfigCheckpoint(Callback):
+    """Stores the run's resolved config in every checkpoint, so a resume can say which settings changed."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+
+def saved_run_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The run config `RunConfigCheckpoint` stored in a checkpoint (None for checkpoints written without it)."""
+    state = checkpoint.get("callbacks", {}).get(RunConfigCheckpoint.__qualname__)
+    return state.get("config") if isinstance(state, dict) else None
+
+
+class RunFolderLock:
+    """An exclusive lock on a run folder (`.lock`, `fcntl.flock`), held by the first process of a run for its
+    whole length, so a second run started in the same folder (same `run_name`) stops at once instead of
+    interleaving logs and overwriting outputs. The kernel releases it when the process ends, even on kill -9."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.path = Path(folder) / ".lock"
+        self._file: Any = None
+
+    def __enter__(self) -> "RunFolderLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+")  # held open: closing it releases the lock
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise RuntimeError(
+                f"run folder {self.path.parent} is in use by a run that is still going ({holder}); wait for it "
+                "to end, or give this run another run_name"
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+def first_process_of_run() -> bool:
+    """True in the process that starts a run: not a DDP rank launched by Lightning, torchrun or srun."""
+    return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))

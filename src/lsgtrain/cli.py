@@ -40,7 +40,7 @@ def _convert(args: argparse.Namespace) -> None:
 def _summarize(args: argparse.Namespace) -> None:
     """Summarize text files with an exported (or converted) LSG-Pegasus folder; one JSON line per file."""
     import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
@@ -49,7 +49,11 @@ def _summarize(args: argparse.Namespace) -> None:
     if missing:
         raise FileNotFoundError(f"no such file: {', '.join(missing)}")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    model = _load_seq2seq(model_dir, trust_remote_code=args.trust_remote_code).eval()
+    broken = [name for name, value in model.state_dict().items() if not torch.isfinite(value).all()]
+    if broken:
+        raise ValueError(f"{model_dir} has non-finite weights ({len(broken)} tensors, e.g. {broken[0]}): its training "
+                         "diverged; it would only produce empty summaries")  # fmt: skip
     max_length = args.max_length or model.config.max_position_embeddings
     generation = {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
                   "length_penalty": args.length_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}  # fmt: skip
@@ -66,6 +70,23 @@ def _summarize(args: argparse.Namespace) -> None:
         print(f"{len(rows)} summaries written to {args.output}")
     else:
         sys.stdout.write(lines)
+
+
+def _load_seq2seq(model_dir: Path, *, trust_remote_code: bool):
+    """Our LSG exports load with lsgtrain's own classes and other folders with transformers' own; the folder's
+    `.py` files run only with `trust_remote_code` (a folder's code can do anything a Python program can)."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from .modeling import LSGPegasusForConditionalGeneration
+
+    if trust_remote_code:
+        return AutoModelForSeq2SeqLM.from_pretrained(model_dir, trust_remote_code=True)
+    architectures = json.loads((model_dir / "config.json").read_text()).get("architectures") or []
+    if LSGPegasusForConditionalGeneration.__name__ in architectures:
+        return LSGPegasusForConditionalGeneration.from_pretrained(model_dir)
+    if any(name.startswith("LSG") for name in architectures):
+        raise ValueError(f"{model_dir} holds a {architectures[0]}, not a summarization (seq2seq) model")
+    return AutoModelForSeq2SeqLM.from_pretrained(model_dir, trust_remote_code=False)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -147,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--max-new-tokens", type=int, default=256)
     summarize.add_argument("--length-penalty", type=float, default=1.0)
     summarize.add_argument("--no-repeat-ngram-size", type=int, default=3)
+    summarize.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="run the model folder's own Python files (only for folders you trust; not needed for lsgtrain exports)",
+    )  # fmt: skip
     summarize.set_defaults(run=_summarize)
 
     demo = commands.add_parser("demo", help="offline tour: tokenizer, tiny Pegasus, conversion, long input")

@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from .checkpointing import check_weights_fit, load_checkpoint
 from .train import CONFIG_DIR, _metrics, build
 
 logger = logging.getLogger(__name__)
@@ -21,13 +22,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Validate and test `cfg.ckpt_path`; returns the metrics (also written to `metrics.json`)."""
     if not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path is required: python -m lsgtrain.evaluate ckpt_path=/path/to/checkpoint.ckpt")
-    if not Path(cfg.ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path: no checkpoint file at {cfg.ckpt_path}")
+    checkpoint = load_checkpoint(cfg.ckpt_path)  # no code runs from the file (weights_only); before any data work
     objects = build(cfg)
     trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
-    trainer.validate(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
+    check_weights_fit(checkpoint, module, cfg.ckpt_path)
+    del checkpoint
+    trainer.validate(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics = _metrics(trainer)
-    trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
+    trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics.update(_metrics(trainer))
     if trainer.is_global_zero:
         output = Path(cfg.paths.output_dir) / "metrics.json"

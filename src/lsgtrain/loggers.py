@@ -1,11 +1,15 @@
 """Experiment loggers whose defaults fit both a cluster with wandb credentials and an offline machine."""
 
+import csv
 import hashlib
 import netrc
 import os
 from pathlib import Path
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from typing_extensions import override
 
 
 def wandb_available_online() -> bool:
@@ -32,3 +36,26 @@ def make_wandb_logger(
         offline = not wandb_available_online()
     run_id = run_id or hashlib.sha256(str(Path(save_dir).resolve()).encode()).hexdigest()[:16]
     return WandbLogger(save_dir=save_dir, offline=offline, id=run_id, resume="allow", **kwargs)
+
+
+class AppendingCSVLogger(CSVLogger):
+    """`CSVLogger` that continues an existing `metrics.csv` (a resumed or requeued run) instead of deleting it."""
+
+    @property
+    @override
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's writer deletes an existing `metrics.csv` when it starts; this one reads its header and appends."""
+
+    @override
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])

@@ -4,6 +4,7 @@
 and returns `(metrics, objects)`; `main` is the Hydra entry and returns the metric a sweep optimises.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -25,8 +26,20 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpointing import AtomicCheckpointIO, resolve_resume_checkpoint
+from .checkpointing import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    RunConfigCheckpoint,
+    RunFolderLock,
+    changed_settings,
+    check_weights_fit,
+    first_process_of_run,
+    load_checkpoint,
+    resolve_resume_checkpoint,
+    saved_run_config,
+)
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
+from .preflight import check_config
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +58,7 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
-    """Seed, then instantiate datamodule, model, LightningModule, callbacks, loggers and trainer."""
+    """Seed, check the config, then instantiate datamodule, model, LightningModule, callbacks, loggers, trainer."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     # Impossible LSG parameters fail here, before any data is read or tokenised, with the validator's own message.
@@ -53,6 +66,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         LSGPegasusConfig(**OmegaConf.to_container(cfg.model.lsg, resolve=True))
     except StrictDataclassError as error:
         raise ValueError(f"model.lsg: {error.__cause__ or error}") from error
+    check_config(cfg)  # then the other settings that would fail late or unclearly
 
     logger.info("Instantiating datamodule <%s>", cfg.data._target_)
     datamodule = instantiate(cfg.data, _convert_="all")
@@ -60,6 +74,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     model = instantiate(cfg.model, _convert_="all", tokenizer=datamodule.tokenizer, **datamodule.model_kwargs())
     module = instantiate(cfg.module, _convert_="all", model=model)
     callbacks = _instantiate_group(cfg.get("callbacks"))
+    callbacks.append(RunConfigCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
     loggers = _instantiate_group(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -80,24 +95,68 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit, then test the best checkpoint; returns the logged metrics and the objects built."""
+    """Fit, then test the best checkpoint; returns the logged metrics and the objects built.
+
+    The run folder is locked for the whole run (a second run with the same `run_name` is refused), a finished run
+    is not re-entered, and a checkpoint to resume from is read and checked before any data is tokenised.
+    """
+    lock = RunFolderLock(cfg.paths.output_dir) if first_process_of_run() else contextlib.nullcontext()
+    with lock:
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     started = time.perf_counter()
+    _refuse_finished_run(Path(cfg.paths.output_dir))
+    given = cfg.get("ckpt_path")
+    checkpoint = load_checkpoint(given) if given and given != "last" else None  # before the tokenizer is built
     objects = build(cfg)
     trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
-    resume = resolve_resume_checkpoint(cfg.get("ckpt_path"), trainer)
+    resume = resolve_resume_checkpoint(given, trainer)
     if resume:
         logger.info("Resuming from %s", resume)
+        checkpoint = checkpoint or load_checkpoint(resume)
+        check_weights_fit(checkpoint, module, resume)
+        if cfg.get("train", True):
+            _refuse_changed_settings(checkpoint, cfg, resume)
+        del checkpoint
     test_ckpt = resume
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         test_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
     metrics = _metrics(trainer)
     if cfg.get("test", True) and not trainer.interrupted:
-        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
         metrics.update(_metrics(trainer))
     if trainer.is_global_zero:
         _write_summary(cfg, trainer, metrics, time.perf_counter() - started)
     return metrics, objects
+
+
+def _refuse_finished_run(output_dir: Path) -> None:
+    summary = output_dir / "run_summary.json"
+    if summary.is_file():
+        raise RuntimeError(
+            f"the run in {output_dir} has finished ({summary.name} is there): rerunning it would overwrite its "
+            "results. Start a new run with another run_name; to train it further, start that new run from its last "
+            f"checkpoint with more epochs: run_name=NEW ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'} "
+            "trainer.max_epochs=N"
+        )
+
+
+def _refuse_changed_settings(checkpoint: dict[str, Any], cfg: DictConfig, path: str) -> None:
+    saved = saved_run_config(checkpoint)
+    if saved is None:
+        logger.warning("%s holds no run config (older lsgtrain): cannot check that the settings match", path)
+        return
+    changed = changed_settings(saved, OmegaConf.to_container(cfg, resolve=True))
+    if changed:
+        raise CheckpointError(
+            f"ckpt_path={path}: a resume continues that run's optimizer, schedule and data order, but these "
+            f"settings differ from the run that wrote it: {'; '.join(changed)}. Rerun with the checkpoint's "
+            "values, or start a new run (another run_name, or ckpt_path=null), e.g. from its exported weights "
+            "with model.pretrained=<run folder>/hf_model"
+        )
 
 
 def _metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -113,6 +172,7 @@ def _write_summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float
         "metrics": metrics,
         "global_step": trainer.global_step,
         "world_size": trainer.world_size,
+        "num_nodes": trainer.num_nodes,
         "cluster_environment": type(environment).__name__ if environment else None,
         "epochs": trainer.current_epoch,
         "best_checkpoint": best,

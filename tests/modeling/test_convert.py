@@ -193,3 +193,30 @@ def test_refuses_a_non_empty_output_folder(tmp_path):
 def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert cli_main(["convert", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
     assert "no checkpoint folder" in capsys.readouterr().err
+
+
+def test_length_that_is_not_a_multiple_of_the_block_size_is_refused(tmp_path):
+    _save_plain(tmp_path / "plain")
+    code = cli_main(["convert", str(tmp_path / "plain"), str(tmp_path / "out"), "--max-sequence-length", "600",
+                     "--block-size", "64", "--sparse-block-size", "64"])  # fmt: skip
+    assert code == 2
+    with pytest.raises(ConversionError, match=r"max_sequence_length=600 is not a multiple of block_size \(64\).*576"):
+        convert_checkpoint(tmp_path / "plain", tmp_path / "out", max_sequence_length=600, block_size=64)
+    assert not (tmp_path / "out").exists()
+
+
+def test_overwrite_replaces_a_model_folder_but_never_deletes_other_files(tmp_path):
+    _save_plain(tmp_path / "plain")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "notes.txt").write_text("mine")
+    with pytest.raises(ConversionError, match=r"is not a model folder \(it holds \['notes.txt'\]\)"):
+        convert_checkpoint(tmp_path / "plain", mixed, max_sequence_length=1024, overwrite=True)
+    assert [p.name for p in mixed.iterdir()] == ["notes.txt"]
+    convert_checkpoint(tmp_path / "plain", tmp_path / "lsg", max_sequence_length=1024)
+    (tmp_path / "lsg" / "notes.txt").write_text("mine")
+    with pytest.raises(ConversionError, match=r"not a model folder \(it holds \['notes.txt'\]\)"):
+        convert_checkpoint(tmp_path / "plain", tmp_path / "lsg", max_sequence_length=2048, overwrite=True)
+    (tmp_path / "lsg" / "notes.txt").unlink()
+    convert_checkpoint(tmp_path / "plain", tmp_path / "lsg", max_sequence_length=2048, overwrite=True)
+    assert json.loads((tmp_path / "lsg" / "config.json").read_text())["max_position_embeddings"] == 2048

@@ -1,8 +1,11 @@
-"""A single-node SLURM cluster for tests: munged, slurmctld and slurmd started without systemd, stopped by PID.
+"""A two-node SLURM cluster on one machine for tests: munged, slurmctld and two slurmd (`n1`, `n2`) started
+without systemd, stopped by PID.
 
 Needs root and Debian's `slurmctld slurmd slurm-client munge` packages (`.ci/run` installs them). The config lives
-in a scratch folder and is found through `SLURM_CONF`; `cred_expire=5` makes a requeued job start again within
-seconds instead of two minutes.
+in a scratch folder and is found through `SLURM_CONF`; the daemons listen on free ports, so that two test sessions
+on one machine do not share a controller. `cred_expire=5` makes a requeued job start again within seconds instead
+of two minutes. Each node offers every CPU of the machine: one-node jobs run as before, and `--nodes=2` jobs get
+one task on each node. Node names do not resolve: multi-node jobs need `MASTER_ADDR=127.0.0.1`.
 """
 
 import os
@@ -13,7 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
-DAEMONS = ("munged", "slurmctld", "slurmd")
+NODES = ("n1", "n2")
+DAEMONS = ("munged", "slurmctld", *(f"slurmd-{node}" for node in NODES))
 PACKAGES = "slurmctld slurmd slurm-client munge"
 
 
@@ -29,8 +33,20 @@ def _wait(condition, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def _free_ports(count: int) -> list[int]:
+    """`count` TCP ports that nothing listens on now (the kernel's choice of ephemeral ports)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 class LocalSlurmCluster:
-    """`start()` brings up one node (`debug` partition, every CPU), `stop()` kills what it started."""
+    """`start()` brings up two nodes (`debug` partition, every CPU each), `stop()` kills what it started."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -54,17 +70,21 @@ class LocalSlurmCluster:
         self._write_config()
         os.environ["SLURM_CONF"] = str(self.conf)
         self._spawn("slurmctld", ["/usr/sbin/slurmctld", "-D", "-i", "-f", str(self.conf)])
-        self._spawn("slurmd", ["/usr/sbin/slurmd", "-D", "-f", str(self.conf)])
+        for node in NODES:
+            (self.folder / "spool" / node).mkdir()
+            self._spawn(f"slurmd-{node}", ["/usr/sbin/slurmd", "-D", "-N", node, "-f", str(self.conf)])
         try:
-            _wait(lambda: self.node_state() == "idle", 40, "the node to become idle")
+            _wait(lambda: self.node_state() == "idle", 40, "the nodes to become idle")
         except ClusterUnavailable as error:
             logs = "".join(p.read_text()[-1500:] for p in sorted((self.folder / "log").glob("*")))
             self.stop()
             raise ClusterUnavailable(f"{error}\n{logs}") from None
 
     def node_state(self) -> str:
-        result = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
-        return result.stdout.strip()
+        """The nodes' common state (`idle`), or their states joined by spaces while they differ."""
+        result = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True)
+        states = result.stdout.split()
+        return " ".join(sorted(set(states))) if len(states) == len(NODES) else "starting"
 
     def _start_munge(self) -> None:
         key = Path("/etc/munge/munge.key")
@@ -87,9 +107,16 @@ class LocalSlurmCluster:
         cpus = os.cpu_count() or 1
         memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 - 1024
         d = self.folder
+        controller, *node_ports = _free_ports(1 + len(NODES))
+        nodes = "".join(
+            f"NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} CPUs={cpus} "
+            f"RealMemory={memory_mb // len(NODES)} State=UNKNOWN\n"
+            for node, port in zip(NODES, node_ports, strict=True)
+        )
         self.conf.write_text(f"""\
 ClusterName=lsgtrain-tests
 SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={controller}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -97,11 +124,11 @@ AuthInfo=cred_expire=5
 CredType=cred/munge
 MailProg=/bin/true
 StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool
+SlurmdSpoolDir={d}/spool/%n
 SlurmctldPidFile={d}/slurmctld.pid
-SlurmdPidFile={d}/slurmd.pid
+SlurmdPidFile={d}/slurmd-%n.pid
 SlurmctldLogFile={d}/log/slurmctld.log
-SlurmdLogFile={d}/log/slurmd.log
+SlurmdLogFile={d}/log/slurmd-%n.log
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
@@ -116,8 +143,7 @@ ReturnToService=2
 KillWait=10
 MinJobAge=600
 Waittime=0
-NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
-PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+{nodes}PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=UP
 """)
 
     def _spawn(self, name: str, command: list[str]) -> None:

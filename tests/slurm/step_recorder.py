@@ -1,6 +1,7 @@
 """A test callback that writes one line per optimizer step: its number and the documents it trained on."""
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,8 @@ from lightning.pytorch.callbacks import Callback
 
 
 class StepRecorder(Callback):
-    """Appends `{"step", "rank", "idx", "grad_norm"}` to `path` before each optimizer step; `delay_s` slows steps
-    down so a test can signal or kill a run in the middle of an epoch."""
+    """Appends `{"step", "rank", "idx", "grad_norm", "node"}` to `path` before each optimizer step (`node`: the SLURM
+    node); `delay_s` slows steps down so a test can signal or kill a run in the middle of an epoch."""
 
     def __init__(self, path: str, delay_s: float = 0.0):
         self.path = Path(path)
@@ -25,7 +26,7 @@ class StepRecorder(Callback):
         # the gradient norm fingerprints the step's computation: weights, batch and dropout masks
         grad_norm = sum(float(p.grad.norm()) ** 2 for p in pl_module.parameters() if p.grad is not None) ** 0.5
         record = {"step": trainer.global_step + 1, "rank": trainer.global_rank, "idx": self._batch,
-                  "grad_norm": grad_norm}  # fmt: skip
+                  "grad_norm": grad_norm, "node": os.environ.get("SLURMD_NODENAME")}  # fmt: skip
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
         time.sleep(self.delay_s)

@@ -1,4 +1,5 @@
-"""lsgtrain on a real (single-node) SLURM cluster: launcher sweeps, srun DDP, preemption and requeue.
+"""lsgtrain on a real SLURM cluster (two nodes on this machine): launcher sweeps, srun DDP on one node and across
+two nodes, preemption and requeue.
 
 The cluster comes from the `slurm_cluster` fixture (tests/conftest.py); jobs run the tiny model on CPU.
 """
@@ -23,14 +24,16 @@ GENERATION = ["++module.generation.max_new_tokens=8", "++module.generation.num_b
 
 
 def _env() -> dict[str, str]:
+    # MASTER_ADDR: the test cluster's node names (n1, n2) do not resolve; Lightning's SLURM environment reads it
     return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
-            "LSGTRAIN_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}  # fmt: skip
+            "LSGTRAIN_PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1"}  # fmt: skip
 
 
-def sbatch(tmp_path: Path, *arguments: str, tasks: int = 1) -> str:
+def sbatch(tmp_path: Path, *arguments: str, tasks: int = 1, nodes: int = 1) -> str:
     """Submit the repository's sbatch template (CPU: one core per task, no GPU); returns the job id."""
-    command = ["sbatch", "--parsable", f"--ntasks-per-node={tasks}", "--gpus-per-node=0", "--cpus-per-task=1",
-               "--time=20", f"--output={tmp_path}/slurm-%j.out", str(TEMPLATE), *arguments]  # fmt: skip
+    command = ["sbatch", "--parsable", f"--nodes={nodes}", f"--ntasks-per-node={tasks}", "--gpus-per-node=0",
+               "--cpus-per-task=1", "--time=20", f"--output={tmp_path}/slurm-%j.out", str(TEMPLATE),
+               *arguments]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=_env(), check=True)
     return result.stdout.strip().split(";")[0]
 
@@ -81,10 +84,14 @@ def test_sweep_through_the_slurm_launcher_returns_each_trials_metric(slurm_clust
         wait_until_finished(tmp_path, task)
 
 
+LAYOUTS = [pytest.param(1, 2, id="1-node-x-2-tasks"), pytest.param(2, 1, id="2-nodes-x-1-task")]
+
+
 @pytest.mark.slow
-def test_two_task_srun_ddp_job_trains_and_scores_like_one_process(slurm_cluster, tmp_path):
-    """2 ranks x batch 1 (srun, gloo) against 1 process x batch 2: same documents per step, loss averaged over
-    every target token of the step, no dropout -> the same model, the same summaries, the same ROUGE."""
+@pytest.mark.parametrize(("nodes", "tasks"), LAYOUTS)
+def test_two_rank_srun_ddp_job_trains_and_scores_like_one_process(slurm_cluster, tmp_path, nodes, tasks):
+    """2 ranks x batch 1 (srun, gloo; on one node or across two) against 1 process x batch 2: same documents per
+    step, loss averaged over every target token of the step, no dropout -> the same model, summaries and ROUGE."""
     training = [
         *FAST, *GENERATION, "data.tokenizer.vocab_size=2000", "data.max_samples=6", "data.eval_batch_size=1",
         "++model.init.d_model=32", "++model.init.encoder_ffn_dim=64", "++model.init.decoder_ffn_dim=64",
@@ -92,7 +99,8 @@ def test_two_task_srun_ddp_job_trains_and_scores_like_one_process(slurm_cluster,
         "trainer.max_epochs=30", "callbacks.rouge.every_n_epochs=100", "callbacks.hf_export=null",
         f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
     ]  # fmt: skip
-    job = sbatch(tmp_path, *training, "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=1", tasks=2)
+    job = sbatch(tmp_path, *training, "trainer=ddp_cpu", f"trainer.devices={tasks}", "data.batch_size=1",
+                 tasks=tasks, nodes=nodes)  # fmt: skip
     single = subprocess.run(
         [sys.executable, "train.py", *training, "trainer=cpu", "data.batch_size=2", "run_name=single"],
         capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600,
@@ -105,6 +113,7 @@ def test_two_task_srun_ddp_job_trains_and_scores_like_one_process(slurm_cluster,
     distributed, one = summaries[f"lsgtrain-{job}"], summaries["single"]
     # 6 documents -> 3 steps per epoch either way; ranks and world size taken from SLURM
     assert distributed["world_size"] == 2 and distributed["cluster_environment"] == "SLURMEnvironment"
+    assert distributed["num_nodes"] == nodes
     assert distributed["global_step"] == one["global_step"] == 90
     for stage in ("val", "test"):
         for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
@@ -138,14 +147,20 @@ def _recording_run(tmp_path: Path, *overrides: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_preempted_ddp_job_checkpoints_requeues_and_resumes_without_repeating_a_step(slurm_cluster, tmp_path):
+@pytest.mark.parametrize(("nodes", "tasks"), LAYOUTS)
+def test_preempted_ddp_job_checkpoints_requeues_and_resumes_without_repeating_a_step(
+    slurm_cluster, tmp_path, nodes, tasks
+):
     training = _recording_run(
-        tmp_path, "trainer=ddp_cpu", "trainer.devices=2", "data.max_samples=12", "callbacks.rouge.every_n_epochs=100"
-    )  # 12 documents, 2 ranks: 3 batches of 2 per rank and epoch
+        tmp_path, "trainer=ddp_cpu", f"trainer.devices={tasks}", "data.max_samples=12",
+        "callbacks.rouge.every_n_epochs=100",
+    )  # 12 documents, 2 ranks: 3 batches of 2 per rank and epoch  # fmt: skip
+    layout = {"tasks": tasks, "nodes": nodes}
     preempted_steps = tmp_path / "preempted.jsonl"
-    preempted = sbatch(tmp_path, *training, f"+callbacks.step_recorder.path={preempted_steps}", "logger=wandb", tasks=2)
+    preempted = sbatch(tmp_path, *training, f"+callbacks.step_recorder.path={preempted_steps}", "logger=wandb",
+                       **layout)  # fmt: skip
     reference_steps = tmp_path / "reference.jsonl"
-    reference = sbatch(tmp_path, *training, f"+callbacks.step_recorder.path={reference_steps}", tasks=2)
+    reference = sbatch(tmp_path, *training, f"+callbacks.step_recorder.path={reference_steps}", **layout)
     _signal_when_running(preempted, preempted_steps)
 
     info = wait_until_finished(tmp_path, preempted)
@@ -159,11 +174,13 @@ def test_preempted_ddp_job_checkpoints_requeues_and_resumes_without_repeating_a_
         assert [row["step"] for row in expected] == list(range(1, 10))
         # every step once, on the same documents and dropout masks as the uninterrupted run, on both ranks
         assert_same_steps(read_steps(preempted_steps, rank), expected)
+        # rank r ran on node r+1 in a two-node job, on n1 in a one-node one, before and after the requeue
+        assert {row["node"] for row in read_steps(preempted_steps, rank)} == {f"n{rank + 1 if nodes == 2 else 1}"}
     summaries = [
         json.loads((run_dir(tmp_path, job) / "run_summary.json").read_text()) for job in (preempted, reference)
     ]
     assert summaries[0]["global_step"] == summaries[1]["global_step"] == 9
-    assert summaries[0]["world_size"] == 2
+    assert summaries[0]["world_size"] == 2 and summaries[0]["num_nodes"] == nodes
     # one run folder and one wandb run (same id) across the requeue
     runs = sorted(p.name for p in (tmp_path / "outputs" / "train" / "runs").iterdir())
     assert runs == sorted(f"lsgtrain-{job}" for job in (preempted, reference))

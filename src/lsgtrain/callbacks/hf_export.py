@@ -7,7 +7,9 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from typing_extensions import override
 
+from ..checkpointing import load_checkpoint
 from ..modeling.convert import save_atomically
+from .divergence import TrainingDiverged
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +30,13 @@ class HFExport(Callback):
             return
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-            pl_module.load_state_dict(state)
+            pl_module.load_state_dict(load_checkpoint(best, key="best checkpoint")["state_dict"])
+        broken = [name for name, value in pl_module.model.state_dict().items() if not torch.isfinite(value).all()]
+        if broken:
+            raise TrainingDiverged(
+                f"the {'best' if best else 'last'} model has non-finite weights ({len(broken)} tensors, e.g. "
+                f"{broken[0]}): not exported to {self.dirpath}. Lower module.optimizer.lr and start a new run."
+            )
         if trainer.is_global_zero:
             save_atomically(pl_module.model, trainer.datamodule.tokenizer, self.dirpath)
             logger.info("exported %s model to %s", "best" if best else "last", self.dirpath)

@@ -47,7 +47,10 @@ class RandomStateCheckpoint(Callback):
 
 
 def _current_states() -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # NumPy's key array as a list of ints: checkpoints hold only tensors and plain values (`weights_only=True`)
+    name, key, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = (name, key.tolist(), position, has_gauss, cached_gaussian)
+    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state()
     return states
@@ -55,7 +58,8 @@ def _current_states() -> dict[str, Any]:
 
 def _restore_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    name, key, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["cuda"])

@@ -17,7 +17,7 @@ from datasets import Dataset, DatasetDict
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .sources import check_columns, load_splits
+from .sources import check_columns, drop_empty_rows, load_splits, log_lengths
 from .tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -155,6 +155,8 @@ class LongDocumentDataModule(LightningDataModule):
                 max_samples=self.max_samples,
             )
             check_columns(self._raw, self.columns())
+            self._raw = drop_empty_rows(self._raw, self.columns())
+            log_lengths(self._raw, self.text_column)
         return self._raw
 
     @property

@@ -4,6 +4,7 @@ Every source yields a `datasets.DatasetDict` with the splits `train`, `val`, `te
 checked against the configured ones, so that a typo names the columns that do exist.
 """
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, load_dataset
 
 from .aclsum import load_aclsum_split
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -48,6 +51,9 @@ def load_splits(
         raise DataSourceError(f"data.source={source!r} is unknown; choose one of 'aclsum', 'files', 'hub'")
     if max_samples is not None:
         splits = DatasetDict({k: v.select(range(min(max_samples, len(v)))) for k, v in splits.items()})
+    empty = [split for split, dataset in splits.items() if len(dataset) == 0]
+    if empty:
+        raise DataSourceError(f"data.source={source!r}: no rows in the {', '.join(empty)} split; each split needs rows")
     return splits
 
 
@@ -63,6 +69,8 @@ def _load_files(data_files: Mapping[str, str], split_names: Mapping[str, str]) -
         file_format = FILE_FORMATS.get(path.suffix)
         if file_format is None:
             raise DataSourceError(f"{path}: unsupported format '{path.suffix}'; use one of {sorted(FILE_FORMATS)}")
+        if path.stat().st_size == 0:
+            raise DataSourceError(f"data.data_files.{split}: {path} is empty; give a file with one row per document")
         splits[split] = load_dataset(file_format, data_files=str(path), split="train")
     return DatasetDict(splits)
 
@@ -83,6 +91,42 @@ def _load_hub(dataset_name: str | None, dataset_config: str | None, split_names:
             "at local files: data.source=files data.data_files.train=... data.data_files.val=... "
             f"data.data_files.test=... (json, jsonl, csv or parquet). Cause: {error}"
         ) from error
+
+
+def drop_empty_rows(splits: DatasetDict, columns: Mapping[str, str]) -> DatasetDict:
+    """Drop rows with nothing to learn from or score against: a configured column that is null, or blank text.
+
+    Our documented choice (README "Data with holes"): such rows are dropped from every split and counted in the
+    log, rather than trained on (an empty summary teaches the model to stop at once) or failing inside the
+    tokenizer; a split left without rows is an error.
+    """
+    kept = {}
+    for split, dataset in splits.items():
+        values = zip(*(dataset[column] for column in columns.values()), strict=True)
+        keep = [i for i, row in enumerate(values) if all(_has_content(value) for value in row)]
+        if not keep:
+            raise DataSourceError(
+                f"the {split} split has no row with every one of the columns {sorted(columns.values())} filled"
+            )
+        if len(keep) < len(dataset):
+            logger.warning("%s: dropped %d of %d rows with an empty or null %s", split, len(dataset) - len(keep),
+                           len(dataset), " or ".join(columns.values()))  # fmt: skip
+            dataset = dataset.select(keep)
+        kept[split] = dataset
+    return DatasetDict(kept)
+
+
+def log_lengths(splits: DatasetDict, text_column: str) -> None:
+    """Log each split's row count and its shortest and median document in words, so that stand-in or broken data
+    (3-word documents) shows in the log."""
+    for split, dataset in splits.items():
+        words = sorted(len(text.split()) for text in dataset[text_column])
+        logger.info("%s: %d rows, document words min %d, median %d", split, len(words), words[0],
+                    words[len(words) // 2])  # fmt: skip
+
+
+def _has_content(value: object) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 def check_columns(splits: DatasetDict, columns: Mapping[str, str]) -> None:

@@ -88,20 +88,29 @@ class LSGPegasusConfig(PegasusConfig):
         if self.uses_sparse_tokens:
             self._validate_sparse_layout()
 
+    def _working_sparsity_factors(self) -> list[int]:
+        """The sparsity_factor values that pass every check of `_validate_sparse_layout` with the other keys as
+        they are, so that an error never suggests a value that fails next."""
+        bs, chunk = self.block_size, min(self.block_size, self.sparse_block_size)
+        chunked = self.sparsity_type in ("norm", "lsh")
+        return [
+            f for f in _divisors(bs)
+            if (bs // f == 1 or (bs // f) % 2 == 0) and not (chunked and (bs % chunk or chunk % f))
+        ]  # fmt: skip
+
     def _validate_sparse_layout(self):
         bs, sbs, sf = self.block_size, self.sparse_block_size, self.sparsity_factor
         if bs % sf != 0:
             raise ValueError(
                 f"block_size ({bs}) must be a multiple of sparsity_factor ({sf}); "
-                f"valid sparsity_factor values for this block_size: {_divisors(bs)}"
+                f"valid sparsity_factor values for this block_size: {self._working_sparsity_factors()}"
             )
         step = bs // sf  # sparse tokens per block
         if step > 1 and step % 2 == 1:
             # The reference's sparse windows come out one short for an odd step and torch.cat fails.
-            valid = [f for f in _divisors(bs) if bs // f == 1 or (bs // f) % 2 == 0]
             raise ValueError(
                 f"block_size // sparsity_factor = {bs} // {sf} = {step} is odd; it must be even or 1. "
-                f"valid sparsity_factor values for block_size={bs}: {valid}"
+                f"valid sparsity_factor values for block_size={bs}: {self._working_sparsity_factors()}"
             )
         if 4 * sbs <= 3 * step:
             # The reference runs these, with shorter or overlapping sparse windows; so do we (LSGGeometry).

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ LSG_CLASSES: dict[str, type[LSGPegasusPreTrainedModel]] = {
     "PegasusForConditionalGeneration": LSGPegasusForConditionalGeneration,
     "PegasusForSequenceClassification": LSGPegasusForSequenceClassification,
 }
+
+
+# What `save_pretrained` of a model and a tokenizer writes: the files a folder may hold to be replaced by overwrite.
+MODEL_FOLDER_FILES = (
+    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+    "tokenizer*.json", "tokenizer.model", "spiece.model", "special_tokens_map.json", "added_tokens.json",
+    "chat_template.*", "modeling_*.py", "configuration_*.py", "lsg_attention.py",
+)  # fmt: skip
 
 
 class ConversionError(ValueError):
@@ -199,13 +208,20 @@ def convert_checkpoint(
         )
     if output_dir is not None:
         output_dir = Path(output_dir)
-        if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-            raise ConversionError(f"{output_dir} exists and is not empty; choose another folder or pass overwrite")
+        _check_output_dir(output_dir, overwrite)
 
     set_seed(seed)
     config = LSGPegasusConfig.from_pretrained(source, **lsg_kwargs)  # invalid LSG keys fail here, before loading
     config.architectures = [f"LSG{name}"]
     model = LSG_CLASSES[name].from_pretrained(source, config=config)
+    if max_sequence_length % config.block_size != 0:
+        # inputs are padded to a multiple of block_size: past the last position of a table of another length
+        lower = (max_sequence_length // config.block_size) * config.block_size
+        raise ConversionError(
+            f"max_sequence_length={max_sequence_length} is not a multiple of block_size ({config.block_size}): "
+            f"inputs are padded to a multiple of it, past the last position; use "
+            f"{max(lower, config.block_size)} or {lower + config.block_size}"
+        )
     tokenizer = _load_tokenizer(source)
 
     if not is_lsg:  # an LSG checkpoint keeps its trained global embeddings
@@ -228,6 +244,21 @@ def convert_checkpoint(
     if output_dir is not None:
         save_atomically(model, tokenizer, output_dir)
     return model, tokenizer
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """An empty or new folder is written; a model folder only with `overwrite`; any other folder is refused, so that
+    `overwrite` never deletes files that are not part of a model."""
+    if not output_dir.exists() or not any(output_dir.iterdir()):
+        return
+    if not overwrite:
+        raise ConversionError(f"{output_dir} exists and is not empty; choose another folder or pass overwrite")
+    others = sorted(p.name for p in output_dir.iterdir() if not any(fnmatch(p.name, f) for f in MODEL_FOLDER_FILES))
+    if others or not (output_dir / "config.json").is_file():
+        raise ConversionError(
+            f"{output_dir} is not a model folder (it holds {others[:5] or 'no config.json'}); overwrite replaces "
+            "only a model folder's files: choose another output folder, or move those files out"
+        )
 
 
 def _load_tokenizer(source: str):

@@ -33,8 +33,12 @@ class LongDocumentModule(LightningModule):
         weight_decay: float = 0.01,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["model"], logger=False)
+        # the optimizer and scheduler factories are code, not data: kept out of the checkpoint's hyper-parameters,
+        # so that checkpoints hold only tensors and plain values and load with `weights_only=True`
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
         self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
 
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch without bookkeeping keys (`idx`)."""
@@ -60,13 +64,13 @@ class LongDocumentModule(LightningModule):
         no_decay = [p for n, p in self.model.named_parameters() if p.requires_grad and (p.ndim < 2 or "norm" in n)]
         ids = {id(p) for p in no_decay}
         decay = [p for p in self.model.parameters() if p.requires_grad and id(p) not in ids]
-        optimizer = self.hparams.optimizer(
+        optimizer = self.optimizer_factory(
             params=[
                 {"params": decay, "weight_decay": self.hparams.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0},
             ]
         )
-        if self.hparams.scheduler is None:
+        if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.hparams.scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
