@@ -256,6 +256,7 @@ def test_empty_data_file_and_blank_rows(make_cfg, standin_files, tmp_path, caplo
         train(cfg)
     rows = [json.loads(line) for line in Path(files["train"]).read_text().splitlines()]
     rows[1]["document"], rows[2]["summary"], rows[3]["summary"] = None, "", "   "
+    rows[4]["document"] = "three word document"
     holes = tmp_path / "holes.jsonl"
     holes.write_text("".join(json.dumps(row) + "\n" for row in rows))
     cfg = make_cfg("data.source=files", _data_files({**files, "train": holes}))
@@ -263,5 +264,6 @@ def test_empty_data_file_and_blank_rows(make_cfg, standin_files, tmp_path, caplo
     with caplog.at_level("INFO"):
         assert len(datamodule.raw["train"]) == len(rows) - 3
     assert "train: dropped 3 of 6 rows with an empty or null document or summary" in caplog.text
-    assert "train: 3 rows, document words min" in caplog.text
+    assert "train: 3 rows, document words min 3" in caplog.text
+    assert "train: 1 of 3 documents have fewer than 20 words (shortest: 3)" in caplog.text
     assert None not in datamodule.raw["train"]["document"]

@@ -116,13 +116,21 @@ def drop_empty_rows(splits: DatasetDict, columns: Mapping[str, str]) -> DatasetD
     return DatasetDict(kept)
 
 
+SHORT_DOCUMENT_WORDS = 20  # below this a "long document" is more likely a broken row than a text
+
+
 def log_lengths(splits: DatasetDict, text_column: str) -> None:
-    """Log each split's row count and its shortest and median document in words, so that stand-in or broken data
-    (3-word documents) shows in the log."""
+    """Log each split's row count and its shortest and median document in words, and warn with a count when some
+    documents are shorter than `SHORT_DOCUMENT_WORDS` (kept: short is not empty, but usually a sign of broken
+    data such as 3-word stand-ins)."""
     for split, dataset in splits.items():
         words = sorted(len(text.split()) for text in dataset[text_column])
         logger.info("%s: %d rows, document words min %d, median %d", split, len(words), words[0],
                     words[len(words) // 2])  # fmt: skip
+        short = sum(count < SHORT_DOCUMENT_WORDS for count in words)
+        if short:
+            logger.warning("%s: %d of %d documents have fewer than %d words (shortest: %d); check the data",
+                           split, short, len(words), SHORT_DOCUMENT_WORDS, words[0])  # fmt: skip
 
 
 def _has_content(value: object) -> bool:
