@@ -33,6 +33,7 @@ import argparse
 import io
 import json
 import random
+import string
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,30 +64,30 @@ class Size:
     ffn: int
     pieces: int
     distinct_words: int
+    corpus_sentences: int  # what the SentencePiece model is trained on
     rows: tuple[int, int, int]  # train, validation, test
     article_words: tuple[int, int]  # shortest, longest
     train_shards: int
 
 
 SIZES = {
-    "tiny": Size(d_model=32, layers=1, heads=4, ffn=64, pieces=400, distinct_words=600, rows=(8, 4, 4),
-                 article_words=(250, 700), train_shards=2),
-    "full": Size(d_model=1024, layers=16, heads=16, ffn=4096, pieces=96_000, distinct_words=160_000,
-                 rows=(64, 8, 8), article_words=(3_000, 14_000), train_shards=15),
+    "tiny": Size(d_model=32, layers=1, heads=4, ffn=64, pieces=400, distinct_words=600, corpus_sentences=2_000,
+                 rows=(8, 4, 4), article_words=(250, 700), train_shards=2),
+    "full": Size(d_model=1024, layers=16, heads=16, ffn=4096, pieces=96_000, distinct_words=250_000,
+                 corpus_sentences=400_000, rows=(64, 8, 8), article_words=(3_000, 14_000), train_shards=15),
 }  # fmt: skip
 
 
 # -- text --------------------------------------------------------------------------------------------------------
 class SyntheticText:
-    """Lowercased scientific-looking text over a fixed pool of made-up words (seeded: the same on every run)."""
-
-    SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["tion", "ment", "ing", "al", "er", "ic"]
+    """Lowercased text over a fixed pool of made-up words, with the real data's `@xmath` / `@xcite` placeholders
+    (seeded: the same on every run). Random letters give SentencePiece enough distinct substrings for 96,000 pieces."""
 
     def __init__(self, distinct_words: int, seed: int = 0):
         self.random = random.Random(seed)
         words: set[str] = set()
         while len(words) < distinct_words:
-            words.add("".join(self.random.choices(self.SYLLABLES, k=self.random.randint(1, 4))))
+            words.add("".join(self.random.choices(string.ascii_lowercase, k=self.random.randint(2, 9))))
         self.words = sorted(words)
 
     def sentence(self) -> str:
@@ -322,7 +323,7 @@ def build_standins(out: str | Path, size: str = "tiny", seed: int = 0) -> dict[s
     text = SyntheticText(spec.distinct_words, seed)
     folders = {name: out / name for name in (PEGASUS, LSG_PEGASUS, ARXIV_SUMMARIZATION, PUBMED_SUMMARIZATION,
                                              ARXIV_CLASSIFICATION, LEX_GLUE)}  # fmt: skip
-    corpus = [text.sentence() for _ in range(max(2_000, spec.distinct_words * 3))]
+    corpus = [text.sentence() for _ in range(spec.corpus_sentences)]
     spiece = train_spiece(corpus, spec.pieces)
     build_pegasus(folders[PEGASUS], spec, spiece, seed)
     build_lsg_pegasus(folders[LSG_PEGASUS], spec, spiece, seed + 1)
