@@ -2,16 +2,17 @@
 weights, 96,103 ids; `python experiments/hub_standins.py HUB --size full`).
 
     python experiments/benchmarks/rehearsal.py HUB [--runs lsg_4096,converted_4096,lsg_16384] [--steps 2]
-        [--max-new-tokens N] [--activation-lengths 1024,2048]
+        [--batch-size 2] [--max-new-tokens N] [--activation-lengths 1024,2048]
 
 Runs (each in a fresh process, so that peak RSS is its own), all `experiment=arxiv_sum` as configured — 4,096 source
 tokens and 512 target tokens, gradient checkpointing, AdamW lr 8e-5 with warm-up, bf16-mixed, beam search with 5
 beams, length penalty 2, 128-512 new tokens — except for what a 2-core CPU needs:
 
-* `effective_batch_size` = `data.batch_size` (2): one micro-batch per optimizer step instead of 16;
+* `effective_batch_size` = `data.batch_size` (2, or `--batch-size` where 2 does not fit in memory): one micro-batch
+  per optimizer step instead of 16;
 * one CPU process (`trainer.accelerator=cpu trainer.devices=1 trainer.strategy=auto`), `data.num_workers=0`, no
   checkpoint or export written (a 568M model's checkpoint with optimizer state is 6.8 GB);
-* `data.max_samples=2`: `--steps` epochs of one batch of 2 documents (one optimizer step each), and after the last
+* `data.max_samples=2`: `--steps` epochs of one batch (one optimizer step each), and after the last
   one the ROUGE callback generates summaries for the 2 validation documents; `--max-new-tokens` caps the generated
   length (and `min_new_tokens` with it) when the experiment's 128-512 tokens do not fit the time at hand.
 
@@ -20,8 +21,9 @@ model.convert_from=HUB/google/pegasus-large` (converted at load time to 4,096 po
 checkpoint extended to 16,384 tokens with `lsgtrain convert` (timed), then `data.max_source_length=16384`.
 
 Activation memory: forward + backward of the full model (gradient checkpointing, bf16 autocast, 512 target tokens)
-at each `--activation-lengths` with batch 1 and 2, each in a fresh process; the peak-RSS difference between batch 2
-and batch 1 is one sample's activations at that length, fitted linearly in the length. The GPU table adds them to
+at each `--activation-lengths` with batch 1 and 2, each in a fresh process; the difference between the peak RSS of
+forward + backward (measured from after loading) with batch 2 and with batch 1 is one sample's activations at that
+length, fitted linearly in the length. The GPU table adds them to
 16 bytes per parameter (fp32 weights, gradients, AdamW moments), 2 bytes per parameter of bf16 weight copies and
 1.5 GB of CUDA context and workspace.
 
@@ -71,13 +73,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def high_water_mb() -> float:
+    """Peak RSS since the last reset (`/proc/self/clear_refs`), unlike `ru_maxrss`, which counts the whole life."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # -- one training run ----------------------------------------------------------------------------------------------
-def train_worker(hub: Path, run: str, steps: int, max_new_tokens: int | None, work: Path) -> dict:
+def train_worker(hub: Path, run: str, steps: int, batch_size: int, max_new_tokens: int | None, work: Path) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -99,8 +107,9 @@ def train_worker(hub: Path, run: str, steps: int, max_new_tokens: int | None, wo
         raise ValueError(f"unknown run {run!r}")
     overrides += [
         "trainer.accelerator=cpu", "trainer.devices=1", "++trainer.strategy=auto", "trainer.num_sanity_val_steps=0",
-        "effective_batch_size=2", "data.batch_size=2", "data.num_workers=0", "data.max_samples=2",
-        "data.eval_batch_size=2", f"trainer.max_epochs={steps}", f"callbacks.rouge.every_n_epochs={steps}",
+        f"effective_batch_size={batch_size}", f"data.batch_size={batch_size}", "data.num_workers=0",
+        "data.max_samples=2", "data.eval_batch_size=2", f"trainer.max_epochs={steps}",
+        "++trainer.limit_train_batches=1", f"callbacks.rouge.every_n_epochs={steps}",
         "test=false", "logger=none", "callbacks.hf_export=null", "callbacks.model_checkpoint=null",
         "callbacks.step_checkpoint=null", "+callbacks.timer._target_=__main__.StepTimer",
     ]  # fmt: skip
@@ -120,6 +129,7 @@ def train_worker(hub: Path, run: str, steps: int, max_new_tokens: int | None, wo
         "overrides": overrides, "seconds_total": round(time.perf_counter() - started, 1),
         "parameters_m": round(objects["model"].num_parameters() / 1e6, 1),
         "source_tokens": cfg.data.max_source_length, "optimizer_steps": objects["trainer"].global_step,
+        "batch_size": batch_size,
         "seconds_per_step": [round(s, 1) for s in timer.steps],
         "validation_seconds": round(timer.validation, 1) if timer.validation else None,
         "seconds_per_summary": round(timer.validation / 2, 1) if timer.validation else None,
@@ -148,11 +158,12 @@ def activation_worker(hub: Path, length: int, batch: int, work: Path) -> dict:
     input_ids = torch.randint(200, len(tokenizer), (batch, length), generator=generator)
     labels = torch.randint(200, len(tokenizer), (batch, 512), generator=generator)
     before = current_rss_mb()
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS from here on: loading the checkpoint peaks higher
     started = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels).loss
     loss.backward()
-    return {"length": length, "batch": batch, "rss_before_mb": round(before), "peak_rss_mb": round(peak_rss_mb()),
+    return {"length": length, "batch": batch, "rss_before_mb": round(before), "peak_rss_mb": round(high_water_mb()),
             "seconds": round(time.perf_counter() - started, 1), "parameters": model.num_parameters()}  # fmt: skip
 
 
@@ -189,12 +200,13 @@ def write_results(results: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "rehearsal.json").write_text(json.dumps(results, indent=2))
     lines = [f"Machine: {results['machine']}. {results['note']}", "",
-             "| run | source tokens | s / optimizer step (batch 2) | s / summary (beams, new tokens) | peak RSS |",
+             "| run | source tokens | s / optimizer step (batch) | s / summary (beams, new tokens) | peak RSS |",
              "|---|---|---|---|---|"]  # fmt: skip
     for run in results["runs"]:
         steps = ", ".join(f"{s:.1f}" for s in run["seconds_per_step"])
         gen = run["generation"]
         summary = f"{run['seconds_per_summary']} ({gen['num_beams']}, {gen['min_new_tokens']}-{gen['max_new_tokens']})"
+        steps += f" ({run.get('batch_size', 2)})"
         lines.append(f"| `{run['run']}` | {run['source_tokens']:,} | {steps} | {summary} | {run['peak_rss_mb']:,} MB |")
     if results.get("activation"):
         table = results["activation"]
@@ -215,6 +227,7 @@ def main() -> None:
     parser.add_argument("hub", type=Path, help="folder written by experiments/hub_standins.py --size full")
     parser.add_argument("--runs", default="lsg_4096,converted_4096,lsg_16384")
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2, help="per optimizer step (the experiment's is 2)")
     parser.add_argument("--max-new-tokens", type=int, help="cap on generated tokens (default: the experiment's 512)")
     parser.add_argument("--activation-lengths", default="1024,2048", help="'' to skip the activation measurement")
     parser.add_argument("--worker", choices=["train", "activation"], help=argparse.SUPPRESS)
@@ -224,7 +237,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.worker == "train":
-        print(json.dumps(train_worker(args.hub, args.runs, args.steps, args.max_new_tokens, args.work)))
+        run = train_worker(args.hub, args.runs, args.steps, args.batch_size, args.max_new_tokens, args.work)
+        print(json.dumps(run))
         return
     if args.worker == "activation":
         print(json.dumps(activation_worker(args.hub, args.length, args.batch, args.work)))
@@ -232,15 +246,16 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="rehearsal-"))
     note = (
-        "experiment=arxiv_sum as configured, except effective_batch_size=2 (one micro-batch of 2 per optimizer step), "
-        "one CPU process, num_workers=0; each row gives its generation settings (beams, new tokens)"
+        "experiment=arxiv_sum as configured, except effective_batch_size = the per-device batch (one micro-batch per "
+        "optimizer step; the experiment's batch is 2), one CPU process, num_workers=0; each row gives its batch and "
+        "its generation settings (beams, new tokens)"
     )
     # runs measured before (another invocation, other --steps) are kept unless measured again
     previous = json.loads((RESULTS / "rehearsal.json").read_text()) if (RESULTS / "rehearsal.json").is_file() else {}
     results = {**previous, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "note": note + "."}
     results.setdefault("runs", [])
     for run in filter(None, args.runs.split(",")):
-        options = ["--runs", run, "--steps", str(args.steps), "--work", str(work)]
+        options = ["--runs", run, "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--work", str(work)]
         if args.max_new_tokens:
             options += ["--max-new-tokens", str(args.max_new_tokens)]
         measured = in_fresh_process([str(args.hub), "--worker", "train", *options])

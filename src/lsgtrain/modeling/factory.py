@@ -88,8 +88,9 @@ def build_model(
     checkpoint, key = (pretrained, "model.pretrained") if pretrained else (convert_from, "model.convert_from")
     if checkpoint:
         config = read_checkpoint_config(checkpoint, key)
-        chosen = load_tokenizer(tokenizer, "data.tokenizer.pretrained") if tokenizer else None
-        if chosen is None:
+        if tokenizer:
+            chosen = load_tokenizer(tokenizer, "data.tokenizer.pretrained")
+        else:
             chosen = checkpoint_tokenizer(checkpoint, key)
         check_tokenizer_fits(chosen, config, tokenizer or checkpoint, f"{key}={checkpoint}")
     elif tokenizer:
