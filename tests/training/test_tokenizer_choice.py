@@ -1,5 +1,7 @@
 """Runs pair weights with the tokenizer they were trained with: a checkpoint's own, or the one a resumed run saved."""
 
+import json
+import random
 import shutil
 
 import pytest
@@ -31,13 +33,32 @@ def test_an_exported_model_as_pretrained_trains_with_its_own_tokenizer(make_cfg,
     assert objects["model"].config.vocab_size == len(tokenizer)
 
 
+def _write_papers(folder, seed: int) -> list[str]:
+    """Local jsonl splits of made-up papers (`seed` picks the words); returns the config overrides reading them."""
+    words = [f"w{seed}x{i}" for i in range(300)] + ["the", "of", "model", "attention"]
+    generator = random.Random(seed)
+    files = {}
+    for split in ("train", "val", "test"):
+        rows = [
+            {"article": " ".join(generator.choices(words, k=400)), "abstract": " ".join(generator.choices(words, k=30))}
+            for _ in range(6)
+        ]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        files[split] = folder / f"{split}.jsonl"
+    data_files = ",".join(f"{split}:{path}" for split, path in files.items())
+    return ["data.source=files", f"data.data_files={{{data_files}}}", "data.text_column=article",
+            "data.summary_column=abstract"]  # fmt: skip
+
+
 def test_a_resumed_run_keeps_its_tokenizer_after_the_data_changed(make_cfg, tmp_path):
-    _, first = train(make_cfg(*ONE_EPOCH, "data.max_samples=8"))
+    """Before, rerunning a run whose data files had changed since trained a new tokenizer for the old weights."""
+    data = _write_papers(tmp_path, seed=0)
+    _, first = train(make_cfg(*ONE_EPOCH, *data))
     saved = first["datamodule"].tokenizer.get_vocab()
     assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").is_file()
 
-    # same run folder (ckpt_path=last resumes it), other training papers: a tokenizer trained now would differ
-    _, resumed = train(make_cfg(*ONE_EPOCH, "data.max_samples=6", "trainer.max_epochs=2"))
+    _write_papers(tmp_path, seed=1)  # same settings, other papers: a tokenizer trained now would differ
+    _, resumed = train(make_cfg(*ONE_EPOCH, *data, "trainer.max_epochs=2"))  # same run folder: resumes last.ckpt
     assert resumed["trainer"].global_step == 4  # 2 restored + 2 new: it did resume
     assert resumed["datamodule"].tokenizer.get_vocab() == saved
     assert resumed["datamodule"].train_tokenizer().get_vocab() != saved
@@ -45,7 +66,7 @@ def test_a_resumed_run_keeps_its_tokenizer_after_the_data_changed(make_cfg, tmp_
     # a checkpoint whose run folder lost its tokenizer is refused rather than paired with a retrained one
     shutil.rmtree(tmp_path / "run" / "tokenizer")
     with pytest.raises(FileNotFoundError, match=r"whose run folder has no saved tokenizer .* data\.tokenizer\.pre"):
-        train(make_cfg(*ONE_EPOCH, "data.max_samples=6", "trainer.max_epochs=3"))
+        train(make_cfg(*ONE_EPOCH, *data, "trainer.max_epochs=3"))
 
 
 def test_a_t5_checkpoint_is_refused_before_any_data_work(make_cfg, tmp_path):
