@@ -297,6 +297,8 @@ def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
             f"{output_dir} is not a model folder (it holds {others[:5] or 'no config.json'}); overwrite replaces "
             "only a model folder's files: choose another output folder, or move those files out"
         )
+
+
 def load_checkpoint_tokenizer(source: str | os.PathLike):
     """`AutoTokenizer.from_pretrained(source)`, with a Pegasus tokenizer's ids checked against its `spiece.model`.
 
