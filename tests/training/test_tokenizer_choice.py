@@ -57,6 +57,7 @@ def test_a_resumed_run_keeps_its_tokenizer_after_the_data_changed(make_cfg, tmp_
     saved = first["datamodule"].tokenizer.get_vocab()
     assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").is_file()
 
+    (tmp_path / "run" / "run_summary.json").unlink()  # as if it had been killed after its last checkpoint
     _write_papers(tmp_path, seed=1)  # same settings, other papers: a tokenizer trained now would differ
     _, resumed = train(make_cfg(*ONE_EPOCH, *data, "trainer.max_epochs=2"))  # same run folder: resumes last.ckpt
     assert resumed["trainer"].global_step == 4  # 2 restored + 2 new: it did resume
@@ -65,6 +66,7 @@ def test_a_resumed_run_keeps_its_tokenizer_after_the_data_changed(make_cfg, tmp_
 
     # a checkpoint whose run folder lost its tokenizer is refused rather than paired with a retrained one
     shutil.rmtree(tmp_path / "run" / "tokenizer")
+    (tmp_path / "run" / "run_summary.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"whose run folder has no saved tokenizer .* data\.tokenizer\.pre"):
         train(make_cfg(*ONE_EPOCH, *data, "trainer.max_epochs=3"))
 
@@ -79,4 +81,4 @@ def test_a_t5_checkpoint_is_refused_before_any_data_work(make_cfg, tmp_path):
     with pytest.raises(CheckpointError, match=rf"model.pretrained={t5} is a 't5' checkpoint"):
         train(cfg)
     assert not (tmp_path / "fresh-cache").exists()
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run" / "tokenizer").exists()
