@@ -1,5 +1,6 @@
-"""Shared fixtures: offline hub, the shared reference oracle, tiny LSG-Pegasus configs."""
+"""Shared fixtures: offline hub, the shared reference oracle, tiny LSG-Pegasus configs, hub stand-ins."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -12,6 +13,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # `../shared` beside the repository root (LSG_SHARED_DIR overrides it).
 SHARED_DIR = Path(os.environ.get("LSG_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
 ORACLE_DIR = SHARED_DIR / "oracle" / "lsg_pegasus"
+STANDINS_SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "hub_standins.py"
+
+
+def load_hub_standins_module():
+    """`experiments/hub_standins.py` (a script, not a package module), imported by path."""
+    spec = importlib.util.spec_from_file_location("hub_standins", STANDINS_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def hub_standins(tmp_path_factory) -> dict[str, Path]:
+    """Tiny offline copies of the hub repositories the experiments use, in their real layouts
+    (`experiments/hub_standins.py`): hub name (`google/pegasus-large`, `ccdv/arxiv-summarization`, ...) -> folder."""
+    return load_hub_standins_module().build_standins(tmp_path_factory.mktemp("hub"), size="tiny")
 
 
 @pytest.fixture(scope="session")

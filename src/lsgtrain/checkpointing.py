@@ -1,18 +1,23 @@
-"""Checkpoint files that are either complete or absent, where a resumed run finds the last one, how checkpoints are
-read without running code from them, and what a resume must agree on with the checkpoint's run."""
+"""Checkpoint files that are either complete or absent, where a resumed run finds the last one and its tokenizer, how
+checkpoints are read without running code from them, and what a resume must agree on with the checkpoint's run."""
 
 import fcntl
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig
 from typing_extensions import override
+
+if TYPE_CHECKING:
+    from .data.datamodule import LongDocumentDataModule
 
 # Settings that shape the training trajectory: a resume whose config differs from its checkpoint's in one of them
 # is refused (the checkpoint's optimizer state, schedule and data order would silently win). Everything else
@@ -192,3 +197,41 @@ class RunFolderLock:
 def first_process_of_run() -> bool:
     """True in the process that starts a run: not a DDP rank launched by Lightning, torchrun or srun."""
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+# A run folder keeps the tokenizer its model was trained with, beside `checkpoints/`.
+RUN_TOKENIZER_DIR = "tokenizer"
+
+
+def resumed_checkpoint(cfg: DictConfig) -> Path | None:
+    """The checkpoint `cfg.ckpt_path` resumes from, known before the trainer exists: `last` is this run folder's
+    `checkpoints/last.ckpt` when there is one (where `callbacks.step_checkpoint` writes it)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path != "last":
+        return Path(ckpt_path) if ckpt_path else None
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
+
+
+def tokenizer_choice(cfg: DictConfig, datamodule: "LongDocumentDataModule") -> dict[str, Any]:
+    """The tokenizer arguments of `build_model`: a resumed run reuses the tokenizer saved in its checkpoint's run
+    folder (weights and ids must stay paired, whatever the data now holds); otherwise `data.tokenizer.pretrained`,
+    or one trained on the data (random model only)."""
+    checkpoint = resumed_checkpoint(cfg)
+    if checkpoint is None:
+        return {"tokenizer": datamodule.pretrained_tokenizer, "train_tokenizer": datamodule.train_tokenizer}
+    saved = checkpoint.parent.parent / RUN_TOKENIZER_DIR
+    if saved.is_dir():
+        return {"tokenizer": str(saved), "train_tokenizer": None}
+    return {"tokenizer": datamodule.pretrained_tokenizer, "train_tokenizer": _no_saved_tokenizer(checkpoint, saved)}
+
+
+def _no_saved_tokenizer(checkpoint: Path, saved: Path) -> Callable[[], Any]:
+    def refuse():
+        raise FileNotFoundError(
+            f"resuming from {checkpoint}, whose run folder has no saved tokenizer ({saved}): a tokenizer trained "
+            "again would pair the weights with other ids. Set data.tokenizer.pretrained to the tokenizer it was "
+            "trained with (e.g. the run's hf_model folder)"
+        )
+
+    return refuse

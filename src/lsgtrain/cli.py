@@ -32,6 +32,7 @@ def _convert(args: argparse.Namespace) -> None:
         architecture=args.architecture,
         seed=args.seed,
         overwrite=args.overwrite,
+        allow_weight_mismatch=args.allow_weight_mismatch,
         **lsg_keys,
     )
     print(f"converted {args.source} -> {args.output_dir} ({type(model).__name__}, {args.max_sequence_length} tokens)")
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--architecture", help="e.g. PegasusForSequenceClassification (default: the checkpoint's)")
     convert.add_argument("--seed", type=int, default=123)
     convert.add_argument("--overwrite", action="store_true")
+    convert.add_argument("--allow-weight-mismatch", action="store_true", help="convert despite missing weights")
     convert.set_defaults(run=_convert)
 
     summarize = commands.add_parser("summarize", help="summarize text files with a trained model folder")

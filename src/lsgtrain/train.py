@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -27,6 +28,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpointing import (
+    RUN_TOKENIZER_DIR,
     AtomicCheckpointIO,
     CheckpointError,
     RunConfigCheckpoint,
@@ -37,7 +39,9 @@ from .checkpointing import (
     load_checkpoint,
     resolve_resume_checkpoint,
     saved_run_config,
+    tokenizer_choice,
 )
+from .data.tokenizer import save_tokenizer_once
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
 from .preflight import check_config
 
@@ -71,7 +75,14 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     logger.info("Instantiating datamodule <%s>", cfg.data._target_)
     datamodule = instantiate(cfg.data, _convert_="all")
     logger.info("Instantiating model <%s>", cfg.model._target_)
-    model = instantiate(cfg.model, _convert_="all", tokenizer=datamodule.tokenizer, **datamodule.model_kwargs())
+    # One decision for model and tokenizer (lsgtrain.modeling.factory); a resumed run keeps its saved tokenizer.
+    try:
+        model, datamodule.tokenizer = instantiate(
+            cfg.model, _convert_="all", **tokenizer_choice(cfg, datamodule), data_head=datamodule.model_kwargs
+        )
+    except InstantiationException as error:  # the factory's own error (key, value, fix), not Hydra's wrapping
+        raise (error.__cause__ or error) from None
+    save_tokenizer_once(datamodule.tokenizer, Path(cfg.paths.output_dir) / RUN_TOKENIZER_DIR)
     module = instantiate(cfg.module, _convert_="all", model=model)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     callbacks.append(RunConfigCheckpoint(OmegaConf.to_container(cfg, resolve=True)))

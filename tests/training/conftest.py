@@ -1,4 +1,5 @@
-"""Fixtures for training tests: composed configs, a tiny local LSG checkpoint, stand-in data files."""
+"""Fixtures for training tests: composed configs, local data files, a tiny exported model folder (hub stand-ins:
+tests/conftest.py)."""
 
 import json
 from pathlib import Path
@@ -74,7 +75,8 @@ def _document(generator: torch.Generator, words: int) -> str:
 
 @pytest.fixture(scope="session")
 def standin_files(tmp_path_factory):
-    """Write local files in a hub dataset's format: `kind` in {summarization, classification, multilabel}."""
+    """Local data files (`data.source=files`): `kind` in {summarization, classification, multilabel}.
+    (The hub datasets' own layouts: the `hub_standins` fixture.)"""
     root = tmp_path_factory.mktemp("standins")
 
     def make(kind: str, text: str, target: str, sizes=(6, 5, 5), suffix: str = "jsonl") -> dict[str, str]:
@@ -101,7 +103,8 @@ def standin_files(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A tiny LSG-Pegasus seq2seq checkpoint with its tokenizer, saved like a hub model folder."""
+    """A tiny LSG-Pegasus seq2seq folder as lsgtrain saves one (an exported `hf_model`: safetensors, modeling code,
+    tokenizer.json). (The hub checkpoints' own layouts: the `hub_standins` fixture.)"""
     from lsgtrain.data.tokenizer import train_pegasus_tokenizer
     from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
 

@@ -78,6 +78,7 @@ def test_batches_are_padded_to_a_multiple_of_block_size(make_cfg):
     from hydra.utils import instantiate
 
     datamodule = instantiate(make_cfg("data.max_samples=4").data, _convert_="all")
+    datamodule.tokenizer = datamodule.train_tokenizer()
     datamodule.setup("fit")
     batch = next(iter(datamodule.val_dataloader()))
     assert batch["input_ids"].shape[1] % datamodule.block_size == 0
@@ -101,6 +102,7 @@ def test_a_restored_position_reaches_a_loader_built_before_the_restore(make_cfg)
     from hydra.utils import instantiate
 
     datamodule = instantiate(make_cfg("data.max_samples=12", "data.batch_size=2").data, _convert_="all")
+    datamodule.tokenizer = datamodule.train_tokenizer()
     datamodule.setup("fit")
     uninterrupted = [batch["idx"].tolist() for batch in datamodule.train_dataloader()]
     loader = datamodule.train_dataloader()

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lsgtrain.callbacks import TrainingDiverged
 from lsgtrain.checkpointing import CheckpointError
+from lsgtrain.data.tokenizer import train_pegasus_tokenizer
 from lsgtrain.evaluate import evaluate
 from lsgtrain.train import train
 
@@ -179,7 +180,13 @@ def test_unusable_checkpoints_are_reported_before_tokenising(make_cfg, tmp_path)
     with pytest.raises(CheckpointError, match=r"truncated.ckpt is not a readable checkpoint \(truncated"):
         train(cfg)
     assert not (tmp_path / "cache-a").exists()
-    cfg = make_cfg(*SHORT, f"ckpt_path={last}", "data.tokenizer.vocab_size=400")
+    # a checkpoint without its run's saved tokenizer beside it, and an explicit tokenizer of another size
+    old = tmp_path / "old-run" / "checkpoints" / "last.ckpt"
+    old.parent.mkdir(parents=True)
+    shutil.copy(last, old)
+    other = tmp_path / "tokenizer-400"
+    train_pegasus_tokenizer([f"term{i} of paper {i * 7} ." for i in range(2000)], vocab_size=400).save_pretrained(other)
+    cfg = make_cfg(*SHORT, f"ckpt_path={old}", f"data.tokenizer.pretrained={other}")
     cfg.paths.output_dir, cfg.paths.cache_dir = str(tmp_path / "b"), str(tmp_path / "cache-b")
     with pytest.raises(
         CheckpointError, match=r"does not fit the model .*shared.weight is \(\d+, 32\) there, \(\d+, 32"

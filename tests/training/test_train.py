@@ -62,13 +62,13 @@ def test_mid_epoch_resume_trains_exactly_like_an_uninterrupted_run(make_cfg, tmp
     """A checkpoint taken in the middle of epoch 1 resumes on the right batches with the same dropout masks."""
     snapshot = [
         "+callbacks.snapshot._target_=lightning.pytorch.callbacks.ModelCheckpoint",
-        f"+callbacks.snapshot.dirpath={tmp_path / 'snapshots'}", "+callbacks.snapshot.every_n_train_steps=4",
+        f"+callbacks.snapshot.dirpath={tmp_path / 'run' / 'snapshots'}", "+callbacks.snapshot.every_n_train_steps=4",
         "+callbacks.snapshot.save_top_k=-1", "+callbacks.snapshot.filename='at-{step}'",
         "+callbacks.snapshot.auto_insert_metric_name=false",
     ]  # fmt: skip
     common = [*SHORT, "test=false", "callbacks.hf_export=null", "model.init.dropout=0.3"]
     _, uninterrupted = train(make_cfg(*common, *snapshot))
-    checkpoint = tmp_path / "snapshots" / "at-4.ckpt"
+    checkpoint = tmp_path / "run" / "snapshots" / "at-4.ckpt"  # in the run folder, beside its tokenizer
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # 3 steps per epoch: step 4 is mid-epoch
     resumed_cfg = make_cfg(*common, f"ckpt_path={checkpoint}")
     resumed_cfg.paths.output_dir = str(tmp_path / "resumed")
@@ -188,9 +188,11 @@ def test_tokenization_is_cached_and_reused(make_cfg, cache_dir):
 
     cfg = make_cfg("data.max_samples=4")
     first = instantiate(cfg.data, _convert_="all")
+    first.tokenizer = first.train_tokenizer()
     first.prepare_data()
     files = {p: p.stat().st_mtime_ns for p in Path(cache_dir, "tokenized").glob("*.arrow")}
     second = instantiate(cfg.data, _convert_="all")
+    second.tokenizer = second.train_tokenizer()
     second.setup("fit")
     assert {p: p.stat().st_mtime_ns for p in Path(cache_dir, "tokenized").glob("*.arrow")} == files
     assert second.datasets["train"].cache_files[0]["filename"] in {str(p) for p in files}

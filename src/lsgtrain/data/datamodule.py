@@ -18,7 +18,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .sources import check_columns, drop_empty_rows, load_splits, log_lengths
-from .tokenizer import load_tokenizer
+from .tokenizer import cached_pegasus_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -161,14 +161,28 @@ class LongDocumentDataModule(LightningDataModule):
 
     @property
     def tokenizer(self):
-        """The configured tokenizer: a pretrained one, or one trained on the training split (cached)."""
+        """The tokenizer chosen with the model (`lsgtrain.modeling.factory.build_model`), set before any batch."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(
-                **self.tokenizer_options,
-                training_texts=lambda: self.tokenizer_training_texts(),
-                cache_dir=self.cache_dir / "tokenizers",
+            raise RuntimeError(
+                "the DataModule has no tokenizer yet: it is chosen with the model (build_model returns both); "
+                "set datamodule.tokenizer before tokenising"
             )
         return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    @property
+    def pretrained_tokenizer(self) -> str | None:
+        """`data.tokenizer.pretrained`: a tokenizer given explicitly (checked against the model), or None."""
+        return self.tokenizer_options.get("pretrained")
+
+    def train_tokenizer(self):
+        """A Pegasus-layout tokenizer of `data.tokenizer.vocab_size` pieces trained on the training split (cached);
+        used only for a randomly initialised model."""
+        vocab_size = self.tokenizer_options.get("vocab_size", 8000)
+        return cached_pegasus_tokenizer(self.tokenizer_training_texts(), vocab_size, self.cache_dir / "tokenizers")
 
     def tokenizer_training_texts(self) -> list[str]:
         return list(self.raw["train"][self.text_column])

@@ -2,14 +2,15 @@
 
 Unigram model (as Pegasus' SentencePiece) trained with `tokenizers`; ids 0-4 follow Pegasus: `<pad>` 0, `</s>` 1,
 `<mask_1>` 2, `<mask_2>` 3 (the mask token), `<unk>` 4. Every encoded sequence ends with `</s>`. The trained
-tokenizer is saved once per (corpus, vocab size) and reloaded on later runs.
+tokenizer is saved once per (corpus, vocab size) and reloaded on later runs. Which tokenizer a run uses (a
+checkpoint's, an explicit one, or one trained here) is decided with the model, in `lsgtrain.modeling.factory`.
 """
 
 import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -49,35 +50,22 @@ def cached_pegasus_tokenizer(
     """Load the tokenizer trained on exactly `texts` at `vocab_size` from `cache_dir`, training it if absent."""
     digest = hashlib.sha256(f"{vocab_size}\0".encode() + "\0".join(texts).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"pegasus-unigram-{vocab_size}-{digest}"
-    if (path / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(path)
-    logger.info("training a %d-piece tokenizer on %d texts -> %s", vocab_size, len(texts), path)
-    tokenizer = train_pegasus_tokenizer(texts, vocab_size)
-    staging = path.with_name(path.name + f".tmp{os.getpid()}")
+    if not (path / "tokenizer.json").is_file():
+        logger.info("training a %d-piece tokenizer on %d texts -> %s", vocab_size, len(texts), path)
+        save_tokenizer_once(train_pegasus_tokenizer(texts, vocab_size), path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def save_tokenizer_once(tokenizer, path: str | os.PathLike) -> None:
+    """`save_pretrained` into a staging folder renamed to `path`: the folder is complete or absent, and when
+    another process (a DDP rank, a concurrent run) got there first, its copy is kept."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tokenizer.save_pretrained(staging)
     try:
         staging.rename(path)
     except OSError:  # another process got there first: keep its copy, drop ours
         shutil.rmtree(staging, ignore_errors=True)
-    return AutoTokenizer.from_pretrained(path)
-
-
-def load_tokenizer(
-    *,
-    pretrained: str | None = None,
-    vocab_size: int = 8000,
-    training_texts: Callable[[], list[str]],
-    cache_dir: str | os.PathLike,
-):
-    """A pretrained tokenizer (folder or hub name), or else one trained on `training_texts()` and cached."""
-    if pretrained is None:
-        return cached_pegasus_tokenizer(training_texts(), vocab_size, cache_dir)
-    try:
-        return AutoTokenizer.from_pretrained(pretrained)
-    except OSError as error:
-        raise OSError(
-            f"could not load the tokenizer '{pretrained}' (a hub name needs internet; HF_HUB_OFFLINE="
-            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is internet and set "
-            "data.tokenizer.pretrained to the local folder, or null to train one on the training split. "
-            f"Cause: {error}"
-        ) from error

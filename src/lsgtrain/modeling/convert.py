@@ -9,6 +9,7 @@ embeddings. Outputs are written to a temporary folder and renamed into place, so
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from fnmatch import fnmatch
@@ -42,10 +43,38 @@ MODEL_FOLDER_FILES = (
     "tokenizer*.json", "tokenizer.model", "spiece.model", "special_tokens_map.json", "added_tokens.json",
     "chat_template.*", "modeling_*.py", "configuration_*.py", "lsg_attention.py",
 )  # fmt: skip
+# Pegasus' reserved ids before the SentencePiece pieces: pad, eos, <mask_1>, <mask_2>, <unk_2>..<unk_102>.
+PEGASUS_OFFSET = 103
 
 
 class ConversionError(ValueError):
     """A checkpoint that cannot be converted, with the reason and the fix."""
+
+
+def check_loading_info(
+    info: dict[str, Any], source: str, expected_missing: list[str], allow: bool, hint: str = ""
+) -> None:
+    """Raise if `from_pretrained(..., output_loading_info=True)` left weights missing or unused beyond the ones
+    expected (regexes over `expected_missing`); with `allow`, log them instead.
+
+    A missing weight stays random and an unexpected one is dropped: the checkpoint is not the model asked for.
+    """
+    missing = sorted(k for k in info["missing_keys"] if not any(re.search(p, k) for p in expected_missing))
+    unexpected = sorted(info["unexpected_keys"])
+    if not missing and not unexpected:
+        return
+    message = (
+        f"{source}: {len(missing)} weights missing from the checkpoint (they would stay random) "
+        f"{missing[:5]}{' ...' if len(missing) > 5 else ''} and {len(unexpected)} unexpected (they would be "
+        f"dropped) {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+    )
+    if allow:
+        logger.warning("%s; loading anyway (allow_weight_mismatch)", message)
+        return
+    raise ConversionError(
+        f"{message}. {hint + '. ' if hint else ''}To load it anyway, set model.allow_weight_mismatch=true "
+        "(`lsgtrain convert --allow-weight-mismatch`)"
+    )
 
 
 def _is_local(source: str) -> bool:
@@ -163,6 +192,7 @@ def convert_checkpoint(
     architecture: str | None = None,
     seed: int = 123,
     overwrite: bool = False,
+    allow_weight_mismatch: bool = False,
     **lsg_kwargs: Any,
 ) -> tuple[LSGPegasusPreTrainedModel, Any]:
     """Convert a Pegasus (or LSG-Pegasus) checkpoint to LSG-Pegasus at `max_sequence_length` tokens.
@@ -178,6 +208,8 @@ def convert_checkpoint(
             (with or without an `LSG` prefix); default: the checkpoint's own, else conditional generation.
         seed: seeds torch before anything random (global init, short position tables).
         overwrite: replace a non-empty `output_dir`.
+        allow_weight_mismatch: convert even where the checkpoint lacks weights of the architecture (left random)
+            or has weights it does not use (dropped); by default an error.
         **lsg_kwargs: LSG config keys (`block_size=64`, `sparsity_type="pooling"`, ...).
 
     Returns:
@@ -213,7 +245,13 @@ def convert_checkpoint(
     set_seed(seed)
     config = LSGPegasusConfig.from_pretrained(source, **lsg_kwargs)  # invalid LSG keys fail here, before loading
     config.architectures = [f"LSG{name}"]
-    model = LSG_CLASSES[name].from_pretrained(source, config=config)
+    model, info = LSG_CLASSES[name].from_pretrained(source, config=config, output_loading_info=True)
+    expected_missing = [r"embed_positions\.weight$"]  # sinusoidal tables, computed rather than loaded
+    if not is_lsg:
+        expected_missing.append(r"global_embeddings\.weight$")  # initialised below
+    if name == "PegasusForSequenceClassification" and "ForSequenceClassification" not in architectures[0]:
+        expected_missing.append(r"^classification_head\.")  # a new head on a seq2seq checkpoint
+    check_loading_info(info, source, expected_missing, allow_weight_mismatch)
     if max_sequence_length % config.block_size != 0:
         # inputs are padded to a multiple of block_size: past the last position of a table of another length
         lower = (max_sequence_length // config.block_size) * config.block_size
@@ -261,9 +299,49 @@ def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
         )
 
 
+def load_checkpoint_tokenizer(source: str | os.PathLike):
+    """`AutoTokenizer.from_pretrained(source)`, with a Pegasus tokenizer's ids checked against its `spiece.model`.
+
+    transformers 5 converts `spiece.model` itself when a folder has no `tokenizer.json` (google/pegasus-large), and
+    misreads the `tokenizer_config.json` that transformers 4 wrote: with both `mask_token` and `mask_token_sent`
+    named, `<mask_1>` and `<mask_2>` swap ids (2 <-> 3); with only one of them, every piece moves by one id. Pegasus'
+    layout is fixed (pad 0, eos 1, `<mask_1>` 2, `<mask_2>` 3, `<unk_2>`..`<unk_102>` 4-104, piece i of
+    `spiece.model` at i + 103), so a tokenizer that departs from it is rebuilt from `spiece.model` alone.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    spiece = Path(source).expanduser() / "spiece.model"
+    if type(tokenizer).__name__ != "PegasusTokenizer" or not spiece.is_file():
+        return tokenizer
+    expected = pegasus_vocabulary(spiece)
+    if tokenizer.get_vocab() == expected:
+        return tokenizer
+    logger.warning("%s: the tokenizer as transformers loads it departs from spiece.model's ids; rebuilding it", source)
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copy(spiece, folder)
+        config = {"tokenizer_class": "PegasusTokenizer", "model_max_length": tokenizer.model_max_length}
+        (Path(folder) / "tokenizer_config.json").write_text(json.dumps(config))
+        rebuilt = AutoTokenizer.from_pretrained(folder)
+    if rebuilt.get_vocab() != expected:
+        raise ConversionError(f"{source}: cannot build a tokenizer with Pegasus' ids from its spiece.model")
+    rebuilt.name_or_path = str(source)
+    return rebuilt
+
+
+def pegasus_vocabulary(spiece: str | os.PathLike) -> dict[str, int]:
+    """Token -> id of a Pegasus tokenizer over `spiece` (pieces 0 and 1, pad and eos, are the reserved ids 0 and 1)."""
+    import sentencepiece
+
+    model = sentencepiece.SentencePieceProcessor(model_file=str(spiece))
+    vocabulary = {"<pad>": 0, "</s>": 1, "<mask_1>": 2, "<mask_2>": 3}
+    vocabulary.update({f"<unk_{i}>": i + 2 for i in range(2, PEGASUS_OFFSET)})
+    for piece_id in range(2, model.get_piece_size()):
+        vocabulary.setdefault(model.id_to_piece(piece_id), piece_id + PEGASUS_OFFSET)
+    return vocabulary
+
+
 def _load_tokenizer(source: str):
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return load_checkpoint_tokenizer(source)
     except (OSError, ValueError) as error:
         if _is_local(source):
             logger.warning("no tokenizer in %s (%s): converting the weights only", source, error)
@@ -289,4 +367,12 @@ def save_atomically(model: LSGPegasusPreTrainedModel, tokenizer, output_dir: str
         raise
 
 
-__all__ = ["ConversionError", "convert_checkpoint", "init_global_embeddings", "order_positions", "save_atomically"]
+__all__ = [
+    "ConversionError",
+    "check_loading_info",
+    "convert_checkpoint",
+    "init_global_embeddings",
+    "load_checkpoint_tokenizer",
+    "order_positions",
+    "save_atomically",
+]

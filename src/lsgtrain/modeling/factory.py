@@ -1,14 +1,26 @@
-"""Build the model a run asks for: an LSG checkpoint, a Pegasus checkpoint converted on the fly, or a random one.
+"""Build the model a run asks for together with its tokenizer: one decision for both.
 
-Knows nothing of Lightning or data: the tokenizer is passed in (its vocabulary and special ids size a random model).
+* `pretrained` (an LSG checkpoint) or `convert_from` (a Pegasus checkpoint, converted at load time): the checkpoint
+  brings its own tokenizer.
+* Neither: a randomly initialised model, sized by its tokenizer, which is trained on the data unless one is given.
+* A tokenizer given explicitly (`data.tokenizer.pretrained`, or the one saved in a resumed run's folder) is checked
+  against the model before any data is read: every id must have an embedding row, and the pad / eos /
+  decoder-start ids must agree. A mismatch is an error naming both.
+
+Knows nothing of Lightning or data: training a tokenizer and the head keys the data decides are callables.
 """
 
+import json
 import logging
 import os
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from .configuration_lsg_pegasus import LSGPegasusConfig
-from .convert import ConversionError, convert_checkpoint, init_global_embeddings
+from .convert import check_loading_info, convert_checkpoint, init_global_embeddings, load_checkpoint_tokenizer
 from .modeling_lsg_pegasus import (
     LSGPegasusForConditionalGeneration,
     LSGPegasusForSequenceClassification,
@@ -21,12 +33,22 @@ TASK_CLASSES = {
     "seq2seq": LSGPegasusForConditionalGeneration,
     "classification": LSGPegasusForSequenceClassification,
 }
+# Files that make a folder hold a tokenizer (fast `tokenizer.json`, or Pegasus' SentencePiece model).
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint, or a tokenizer, that cannot be used as configured, with the reason and the fix."""
+
+
+class ModelAndTokenizer(NamedTuple):
+    model: LSGPegasusPreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
 
 
 def build_model(
     *,
     task: str,
-    tokenizer,
     max_source_length: int,
     lsg: dict[str, Any],
     pretrained: str | None = None,
@@ -34,13 +56,16 @@ def build_model(
     init: dict[str, Any] | None = None,
     gradient_checkpointing: bool = False,
     attn_implementation: str | None = "sdpa",
+    allow_weight_mismatch: bool = False,
+    tokenizer: str | os.PathLike | None = None,
+    train_tokenizer: Callable[[], PreTrainedTokenizerBase] | None = None,
+    data_head: Callable[[], dict[str, Any]] | None = None,
     **head: Any,
-) -> LSGPegasusPreTrainedModel:
-    """Build an LSG-Pegasus model.
+) -> ModelAndTokenizer:
+    """Build an LSG-Pegasus model and choose its tokenizer.
 
     Args:
         task: `seq2seq` or `classification`.
-        tokenizer: sizes a random model (vocabulary, pad/eos/mask ids).
         max_source_length: position tables are at least this long (extended if a checkpoint is shorter).
         lsg: LSG config keys (`block_size`, `sparsity_type`, ...); they override a checkpoint's.
         pretrained: an LSG checkpoint folder or hub name.
@@ -48,46 +73,144 @@ def build_model(
         init: config keys of a randomly initialised model (used when neither checkpoint is given).
         gradient_checkpointing: recompute layer activations in backward (less memory, slower steps).
         attn_implementation: the decoder's attention backend (`sdpa`, `eager`, `flash_attention_2`).
+        allow_weight_mismatch: load a checkpoint even where weights are missing (left random) or unexpected
+            (dropped); by default that is an error, since it means the checkpoint is not the model configured.
+        tokenizer: an explicit tokenizer folder or hub name; checked against a checkpoint, sizes a random model.
+        train_tokenizer: trains a tokenizer on the data; called only for a random model without `tokenizer`.
+        data_head: head config keys the data decides (the classifier's labels); called after the tokenizer check,
+            since it may read the data.
         **head: head config keys (`num_labels`, `problem_type`, `id2label`, `classifier_pooling`, ...).
     """
     if task not in TASK_CLASSES:
         raise ValueError(f"model.task={task!r} is unknown; choose one of {sorted(TASK_CLASSES)}")
     if pretrained and convert_from:
         raise ValueError("set only one of model.pretrained (an LSG checkpoint) and model.convert_from (Pegasus)")
+    checkpoint, key = (pretrained, "model.pretrained") if pretrained else (convert_from, "model.convert_from")
+    if checkpoint:
+        config = read_checkpoint_config(checkpoint, key)
+        if tokenizer:
+            chosen = load_tokenizer(tokenizer, "data.tokenizer.pretrained")
+        else:
+            chosen = checkpoint_tokenizer(checkpoint, key)
+        check_tokenizer_fits(chosen, config, tokenizer or checkpoint, f"{key}={checkpoint}")
+    elif tokenizer:
+        chosen = load_tokenizer(tokenizer, "data.tokenizer.pretrained")
+    elif train_tokenizer is not None:
+        chosen = train_tokenizer()
+    else:
+        raise CheckpointError("a randomly initialised model needs a tokenizer: set data.tokenizer.pretrained")
+    head = {**head, **(data_head() if data_head else {})}
+
     model_class = TASK_CLASSES[task]
     if pretrained:
-        model = _load_pretrained(model_class, pretrained, {**lsg, **head}, attn_implementation)
+        model = _load_pretrained(model_class, pretrained, {**lsg, **head}, attn_implementation, allow_weight_mismatch)
         if model.config.max_position_embeddings < max_source_length:
             logger.info("extending position tables to %d tokens", max_source_length)
             model.resize_position_embeddings(max_source_length)
     elif convert_from:
         architecture = "PegasusForConditionalGeneration" if task == "seq2seq" else "PegasusForSequenceClassification"
         model, _ = convert_checkpoint(
-            convert_from, None, max_sequence_length=max_source_length, architecture=architecture, **lsg, **head
-        )
+            convert_from, None, max_sequence_length=max_source_length, architecture=architecture,
+            allow_weight_mismatch=allow_weight_mismatch, **lsg, **head,
+        )  # fmt: skip
     else:
-        model = _random_model(model_class, tokenizer, max_source_length, lsg, init or {}, head, attn_implementation)
+        model = _random_model(model_class, chosen, max_source_length, lsg, init or {}, head, attn_implementation)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     logger.info(
-        "%s: %.1fM parameters, LSG %s", type(model).__name__, model.num_parameters() / 1e6,
-        {key: getattr(model.config, key) for key in sorted(lsg)},
+        "%s: %.1fM parameters, LSG %s, tokenizer %s (%d ids)", type(model).__name__, model.num_parameters() / 1e6,
+        {key: getattr(model.config, key) for key in sorted(lsg)}, chosen.name_or_path, len(chosen),
+    )  # fmt: skip
+    return ModelAndTokenizer(model, chosen)
+
+
+def read_checkpoint_config(name: str, key: str) -> dict[str, Any]:
+    """The raw `config.json` of a checkpoint folder or hub name; refuses anything but (LSG-)Pegasus."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{key}={name} has no config.json: it is not a Hugging Face checkpoint folder")
+        config = json.loads((path / "config.json").read_text())
+    elif path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"{key}={name}: no such checkpoint folder")
+    else:
+        try:
+            config = PretrainedConfig.get_config_dict(name)[0]
+        except OSError as error:
+            raise CheckpointError(
+                f"could not fetch model '{name}' from the Hugging Face hub (offline? HF_HUB_OFFLINE="
+                f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is internet "
+                f"(`hf download {name} --local-dir DIR`) and set {key}=DIR. Cause: {error}"
+            ) from error
+    if config.get("model_type") != "pegasus":
+        raise CheckpointError(
+            f"{key}={name} is a '{config.get('model_type')}' checkpoint: lsgtrain fine-tunes Pegasus and LSG-Pegasus "
+            "checkpoints only (model_type 'pegasus'), e.g. ccdv/lsg-pegasus-large-4096 or, with "
+            "model.convert_from, google/pegasus-large"
+        )
+    return config
+
+
+def load_tokenizer(name: str | os.PathLike, key: str) -> PreTrainedTokenizerBase:
+    """A tokenizer folder or hub name (Pegasus ids checked against `spiece.model`), with an error that says how to
+    run offline."""
+    try:
+        return load_checkpoint_tokenizer(name)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(
+            f"could not load the tokenizer {key}={name} (a hub name needs internet; HF_HUB_OFFLINE="
+            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is internet and point {key} at "
+            f"the local folder. Cause: {error}"
+        ) from error
+
+
+def checkpoint_tokenizer(name: str, key: str) -> PreTrainedTokenizerBase:
+    """The tokenizer a checkpoint ships with; a local folder without one is an error that says what to set."""
+    path = Path(name).expanduser()
+    if path.is_dir() and not any((path / file).is_file() for file in TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{key}={name} has no tokenizer ({' or '.join(TOKENIZER_FILES)}): set data.tokenizer.pretrained to the "
+            "tokenizer the checkpoint was trained with"
+        )
+    return load_tokenizer(name, key)
+
+
+def check_tokenizer_fits(
+    tokenizer: PreTrainedTokenizerBase, config: Mapping[str, Any], tokenizer_name: Any, model_name: str
+) -> None:
+    """Raise unless every id of `tokenizer` has an embedding row in the model of `config` and the pad, eos and
+    decoder-start ids agree (Pegasus' decoder starts from the pad token)."""
+    problems = []
+    largest = max(tokenizer.get_vocab().values())
+    if largest >= config["vocab_size"]:
+        problems.append(f"its largest id is {largest} but the model has {config['vocab_size']} embedding rows")
+    expected = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "decoder_start_token_id": tokenizer.pad_token_id,
+    }
+    for config_key, tokenizer_id in expected.items():
+        if config.get(config_key) is not None and config[config_key] != tokenizer_id:
+            problems.append(f"the model's {config_key} is {config[config_key]}, the tokenizer's is {tokenizer_id}")
+    if problems:
+        raise CheckpointError(
+            f"the tokenizer {tokenizer_name} does not fit the model {model_name}: {'; '.join(problems)}. Use the "
+            "checkpoint's own tokenizer (data.tokenizer.pretrained=null) or the one the model was trained with"
+        )
+
+
+def _load_pretrained(model_class, name: str, overrides: dict, attn_implementation: str | None, allow_mismatch: bool):
+    model, info = model_class.from_pretrained(
+        name, attn_implementation=attn_implementation, output_loading_info=True, **overrides
+    )
+    expected_missing = [r"embed_positions\.weight$"]  # sinusoidal tables, computed rather than loaded
+    if model_class is LSGPegasusForSequenceClassification:
+        expected_missing.append(r"^classification_head\.")  # a new head on a seq2seq checkpoint
+    check_loading_info(
+        info, f"model.pretrained={name}", expected_missing, allow_mismatch,
+        hint="a plain Pegasus checkpoint goes to model.convert_from, which initialises the LSG weights",
     )  # fmt: skip
     return model
-
-
-def _load_pretrained(model_class, name: str, overrides: dict, attn_implementation: str | None):
-    try:
-        return model_class.from_pretrained(name, attn_implementation=attn_implementation, **overrides)
-    except OSError as error:
-        if os.path.isdir(name):
-            raise
-        raise ConversionError(
-            f"could not fetch model '{name}' from the Hugging Face hub (offline? HF_HUB_OFFLINE="
-            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is internet "
-            f"(`hf download {name} --local-dir DIR`) and set model.pretrained=DIR "
-            f"(and data.tokenizer.pretrained=DIR). Cause: {error}"
-        ) from error
 
 
 def _random_model(model_class, tokenizer, max_length, lsg, init, head, attn_implementation):

@@ -1,0 +1,278 @@
+"""Full-size rehearsal of the README's arXiv experiment, on the full-size hub stand-ins (568M parameters, random
+weights, 96,103 ids; `python experiments/hub_standins.py HUB --size full`).
+
+    python experiments/benchmarks/rehearsal.py HUB [--runs lsg_4096,converted_4096,lsg_16384] [--steps 2]
+        [--batch-size 2] [--max-new-tokens N] [--activation-lengths 1024,2048]
+
+Runs (each in a fresh process, so that peak RSS is its own), all `experiment=arxiv_sum` as configured — 4,096 source
+tokens and 512 target tokens, gradient checkpointing, AdamW lr 8e-5 with warm-up, bf16-mixed, beam search with 5
+beams, length penalty 2, 128-512 new tokens — except for what a 2-core CPU needs:
+
+* `effective_batch_size` = `data.batch_size` (2, or `--batch-size` where 2 does not fit in memory): one micro-batch
+  per optimizer step instead of 16;
+* one CPU process (`trainer.accelerator=cpu trainer.devices=1 trainer.strategy=auto`), `data.num_workers=0`, no
+  checkpoint or export written (a 568M model's checkpoint with optimizer state is 6.8 GB);
+* `data.max_samples=2`: `--steps` epochs of one batch (one optimizer step each), and after the last
+  one the ROUGE callback generates summaries for the 2 validation documents; `--max-new-tokens` caps the generated
+  length (and `min_new_tokens` with it) when the experiment's 128-512 tokens do not fit the time at hand.
+
+`lsg_4096`: `model.pretrained=HUB/ccdv/lsg-pegasus-large-4096`; `converted_4096`: `model=pegasus_large_converted
+model.convert_from=HUB/google/pegasus-large` (converted at load time to 4,096 positions); `lsg_16384`: the LSG
+checkpoint extended to 16,384 tokens with `lsgtrain convert` (timed), then `data.max_source_length=16384`.
+
+Activation memory: forward + backward of the full model (gradient checkpointing, bf16 autocast, 512 target tokens)
+at each `--activation-lengths` with batch 1 and 2, each in a fresh process; the difference between the peak RSS of
+forward + backward (measured from after loading) with batch 2 and with batch 1 is one sample's activations at that
+length, fitted linearly in the length. The GPU table adds them to
+16 bytes per parameter (fp32 weights, gradients, AdamW moments), 2 bytes per parameter of bf16 weight copies and
+1.5 GB of CUDA context and workspace.
+
+Results go to `results/rehearsal.json` and `results/rehearsal.md`.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lightning import Callback
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LSG, PEGASUS, ARXIV = "ccdv/lsg-pegasus-large-4096", "google/pegasus-large", "ccdv/arxiv-summarization"
+GPUS_GB = (24, 40, 80)
+CUDA_OVERHEAD_GB = 1.5
+
+
+class StepTimer(Callback):
+    """Wall time of every training batch (= optimizer step here) and of the validation epoch (with generation)."""
+
+    def __init__(self):
+        self.steps: list[float] = []
+        self.validation: float | None = None
+
+    def on_train_batch_start(self, *args) -> None:
+        self._step = time.perf_counter()
+
+    def on_train_batch_end(self, *args) -> None:
+        self.steps.append(time.perf_counter() - self._step)
+
+    def on_validation_epoch_start(self, *args) -> None:
+        self._validation = time.perf_counter()
+
+    def on_validation_epoch_end(self, *args) -> None:
+        self.validation = time.perf_counter() - self._validation
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def high_water_mb() -> float:
+    """Peak RSS since the last reset (`/proc/self/clear_refs`), unlike `ru_maxrss`, which counts the whole life."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# -- one training run ----------------------------------------------------------------------------------------------
+def train_worker(hub: Path, run: str, steps: int, batch_size: int, max_new_tokens: int | None, work: Path) -> dict:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from lsgtrain.modeling.convert import convert_checkpoint
+    from lsgtrain.train import CONFIG_DIR, train
+
+    result: dict = {"run": run}
+    overrides = ["experiment=arxiv_sum", f"data.dataset_name={hub / ARXIV}"]
+    if run == "lsg_4096":
+        overrides.append(f"model.pretrained={hub / LSG}")
+    elif run == "converted_4096":
+        overrides += ["model=pegasus_large_converted", f"model.convert_from={hub / PEGASUS}"]
+    elif run == "lsg_16384":
+        started = time.perf_counter()
+        convert_checkpoint(hub / LSG, work / "lsg-16384", max_sequence_length=16384, overwrite=True)
+        result["convert_seconds"] = round(time.perf_counter() - started, 1)
+        overrides += [f"model.pretrained={work / 'lsg-16384'}", "data.max_source_length=16384"]
+    else:
+        raise ValueError(f"unknown run {run!r}")
+    overrides += [
+        "trainer.accelerator=cpu", "trainer.devices=1", "++trainer.strategy=auto", "trainer.num_sanity_val_steps=0",
+        f"effective_batch_size={batch_size}", f"data.batch_size={batch_size}", "data.num_workers=0",
+        "data.max_samples=2", "data.eval_batch_size=2", f"trainer.max_epochs={steps}",
+        "++trainer.limit_train_batches=1", f"callbacks.rouge.every_n_epochs={steps}",
+        "test=false", "logger=none", "callbacks.hf_export=null", "callbacks.model_checkpoint=null",
+        "callbacks.step_checkpoint=null", "+callbacks.timer._target_=__main__.StepTimer",
+    ]  # fmt: skip
+    if max_new_tokens:
+        overrides += [f"module.generation.max_new_tokens={max_new_tokens}",
+                      f"module.generation.min_new_tokens={min(128, max_new_tokens)}"]  # fmt: skip
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        for key in ("root_dir", "log_dir", "output_dir", "cache_dir"):
+            cfg.paths[key] = str(work / run / key)
+    started = time.perf_counter()
+    metrics, objects = train(cfg)
+    timer = next(c for c in objects["trainer"].callbacks if isinstance(c, StepTimer))
+    generation = cfg.module.generation
+    result.update({
+        "overrides": overrides, "seconds_total": round(time.perf_counter() - started, 1),
+        "parameters_m": round(objects["model"].num_parameters() / 1e6, 1),
+        "source_tokens": cfg.data.max_source_length, "optimizer_steps": objects["trainer"].global_step,
+        "batch_size": batch_size,
+        "seconds_per_step": [round(s, 1) for s in timer.steps],
+        "validation_seconds": round(timer.validation, 1) if timer.validation else None,
+        "seconds_per_summary": round(timer.validation / 2, 1) if timer.validation else None,
+        "generation": {k: generation[k] for k in ("num_beams", "length_penalty", "min_new_tokens", "max_new_tokens")},
+        "peak_rss_mb": round(peak_rss_mb()), "train_loss": metrics.get("train/loss"),
+    })  # fmt: skip
+    return result
+
+
+# -- activation memory ------------------------------------------------------------------------------------------
+def activation_worker(hub: Path, length: int, batch: int, work: Path) -> dict:
+    import torch
+
+    from lsgtrain.modeling.convert import convert_checkpoint
+    from lsgtrain.modeling.factory import build_model
+
+    checkpoint = hub / LSG
+    if length > 4096:
+        checkpoint = work / f"lsg-{length}"
+        if not checkpoint.is_dir():
+            convert_checkpoint(hub / LSG, checkpoint, max_sequence_length=length, overwrite=True)
+    model, tokenizer = build_model(task="seq2seq", max_source_length=length, lsg={}, pretrained=str(checkpoint),
+                                   gradient_checkpointing=True)  # fmt: skip
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(200, len(tokenizer), (batch, length), generator=generator)
+    labels = torch.randint(200, len(tokenizer), (batch, 512), generator=generator)
+    before = current_rss_mb()
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS from here on: loading the checkpoint peaks higher
+    started = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels).loss
+    loss.backward()
+    return {"length": length, "batch": batch, "rss_before_mb": round(before), "peak_rss_mb": round(high_water_mb()),
+            "seconds": round(time.perf_counter() - started, 1), "parameters": model.num_parameters()}  # fmt: skip
+
+
+def gpu_table(activations: list[dict]) -> dict:
+    """Per-sample activation MB at each length (batch 2 - batch 1), a linear fit, and the largest batch per GPU."""
+    by_length = {}
+    for row in activations:
+        by_length.setdefault(row["length"], {})[row["batch"]] = row["peak_rss_mb"]
+    per_sample = {length: peaks[2] - peaks[1] for length, peaks in sorted(by_length.items()) if {1, 2} <= peaks.keys()}
+    (l1, m1), (l2, m2) = list(per_sample.items())[:2]
+    slope = (m2 - m1) / (l2 - l1)
+    intercept = m1 - slope * l1
+    parameters = activations[0]["parameters"]
+    static_gb = parameters * 18 / 1e9 + CUDA_OVERHEAD_GB
+    table = {}
+    for length in (4096, 16384):
+        sample_gb = (intercept + slope * length) / 1024
+        table[length] = {"sample_gb": round(sample_gb, 2),
+                         **{f"{gpu}GB": max(0, int((gpu - static_gb) // sample_gb)) for gpu in GPUS_GB}}  # fmt: skip
+    return {"per_sample_mb": per_sample, "mb_per_token": round(slope, 4), "mb_intercept": round(intercept, 1),
+            "static_gb": round(static_gb, 2), "max_batch": table}  # fmt: skip
+
+
+# -- orchestration ------------------------------------------------------------------------------------------------
+def in_fresh_process(args: list[str]) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}
+    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def write_results(results: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "rehearsal.json").write_text(json.dumps(results, indent=2))
+    lines = [f"Machine: {results['machine']}. {results['note']}", "",
+             "| run | source tokens | s / optimizer step (batch) | s / summary (beams, new tokens) | peak RSS |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for run in results["runs"]:
+        steps = ", ".join(f"{s:.1f}" for s in run["seconds_per_step"])
+        gen = run["generation"]
+        summary = f"{run['seconds_per_summary']} ({gen['num_beams']}, {gen['min_new_tokens']}-{gen['max_new_tokens']})"
+        steps += f" ({run.get('batch_size', 2)})"
+        lines.append(f"| `{run['run']}` | {run['source_tokens']:,} | {steps} | {summary} | {run['peak_rss_mb']:,} MB |")
+    if results.get("activation"):
+        table = results["activation"]
+        header = " | ".join(f"max batch {gpu} GB" for gpu in GPUS_GB)
+        lines += ["", f"Activation memory per sample (gradient checkpointing, bf16 autocast, 512 target tokens): "
+                  f"{table['mb_per_token']} MB per source token + {table['mb_intercept']} MB; static "
+                  f"{table['static_gb']} GB.", "", f"| source tokens | GB per sample | {header} |",
+                  "|---|---|" + "---|" * len(GPUS_GB)]  # fmt: skip
+        for length, row in table["max_batch"].items():
+            batches = " | ".join(str(row[f"{gpu}GB"]) for gpu in GPUS_GB)
+            lines.append(f"| {int(length):,} | {row['sample_gb']} | {batches} |")
+    (RESULTS / "rehearsal.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("hub", type=Path, help="folder written by experiments/hub_standins.py --size full")
+    parser.add_argument("--runs", default="lsg_4096,converted_4096,lsg_16384")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2, help="per optimizer step (the experiment's is 2)")
+    parser.add_argument("--max-new-tokens", type=int, help="cap on generated tokens (default: the experiment's 512)")
+    parser.add_argument("--activation-lengths", default="1024,2048", help="'' to skip the activation measurement")
+    parser.add_argument("--worker", choices=["train", "activation"], help=argparse.SUPPRESS)
+    parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker == "train":
+        run = train_worker(args.hub, args.runs, args.steps, args.batch_size, args.max_new_tokens, args.work)
+        print(json.dumps(run))
+        return
+    if args.worker == "activation":
+        print(json.dumps(activation_worker(args.hub, args.length, args.batch, args.work)))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="rehearsal-"))
+    note = (
+        "experiment=arxiv_sum as configured, except effective_batch_size = the per-device batch (one micro-batch per "
+        "optimizer step; the experiment's batch is 2), one CPU process, num_workers=0; each row gives its batch and "
+        "its generation settings (beams, new tokens)"
+    )
+    # runs measured before (another invocation, other --steps) are kept unless measured again
+    previous = json.loads((RESULTS / "rehearsal.json").read_text()) if (RESULTS / "rehearsal.json").is_file() else {}
+    results = {**previous, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "note": note + "."}
+    results.setdefault("runs", [])
+    for run in filter(None, args.runs.split(",")):
+        options = ["--runs", run, "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--work", str(work)]
+        if args.max_new_tokens:
+            options += ["--max-new-tokens", str(args.max_new_tokens)]
+        measured = in_fresh_process([str(args.hub), "--worker", "train", *options])
+        results["runs"] = [r for r in results["runs"] if r["run"] != run] + [measured]
+        write_results(results)
+    lengths = [int(x) for x in args.activation_lengths.split(",") if x]
+    if lengths:
+        rows = [
+            in_fresh_process([str(args.hub), "--worker", "activation", "--length", str(length), "--batch", str(batch),
+                              "--work", str(work)])
+            for length in lengths
+            for batch in (1, 2)
+        ]  # fmt: skip
+        results["activation_rows"] = rows
+        results["activation"] = gpu_table(rows)
+        write_results(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Runs pair weights with the tokenizer they were trained with: a checkpoint's own, or the one a resumed run saved."""
+
+import json
+import random
+import shutil
+
+import pytest
+from transformers import T5Config, T5ForConditionalGeneration
+
+from lsgtrain.data.tokenizer import train_pegasus_tokenizer
+from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
+from lsgtrain.modeling.convert import save_atomically
+from lsgtrain.modeling.factory import CheckpointError
+from lsgtrain.train import train
+
+ONE_EPOCH = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false", "callbacks.hf_export=null",
+             "callbacks.rouge.every_n_epochs=5"]  # fmt: skip
+
+
+def test_an_exported_model_as_pretrained_trains_with_its_own_tokenizer(make_cfg, tmp_path):
+    """Before, `model.pretrained=<hf_model>` trained a new tokenizer on the data: its ids meant other pieces."""
+    export = tmp_path / "hf_model"
+    tokenizer = train_pegasus_tokenizer([f"term{i} of paper {i * 7} ." for i in range(500)], vocab_size=300)
+    config = LSGPegasusConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=512,
+        block_size=16, sparse_block_size=16, sparsity_factor=4,
+    )  # fmt: skip
+    save_atomically(LSGPegasusForConditionalGeneration(config), tokenizer, export)  # what HFExport writes
+
+    _, objects = train(make_cfg(*ONE_EPOCH, f"model.pretrained={export}", "data.max_samples=4"))
+    assert objects["datamodule"].tokenizer.get_vocab() == tokenizer.get_vocab()
+    assert objects["model"].config.vocab_size == len(tokenizer)
+
+
+def _write_papers(folder, seed: int) -> list[str]:
+    """Local jsonl splits of made-up papers (`seed` picks the words); returns the config overrides reading them."""
+    words = [f"w{seed}x{i}" for i in range(300)] + ["the", "of", "model", "attention"]
+    generator = random.Random(seed)
+    files = {}
+    for split in ("train", "val", "test"):
+        rows = [
+            {"article": " ".join(generator.choices(words, k=400)), "abstract": " ".join(generator.choices(words, k=30))}
+            for _ in range(6)
+        ]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        files[split] = folder / f"{split}.jsonl"
+    data_files = ",".join(f"{split}:{path}" for split, path in files.items())
+    return ["data.source=files", f"data.data_files={{{data_files}}}", "data.text_column=article",
+            "data.summary_column=abstract"]  # fmt: skip
+
+
+def test_a_resumed_run_keeps_its_tokenizer_after_the_data_changed(make_cfg, tmp_path):
+    """Before, rerunning a run whose data files had changed since trained a new tokenizer for the old weights."""
+    data = _write_papers(tmp_path, seed=0)
+    _, first = train(make_cfg(*ONE_EPOCH, *data))
+    saved = first["datamodule"].tokenizer.get_vocab()
+    assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").is_file()
+
+    (tmp_path / "run" / "run_summary.json").unlink()  # as if it had been killed after its last checkpoint
+    _write_papers(tmp_path, seed=1)  # same settings, other papers: a tokenizer trained now would differ
+    _, resumed = train(make_cfg(*ONE_EPOCH, *data, "trainer.max_epochs=2"))  # same run folder: resumes last.ckpt
+    assert resumed["trainer"].global_step == 4  # 2 restored + 2 new: it did resume
+    assert resumed["datamodule"].tokenizer.get_vocab() == saved
+    assert resumed["datamodule"].train_tokenizer().get_vocab() != saved
+
+    # a checkpoint whose run folder lost its tokenizer is refused rather than paired with a retrained one
+    shutil.rmtree(tmp_path / "run" / "tokenizer")
+    (tmp_path / "run" / "run_summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"whose run folder has no saved tokenizer .* data\.tokenizer\.pre"):
+        train(make_cfg(*ONE_EPOCH, *data, "trainer.max_epochs=3"))
+
+
+def test_a_t5_checkpoint_is_refused_before_any_data_work(make_cfg, tmp_path):
+    """Before, a T5 folder as `model.pretrained` trained a randomly initialised "Pegasus" (exit code 0)."""
+    t5 = tmp_path / "t5-small-ish"
+    T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
+                               ).save_pretrained(t5)  # fmt: skip
+    cfg = make_cfg(f"model.pretrained={t5}", "data.max_samples=4")
+    cfg.paths.cache_dir = str(tmp_path / "fresh-cache")
+    with pytest.raises(CheckpointError, match=rf"model.pretrained={t5} is a 't5' checkpoint"):
+        train(cfg)
+    assert not (tmp_path / "fresh-cache").exists()
+    assert not (tmp_path / "run" / "tokenizer").exists()
