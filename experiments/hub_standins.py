@@ -229,26 +229,29 @@ def write_weights(folder: Path, model: torch.nn.Module) -> None:
     torch.save(state, folder / "pytorch_model.bin")
 
 
-def build_pegasus(folder: Path, size: Size, spiece: bytes, seed: int) -> None:
-    from transformers import PegasusConfig, PegasusForConditionalGeneration
-
+def build_checkpoint(folder: Path, config: dict, model_class, spiece: bytes, repo: str, max_length: int,
+                     with_json: bool, seed: int) -> None:  # fmt: skip
+    """A checkpoint folder like hub `repo`: `config.json`, random weights of `model_class` built from it, and the
+    tokenizer files."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = pegasus_config(size, size.pieces + PEGASUS_OFFSET)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     torch.manual_seed(seed)
-    write_weights(folder, PegasusForConditionalGeneration(PegasusConfig.from_pretrained(folder)))
-    write_tokenizer(folder, spiece, PEGASUS, max_length=1024, with_json=False)
+    write_weights(folder, model_class(model_class.config_class.from_pretrained(folder)))
+    write_tokenizer(folder, spiece, repo, max_length=max_length, with_json=with_json)
+
+
+def build_pegasus(folder: Path, size: Size, spiece: bytes, seed: int) -> None:
+    from transformers import PegasusForConditionalGeneration
+
+    config = pegasus_config(size, size.pieces + PEGASUS_OFFSET)
+    build_checkpoint(folder, config, PegasusForConditionalGeneration, spiece, PEGASUS, 1024, False, seed)
 
 
 def build_lsg_pegasus(folder: Path, size: Size, spiece: bytes, seed: int) -> None:
-    from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
+    from lsgtrain.modeling import LSGPegasusForConditionalGeneration
 
-    folder.mkdir(parents=True, exist_ok=True)
     config = lsg_pegasus_config(size, size.pieces + PEGASUS_OFFSET)
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    torch.manual_seed(seed)
-    write_weights(folder, LSGPegasusForConditionalGeneration(LSGPegasusConfig.from_pretrained(folder)))
-    write_tokenizer(folder, spiece, LSG_PEGASUS, max_length=4096, with_json=True)
+    build_checkpoint(folder, config, LSGPegasusForConditionalGeneration, spiece, LSG_PEGASUS, 4096, True, seed)
 
 
 # -- datasets ----------------------------------------------------------------------------------------------------
