@@ -16,6 +16,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 from typing_extensions import override
 
+from .modeling.factory import CheckpointError
+
 if TYPE_CHECKING:
     from .data.datamodule import LongDocumentDataModule
 
@@ -30,10 +32,6 @@ RESUME_FREE = (
     "data.num_workers", "data.eval_batch_size", "data.cache_dir", "module.generation", "model.gradient_checkpointing",
     "model.attn_implementation",
 )  # fmt: skip
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used as configured, with the reason and the fix."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -51,6 +51,16 @@ class ConversionError(ValueError):
     """A checkpoint that cannot be converted, with the reason and the fix."""
 
 
+def expected_missing_weights(*, new_global_embeddings: bool, new_classifier_head: bool) -> list[str]:
+    """Weights a load may lack without the checkpoint being the wrong one (regexes for `check_loading_info`)."""
+    expected = [r"embed_positions\.weight$"]  # sinusoidal tables, computed rather than loaded
+    if new_global_embeddings:
+        expected.append(r"global_embeddings\.weight$")  # initialised by the conversion
+    if new_classifier_head:
+        expected.append(r"^classification_head\.")  # a new head on a seq2seq checkpoint
+    return expected
+
+
 def check_loading_info(
     info: dict[str, Any], source: str, expected_missing: list[str], allow: bool, hint: str = ""
 ) -> None:
@@ -246,11 +256,11 @@ def convert_checkpoint(
     config = LSGPegasusConfig.from_pretrained(source, **lsg_kwargs)  # invalid LSG keys fail here, before loading
     config.architectures = [f"LSG{name}"]
     model, info = LSG_CLASSES[name].from_pretrained(source, config=config, output_loading_info=True)
-    expected_missing = [r"embed_positions\.weight$"]  # sinusoidal tables, computed rather than loaded
-    if not is_lsg:
-        expected_missing.append(r"global_embeddings\.weight$")  # initialised below
-    if name == "PegasusForSequenceClassification" and "ForSequenceClassification" not in architectures[0]:
-        expected_missing.append(r"^classification_head\.")  # a new head on a seq2seq checkpoint
+    expected_missing = expected_missing_weights(
+        new_global_embeddings=not is_lsg,  # initialised below
+        new_classifier_head=name == "PegasusForSequenceClassification"
+        and "ForSequenceClassification" not in architectures[0],
+    )
     check_loading_info(info, source, expected_missing, allow_weight_mismatch)
     if max_sequence_length % config.block_size != 0:
         # inputs are padded to a multiple of block_size: past the last position of a table of another length
@@ -371,6 +381,7 @@ __all__ = [
     "ConversionError",
     "check_loading_info",
     "convert_checkpoint",
+    "expected_missing_weights",
     "init_global_embeddings",
     "load_checkpoint_tokenizer",
     "order_positions",

@@ -20,7 +20,13 @@ from typing import Any, NamedTuple
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from .configuration_lsg_pegasus import LSGPegasusConfig
-from .convert import check_loading_info, convert_checkpoint, init_global_embeddings, load_checkpoint_tokenizer
+from .convert import (
+    check_loading_info,
+    convert_checkpoint,
+    expected_missing_weights,
+    init_global_embeddings,
+    load_checkpoint_tokenizer,
+)
 from .modeling_lsg_pegasus import (
     LSGPegasusForConditionalGeneration,
     LSGPegasusForSequenceClassification,
@@ -203,9 +209,9 @@ def _load_pretrained(model_class, name: str, overrides: dict, attn_implementatio
     model, info = model_class.from_pretrained(
         name, attn_implementation=attn_implementation, output_loading_info=True, **overrides
     )
-    expected_missing = [r"embed_positions\.weight$"]  # sinusoidal tables, computed rather than loaded
-    if model_class is LSGPegasusForSequenceClassification:
-        expected_missing.append(r"^classification_head\.")  # a new head on a seq2seq checkpoint
+    expected_missing = expected_missing_weights(
+        new_global_embeddings=False, new_classifier_head=model_class is LSGPegasusForSequenceClassification
+    )
     check_loading_info(
         info, f"model.pretrained={name}", expected_missing, allow_mismatch,
         hint="a plain Pegasus checkpoint goes to model.convert_from, which initialises the LSG weights",
