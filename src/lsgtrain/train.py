@@ -217,7 +217,7 @@ def record_trial(sweep_dir: Path, number: int, overrides: list[str], metric: flo
         detail = " ".join(row["overrides"]) + (f" ({row['error']})" if row.get("error") else "")
         lines.append(f"| {row['trial']} | {row['status']} | {value} | {detail} |")
     summary = sweep_dir / "trials.md"
-    tmp = sweep_dir / ".trials.md.tmp"
+    tmp = sweep_dir / f".trials.md.{os.getpid()}.tmp"  # per process: trials of a SLURM array end at once
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, summary)
 
