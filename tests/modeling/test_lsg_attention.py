@@ -184,13 +184,15 @@ def test_chunked_attention_equals_one_chunk_with_gradients(tiny_config, sparsity
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("sparsity_type", ["norm", "none"])
-def test_cpu_function_with_attention_dropout_has_exact_gradients(tiny_config, sparsity_type):
-    """With attention dropout the custom CPU function forms each chunk's scores itself and regenerates the dropout
-    mask in backward: its gradients are those of its forward (float64 gradcheck, one seed per call)."""
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("sparsity_type", ["norm", "none", "pooling"])
+def test_cpu_function_has_exact_gradients(tiny_config, sparsity_type, dropout):
+    """The custom CPU function computes its own backward for the global rows and every chunk (with attention
+    dropout it forms each chunk's scores itself and regenerates the dropout mask): its gradients are those of its
+    forward (float64 gradcheck, one seed per call)."""
     from lsgtrain.modeling.lsg_attention import LSGBlockAttention
 
-    attention = LSGBlockAttention(tiny_config(sparsity_type=sparsity_type, attention_dropout=0.3)).train()
+    attention = LSGBlockAttention(tiny_config(sparsity_type=sparsity_type, attention_dropout=dropout)).train()
     attention.geometry = dataclasses.replace(attention.geometry, chunk_tokens=16)  # 2 chunks of 2 blocks
     generator = torch.Generator().manual_seed(0)
     inputs = [torch.randn(2, 4, 1 + 32, 8, dtype=torch.float64, generator=generator).requires_grad_() for _ in range(3)]

@@ -18,6 +18,7 @@ reference's additive masks give and stays finite in bf16.
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,7 @@ class LSGGeometry:
     sparsity_factor: int
     uses_sparse_tokens: bool
     # Query tokens per chunk: bounds the gathered keys and values; measured best at 128-512 (block 128).
-    chunk_tokens: int = 512
+    chunk_tokens: int = 128
     # Start of block 0's "before" / "after" sparse windows when they are plain runs; derived, see `__post_init__`.
     sparse_starts: tuple[int, int] | None = field(init=False, compare=False)
 
@@ -143,10 +144,27 @@ class SparseTokenSelector:
         if self.geometry.sparsity_factor == 1:  # the sparse sequence is the sequence itself
             n, h = keys.shape[:2]
             return keys, values, keep.expand(n, h, -1)
+        picked = self.token_indices(keys, keep)
+        if picked is not None:
+            idx, sparse_keep = picked
+            return _gather_tokens(keys, idx), _gather_tokens(values, idx), sparse_keep
         build = getattr(self, f"_{self.sparsity_type}")
         return build(queries, keys, values, keep)
 
-    def _norm(self, queries, keys, values, keep):
+    def token_indices(self, keys: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For the types whose sparse tokens are a choice of tokens (norm, stride, block_stride, and any type with
+        `sparsity_factor` 1): which tokens `[n or 1, h, s_len]` and their visibility `[n, h, s_len]`; None for the
+        types that compute new vectors (pooling, bos_pooling, lsh)."""
+        n, h, t, _ = keys.shape
+        if self.geometry.sparsity_factor == 1:  # the sparse sequence is the sequence itself
+            idx = torch.arange(t, device=keys.device).view(1, 1, t).expand(1, h, t)
+        elif self.sparsity_type in ("norm", "stride", "block_stride"):
+            idx = getattr(self, f"_{self.sparsity_type}_indices")(keys, keep)
+        else:
+            return None
+        return idx, _gather_keep(keep, idx)
+
+    def _norm_indices(self, keys, keep):
         """Keep the `c // sf` keys of largest L2 norm in every chunk of `c = min(blk, sbs)` keys, per head."""
         n, h, t, d = keys.shape
         chunk = min(self.geometry.block_size, self.geometry.sparse_block_size)
@@ -155,8 +173,7 @@ class SparseTokenSelector:
             norms = keys.norm(dim=-1) * keep  # [n, h, t], padded keys get norm 0
             order = norms.reshape(n, h, t // chunk, chunk).argsort(dim=-1)  # [n, h, t / chunk, chunk], ascending
             offsets = torch.arange(0, t, chunk, device=keys.device).view(1, 1, -1, 1)
-            idx = (order[..., chunk - kept :] + offsets).reshape(n, h, -1)  # [n, h, s_len]
-        return _gather_tokens(keys, idx), _gather_tokens(values, idx), _gather_keep(keep, idx)
+            return (order[..., chunk - kept :] + offsets).reshape(n, h, -1)  # [n, h, s_len]
 
     def _pooling(self, queries, keys, values, keep):
         """Average every `sf` consecutive keys/values over their visible members."""
@@ -169,23 +186,21 @@ class SparseTokenSelector:
         pooled_values = (_chunk(values, sf) * weight).sum(dim=-2) / (count + 1e-6)
         return pooled_keys, pooled_values, (count.squeeze(-1) > 0).expand(n, h, -1)
 
-    def _stride(self, queries, keys, values, keep):
+    def _stride_indices(self, keys, keep):
         """Head i takes tokens `j * sf + (i % sf)`."""
         n, h, t, d = keys.shape
         sf = self.geometry.sparsity_factor
         heads = torch.arange(h, device=keys.device).view(1, h, 1)
-        idx = torch.arange(0, t, sf, device=keys.device).view(1, 1, -1) + heads % sf  # [1, h, s_len]
-        return _gather_tokens(keys, idx), _gather_tokens(values, idx), _gather_keep(keep, idx)
+        return torch.arange(0, t, sf, device=keys.device).view(1, 1, -1) + heads % sf  # [1, h, s_len]
 
-    def _block_stride(self, queries, keys, values, keep):
+    def _block_stride_indices(self, keys, keep):
         """In every block, head i takes a contiguous run of `blk // sf` tokens starting at `i * blk // sf`."""
         n, h, t, d = keys.shape
         blk, per_block = self.geometry.block_size, self.geometry.block_size // self.geometry.sparsity_factor
         heads = torch.arange(h, device=keys.device).view(1, h, 1, 1)
         within = (torch.arange(per_block, device=keys.device).view(1, 1, 1, -1) + heads * per_block) % blk
         starts = torch.arange(0, t, blk, device=keys.device).view(1, 1, -1, 1)
-        idx = (within + starts).reshape(1, h, -1)  # [1, h, s_len]
-        return _gather_tokens(keys, idx), _gather_tokens(values, idx), _gather_keep(keep, idx)
+        return (within + starts).reshape(1, h, -1)  # [1, h, s_len]
 
     def _bos_pooling(self, queries, keys, values, keep):
         """Pool every `sf` keys/values with softmax weights from the first token's query."""
@@ -222,9 +237,6 @@ class SparseTokenSelector:
         chunk_values = chunk_values / (counts + 1e-8)
         sparse_keep = (counts > 0).reshape(n, h, -1)  # [n, h, s_len], empty buckets are masked
         return chunk_keys.reshape(n, h, -1, d), chunk_values.reshape(n, h, -1, d), sparse_keep
-
-    def _none(self, queries, keys, values, keep):
-        raise RuntimeError("sparsity_type='none' has no sparse tokens")
 
 
 def _lsh_round(
@@ -275,43 +287,54 @@ class LSGBlockAttention(nn.Module):
             return context, weights[:, :, g:] if output_attentions else None
         if t % blk != 0:
             raise ValueError(f"the LSG path needs a length that is a multiple of block_size ({blk}), got {t}")
-        # Global queries see every key (reference `not_causal_forward`, "bos" attention).
-        global_context, _ = _full_attention(query[:, :, :g], key, value, keep, dropout)  # [n, h, g, d]
-        local_context, weights = self._block_attention(query, key, value, keep, dropout, output_attentions)
-        return torch.cat([global_context, local_context], dim=2), weights
-
-    def _block_attention(self, query, key, value, keep, dropout, output_attentions):
-        """Context of the non-global queries `[n, h, t, d]` (and their weights if asked), in chunks of query blocks.
-
-        Each chunk gathers its blocks' keys and values as `[global | local | sparse before | sparse after]` and runs
-        one fused flash attention over them; no score matrix and no gathered key outlives its chunk, so memory is
-        linear in length and bounded by the chunk. On CUDA the chunks become one flex_attention call where it
-        applies (no attention dropout). On CPU a custom autograd function keeps each chunk's softmax statistics and
-        computes the backward directly; otherwise each chunk is recomputed in backward (activation checkpointing).
-        """
-        g = self.geometry.num_global_tokens
         queries = query[:, :, g:]  # [n, h, t, d]
         token_keep = keep[:, None, g:]  # [n, 1, t]
-        sparse_keys = sparse_values = sparse_keep = None
-        if self.select_sparse is not None:
+        cpu_function = not output_attentions and _use_cpu_function(query)
+        sparse_keys = sparse_values = sparse_keep = sparse_tokens = None
+        if cpu_function and self.select_sparse is not None:
+            # Sparse tokens that are a choice of tokens are read from `key` / `value` by index inside the function:
+            # no copies, and their gradients land in the key / value gradients directly.
+            picked = self.select_sparse.token_indices(key[:, :, g:], token_keep)
+            if picked is not None:
+                sparse_tokens, sparse_keep = picked  # [n or 1, h, s_len], [n, h, s_len]
+        if self.select_sparse is not None and sparse_tokens is None:
             sparse_keys, sparse_values, sparse_keep = self.select_sparse(
                 queries, key[:, :, g:], value[:, :, g:], token_keep
             )  # [n, h, s_len, d], [n, h, s_len]
-        layout = _BlockLayout(self.geometry, token_keep, sparse_keep, dtype=query.dtype)
+        layout = _BlockLayout(self.geometry, token_keep, sparse_keep, dtype=query.dtype, sparse_tokens=sparse_tokens)
+        if cpu_function:
+            # Global rows included: no slice of the queries and no concatenation, whose gradients are full copies.
+            global_mask = _additive_mask(keep, query.dtype)[:, None, None, :]  # [n, 1, 1, g + t]
+            return _CPUBlockAttention.apply(query, key, value, sparse_keys, sparse_values, layout, global_mask,
+                                            dropout), None  # fmt: skip
+        # Global queries see every key (reference `not_causal_forward`, "bos" attention).
+        global_context, _ = _full_attention(query[:, :, :g], key, value, keep, dropout)  # [n, h, g, d]
         inputs = (queries, key, value, sparse_keys, sparse_values)
+        local_context, weights = self._block_attention(layout, inputs, token_keep, sparse_keep, dropout,
+                                                       output_attentions)  # fmt: skip
+        return torch.cat([global_context, local_context], dim=2), weights
+
+    def _block_attention(self, layout, inputs, token_keep, sparse_keep, dropout, output_attentions):
+        """Context of the non-global queries `[n, h, t, d]` (and their weights if asked), in chunks of query blocks.
+
+        Each chunk gathers its blocks' keys and values as `[global | local | sparse before | sparse after]` and runs
+        one fused attention over them; no score matrix and no gathered key outlives its chunk, so memory is linear in
+        length and bounded by the chunk. On CUDA the chunks become one flex_attention call where it applies (no
+        attention dropout), else each chunk is recomputed in backward (activation checkpointing). (CPU takes
+        `_CPUBlockAttention`, which keeps each chunk's softmax statistics and computes the backward directly.)
+        """
+        queries, key, value, sparse_keys, sparse_values = inputs
         if output_attentions:
             chunks = [layout.attend_eager(first, count, *inputs, dropout=dropout) for first, count in layout.chunks()]
             contexts, weights = zip(*chunks, strict=True)
             return torch.cat(contexts, dim=2), torch.cat(weights, dim=2)
-        if _use_flex_attention(query, dropout, self.geometry):
+        if _use_flex_attention(queries, dropout, self.geometry):
             return _flex_block_attention(self.geometry, queries, key, value, token_keep, sparse_keys, sparse_values,
                                          sparse_keep), None  # fmt: skip
-        if _use_cpu_function(query):
-            return _CPUBlockAttention.apply(*inputs, layout, dropout), None
         contexts = []
         for first, count in layout.chunks():
             attend = partial(layout.attend, first, count, dropout=dropout)
-            if torch.is_grad_enabled() and query.requires_grad:
+            if torch.is_grad_enabled() and queries.requires_grad:
                 contexts.append(checkpoint(attend, *inputs, use_reentrant=False))
             else:
                 contexts.append(attend(*inputs))
@@ -334,14 +357,29 @@ def _use_cpu_function(query: torch.Tensor) -> bool:
     return query.device.type == "cpu"
 
 
+class _ChunkIndices(NamedTuple):
+    """Where one chunk's keys come from (see `_BlockLayout.indices`)."""
+
+    dense: torch.Tensor  # [count, g + 3*blk] positions in `key` (globals + tokens)
+    dense_keep: torch.Tensor  # [n, 1, count, g + 3*blk]
+    sparse: torch.Tensor | None  # [count, k_sparse] positions in the sparse tensors, or [n or 1, h, count*k_sparse]
+    sparse_keep: torch.Tensor | None  # [n, h, count, k_sparse]
+
+
 class _BlockLayout:
     """The keys of each query block of one input, as gather indices into `key` (globals + tokens) and the sparse
     sequence, with their visibility. Out-of-range positions are clamped to a valid index and masked.
+
+    The sparse sequence is either separate tensors (`sparse_keys` / `sparse_values` of the chunk functions) or, with
+    `sparse_tokens` `[n or 1, h, s_len]`, tokens picked from `key` / `value` themselves.
     """
 
-    def __init__(self, geometry: LSGGeometry, token_keep: torch.Tensor, sparse_keep, dtype: torch.dtype):
+    def __init__(
+        self, geometry: LSGGeometry, token_keep: torch.Tensor, sparse_keep, dtype: torch.dtype, sparse_tokens=None
+    ):
         self.g, self.blk = geometry.num_global_tokens, geometry.block_size
         self.token_keep, self.sparse_keep = token_keep, sparse_keep  # [n, 1, t], [n, h, s_len] or None
+        self.sparse_tokens = sparse_tokens
         self.t = token_keep.shape[-1]
         self.n_blocks = self.t // self.blk
         self.chunk_blocks = max(1, geometry.chunk_tokens // self.blk)
@@ -356,13 +394,12 @@ class _BlockLayout:
             for first in range(0, self.n_blocks, self.chunk_blocks)
         ]
 
-    def indices(
-        self, first: int, count: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def indices(self, first: int, count: int) -> _ChunkIndices:
         """Gather indices and visibility of the chunk's keys.
 
-        Returns dense indices into `key` `[count, g + 3*blk]` with visibility `[n, 1, count, g + 3*blk]`, and sparse
-        indices `[count, k_sparse]` with visibility `[n, h, count, k_sparse]` (None without sparse tokens).
+        Dense indices into `key` `[count, g + 3*blk]` with visibility `[n, 1, count, g + 3*blk]`; sparse indices
+        `[count, k_sparse]` into the sparse tensors, or `[n or 1, h, count * k_sparse]` into `key` with
+        `sparse_tokens`, with visibility `[n, h, count, k_sparse]` (None without sparse tokens).
         """
         g, blk, t = self.g, self.blk, self.t
         device = self.token_keep.device
@@ -376,12 +413,14 @@ class _BlockLayout:
         dense_index = torch.cat([torch.arange(g, device=device).expand(count, g), positions + g], dim=1)
         dense_keep = torch.cat([global_keep, local_keep], dim=-1)
         if self.sparse_keep is None:
-            return dense_index, dense_keep, None, None
+            return _ChunkIndices(dense_index, dense_keep, None, None)
         sparse_positions = self.sparse_windows[first : first + count]
         inside = sparse_positions >= 0  # [count, k_sparse]
         sparse_positions = sparse_positions.clamp(min=0)
         sparse_keep = self.sparse_keep[:, :, sparse_positions] & inside  # [n, h, count, k_sparse]
-        return dense_index, dense_keep, sparse_positions, sparse_keep
+        if self.sparse_tokens is not None:
+            sparse_positions = self.sparse_tokens[:, :, sparse_positions.flatten()] + g  # [n or 1, h, count*k_sparse]
+        return _ChunkIndices(dense_index, dense_keep, sparse_positions, sparse_keep)
 
     def gather(self, first, count, queries, key, value, sparse_keys, sparse_values, indices=None):
         """Chunk inputs of flash attention: queries `[n, h*count, blk, d]`, keys/values `[n, h*count, k_len, d]`
@@ -394,7 +433,12 @@ class _BlockLayout:
         keys = [key.index_select(2, dense_index.flatten()).view(n, h, count, -1, d)]  # [n, h, count, g+3*blk, d]
         values = [value.index_select(2, dense_index.flatten()).view(n, h, count, -1, d)]
         keeps = [dense_keep.expand(n, h, -1, -1)]
-        if sparse_index is not None:
+        if sparse_index is not None and self.sparse_tokens is not None:
+            token_index = _expand_index(sparse_index, n, d)
+            keys.append(key.gather(2, token_index).view(n, h, count, -1, d))
+            values.append(value.gather(2, token_index).view(n, h, count, -1, d))
+            keeps.append(sparse_keep)
+        elif sparse_index is not None:
             keys.append(sparse_keys.index_select(2, sparse_index.flatten()).view(n, h, count, -1, d))
             values.append(sparse_values.index_select(2, sparse_index.flatten()).view(n, h, count, -1, d))
             keeps.append(sparse_keep)
@@ -442,76 +486,102 @@ class _BlockLayout:
         ):
             block = block.reshape(n, h, count, k_len, d)
             full.index_add_(2, dense_index.flatten(), block[:, :, :, :dense].reshape(n, h, -1, d))
-            if sparse_index is not None:
+            if sparse_index is not None and self.sparse_tokens is not None:
+                full.scatter_add_(2, _expand_index(sparse_index, n, d), block[:, :, :, dense:].reshape(n, h, -1, d))
+            elif sparse_index is not None:
                 sparse_full.index_add_(2, sparse_index.flatten(), block[:, :, :, dense:].reshape(n, h, -1, d))
 
 
+def _expand_index(index: torch.Tensor, n: int, d: int) -> torch.Tensor:
+    """Token positions `[n or 1, h, m]` as a `gather` / `scatter_add_` index over `[n, h, *, d]`: `[n, h, m, d]`."""
+    return index.unsqueeze(-1).expand(n, -1, -1, d)
+
+
 class _CPUBlockAttention(torch.autograd.Function):
-    """Chunked LSG block attention on CPU, keeping each chunk's log-sum-exp for the backward.
+    """LSG attention on CPU, global and token queries, keeping each chunk's log-sum-exp for the backward.
 
     Saves only its inputs and output (no gathered keys, no scores); backward regathers each chunk's keys, so the
-    forward is not recomputed. Without attention dropout each chunk runs CPU's flash kernels; with it (the real
-    checkpoints train with 0.1, which those kernels lack) each chunk's scores are formed explicitly, and the
-    backward regenerates the chunk's dropout mask from a seed drawn from the global RNG in the forward.
+    forward is not recomputed, and accumulates every key and value gradient into one buffer each. Without attention
+    dropout each chunk runs CPU's flash kernels; with it (the real checkpoints train with 0.1, which those kernels
+    lack) each chunk's scores are formed explicitly, and the backward regenerates the chunk's dropout mask from a
+    seed drawn from the global RNG in the forward. The few global queries attend every key with explicit scores.
     """
 
     @staticmethod
-    def forward(ctx, queries, key, value, sparse_keys, sparse_values, layout: _BlockLayout, dropout: float):
-        n, h, t, d = queries.shape
-        context = queries.new_empty(n, h, t, d)
+    def forward(ctx, query, key, value, sparse_keys, sparse_values, layout: _BlockLayout, global_mask, dropout):
+        n, h, _, d = query.shape
+        g, blk = layout.g, layout.blk
+        # [n, h, g + t, d] laid out like the projections (`[n, g + t, h, d]` in memory, as SDPA's output is), so
+        # that merging the heads afterwards is a view, not a copy.
+        context = torch.empty_like(query)
         chunks = layout.chunks()
-        seeds = torch.randint(2**62, (len(chunks),)).tolist() if dropout else [None] * len(chunks)
-        logsumexps = []
-        for (first, count), seed in zip(chunks, seeds, strict=True):
+        seeds = torch.randint(2**62, (len(chunks) + 1,)).tolist() if dropout else [None] * (len(chunks) + 1)
+        global_out, global_logsumexp = _explicit_attention_forward(
+            query[:, :, :g], key, value, global_mask, dropout, seeds[-1]
+        )  # [n, h, g, d], [n, h, g]
+        context[:, :, :g] = global_out
+        queries = query[:, :, g:]
+        # Allocated before the loop, like `context`: chunk-sized buffers freed between long-lived small ones would
+        # fragment the heap and keep the process's memory high after the layer.
+        logsumexps = global_logsumexp.new_empty(queries.shape[:3])  # [n, h, t]
+        for (first, count), seed in zip(chunks, seeds, strict=False):
             block_queries, block_keys, block_values, mask = layout.gather(
                 first, count, queries, key, value, sparse_keys, sparse_values
             )
             if dropout:
-                out, logsumexp = _dropout_attention_forward(
+                out, logsumexp = _explicit_attention_forward(
                     block_queries, block_keys, block_values, mask, dropout, seed
                 )
             else:
                 out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                     block_queries, block_keys, block_values, attn_mask=mask
                 )  # [n, h*count, blk, d], [n, h*count, blk]
-            context.narrow(2, first * layout.blk, count * layout.blk).copy_(out.view(n, h, -1, d))
-            logsumexps.append(logsumexp)
-        ctx.layout, ctx.dropout, ctx.seeds, ctx.logsumexps = layout, dropout, seeds, logsumexps
-        ctx.save_for_backward(queries, key, value, sparse_keys, sparse_values, context)
+            context.narrow(2, g + first * blk, count * blk).copy_(out.view(n, h, -1, d))
+            logsumexps.narrow(2, first * blk, count * blk).copy_(logsumexp.reshape(n, h, -1))
+        ctx.layout, ctx.dropout, ctx.seeds = layout, dropout, seeds
+        ctx.save_for_backward(query, key, value, sparse_keys, sparse_values, context, global_mask, global_logsumexp,
+                              logsumexps)  # fmt: skip
         return context
 
     @staticmethod
     def backward(ctx, grad_context):
-        queries, key, value, sparse_keys, sparse_values, context = ctx.saved_tensors
-        layout = ctx.layout
-        n, h, _, d = queries.shape
-        grad_queries = torch.zeros_like(queries)
-        grads = (
-            torch.zeros_like(key),
-            torch.zeros_like(value),
-            None if sparse_keys is None else torch.zeros_like(sparse_keys),
-            None if sparse_values is None else torch.zeros_like(sparse_values),
+        query, key, value, sparse_keys, sparse_values, context, global_mask, global_logsumexp, logsumexps = (
+            ctx.saved_tensors
         )
-        blk = layout.blk
-        for (first, count), logsumexp, seed in zip(layout.chunks(), ctx.logsumexps, ctx.seeds, strict=True):
+        layout, dropout, seeds = ctx.layout, ctx.dropout, ctx.seeds
+        n, h, _, d = query.shape
+        g, blk = layout.g, layout.blk
+        # Laid out like the inputs (so the projections' backward copies nothing); the global rows accumulate into
+        # them in place (baddbmm_), the chunks by index_add_.
+        grad_query, grad_key, grad_value = (torch.zeros_like(x) for x in (query, key, value))
+        grad_sparse_keys = None if sparse_keys is None else torch.zeros_like(sparse_keys)
+        grad_sparse_values = None if sparse_values is None else torch.zeros_like(sparse_values)
+        grads = (grad_key, grad_value, grad_sparse_keys, grad_sparse_values)
+        grad_query[:, :, :g] = _explicit_attention_backward(
+            grad_context[:, :, :g], query[:, :, :g], key, value, global_mask, context[:, :, :g], global_logsumexp,
+            dropout, seeds[-1], accumulate_into=(grad_key, grad_value),
+        )[0]  # fmt: skip
+        queries = query[:, :, g:]
+        for (first, count), seed in zip(layout.chunks(), seeds, strict=False):
             indices = layout.indices(first, count)  # shared by the gather and the gradient scatter
             block_queries, block_keys, block_values, mask = layout.gather(
                 first, count, queries, key, value, sparse_keys, sparse_values, indices
             )
             rows = (n, h * count, blk, d)
-            grad_out = grad_context.narrow(2, first * blk, count * blk).reshape(rows)
-            out = context.narrow(2, first * blk, count * blk).reshape(rows)
-            if ctx.dropout:
-                grad_q, grad_k, grad_v = _dropout_attention_backward(
-                    grad_out, block_queries, block_keys, block_values, mask, out, logsumexp, ctx.dropout, seed
+            grad_out = grad_context.narrow(2, g + first * blk, count * blk).reshape(rows)
+            out = context.narrow(2, g + first * blk, count * blk).reshape(rows)
+            logsumexp = logsumexps.narrow(2, first * blk, count * blk).reshape(rows[:3])
+            if dropout:
+                grad_q, grad_k, grad_v = _explicit_attention_backward(
+                    grad_out, block_queries, block_keys, block_values, mask, out, logsumexp, dropout, seed
                 )
             else:
                 grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
                     grad_out, block_queries, block_keys, block_values, out, logsumexp, 0.0, False, attn_mask=mask
                 )
-            grad_queries.narrow(2, first * blk, count * blk).copy_(grad_q.reshape(n, h, -1, d))
+            grad_query.narrow(2, g + first * blk, count * blk).copy_(grad_q.reshape(n, h, -1, d))
             layout.scatter_grads(indices, grads, (grad_k, grad_v))
-        return grad_queries, *grads, None, None
+        return grad_query, *grads, None, None, None
 
 
 def _dropout_keep(shape: torch.Size, dropout: float, seed: int) -> torch.Tensor:
@@ -519,32 +589,52 @@ def _dropout_keep(shape: torch.Size, dropout: float, seed: int) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) >= dropout
 
 
-def _dropout_attention_forward(query, key, value, mask, dropout, seed) -> tuple[torch.Tensor, torch.Tensor]:
-    """`dropout(softmax(q k^T / sqrt(d) + mask)) v` of one chunk (softmax in at least fp32) and the scores'
-    log-sum-exp `[n, H, q]`."""
+def _explicit_attention_forward(query, key, value, mask, dropout, seed) -> tuple[torch.Tensor, torch.Tensor]:
+    """`dropout(softmax(q k^T / sqrt(d) + mask)) v` `[n, H, q, d]` with the scores formed explicitly (softmax in at
+    least fp32), and the scores' log-sum-exp `[n, H, q]`. The dropout mask is drawn from `seed`."""
     accumulate = torch.promote_types(query.dtype, torch.float32)
     scores = (query @ key.transpose(-1, -2)).to(accumulate).mul_(query.shape[-1] ** -0.5).add_(mask)  # [n, H, q, k]
     logsumexp = scores.logsumexp(dim=-1)
     weights = scores.sub_(logsumexp.unsqueeze(-1)).exp_()
-    weights.masked_fill_(~_dropout_keep(weights.shape, dropout, seed), 0.0).mul_(1.0 / (1.0 - dropout))
+    if dropout:
+        weights.masked_fill_(~_dropout_keep(weights.shape, dropout, seed), 0.0).mul_(1.0 / (1.0 - dropout))
     return weights.to(value.dtype) @ value, logsumexp
 
 
-def _dropout_attention_backward(grad_out, query, key, value, mask, out, logsumexp, dropout, seed):
-    """Gradients of `_dropout_attention_forward` for queries, keys and values, from the saved log-sum-exp."""
+def _explicit_attention_backward(
+    grad_out, query, key, value, mask, out, logsumexp, dropout, seed, accumulate_into=None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of `_explicit_attention_forward` for queries, keys and values, from the saved log-sum-exp.
+
+    With `accumulate_into` (key and value gradient buffers `[n, H, k, d]`, any layout), the key and value gradients
+    are added to them in place and None is returned for both: no key-sized temporary.
+    """
     scale, dtype, accumulate = query.shape[-1] ** -0.5, query.dtype, logsumexp.dtype
     scores = (query @ key.transpose(-1, -2)).to(accumulate).mul_(scale).add_(mask)
-    weights = scores.sub_(logsumexp.unsqueeze(-1)).exp_()
-    dropped = ~_dropout_keep(weights.shape, dropout, seed)
-    kept_weights = weights.masked_fill(dropped, 0.0).mul_(1.0 / (1.0 - dropout))
-    grad_value = kept_weights.to(dtype).transpose(-1, -2) @ grad_out
-    del kept_weights
-    grad_weights = (grad_out @ value.transpose(-1, -2)).to(accumulate).masked_fill_(dropped, 0.0)
-    grad_weights.mul_(1.0 / (1.0 - dropout))
+    weights = scores.sub_(logsumexp.unsqueeze(-1)).exp_()  # [n, H, q, k]
+    dropped = ~_dropout_keep(weights.shape, dropout, seed) if dropout else None
+    kept_weights = weights.masked_fill(dropped, 0.0).mul_(1.0 / (1.0 - dropout)) if dropout else weights
+    grad_weights = (grad_out @ value.transpose(-1, -2)).to(accumulate)
+    if dropout:
+        grad_weights.masked_fill_(dropped, 0.0).mul_(1.0 / (1.0 - dropout))
     # softmax backward; sum_j P_ij dP_ij equals dO_i . O_i, with or without dropout
     row_dot = (grad_out.to(accumulate) * out.to(accumulate)).sum(-1, keepdim=True)
+    if accumulate_into is None:
+        grad_value = kept_weights.to(dtype).transpose(-1, -2) @ grad_out
+        del kept_weights
+        grad_scores = weights.mul_(grad_weights.sub_(row_dot)).mul_(scale).to(dtype)
+        return grad_scores @ key, grad_scores.transpose(-1, -2) @ query, grad_value
+    grad_key, grad_value = accumulate_into
+
+    def add_product(buffer, left, right):  # buffer [n, H, k, d] += left [n, H, k, q] @ right [n, H, q, d]
+        for item in range(buffer.shape[0]):  # per batch item: baddbmm_ accumulates into strided buffers in place
+            buffer[item].baddbmm_(left[item], right[item])
+
+    add_product(grad_value, kept_weights.to(dtype).transpose(-1, -2), grad_out)
+    del kept_weights
     grad_scores = weights.mul_(grad_weights.sub_(row_dot)).mul_(scale).to(dtype)
-    return grad_scores @ key, grad_scores.transpose(-1, -2) @ query, grad_value
+    add_product(grad_key, grad_scores.transpose(-1, -2), query)
+    return grad_scores @ key, None, None
 
 
 @lru_cache(maxsize=16)
@@ -635,14 +725,16 @@ def _compiled_flex_attention():
     return torch.compile(flex_attention, dynamic=False)
 
 
+def _additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where `keep` is True, `finfo(dtype).min` elsewhere (the reference's additive mask)."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, torch.finfo(dtype).min)
+
+
 def _full_attention(query, key, value, keep, dropout) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention of `[n, h, q, d]` queries over all keys `[n, h, k, d]`, padding keys hidden.
 
     Returns the context `[n, h, q, d]` and the weights `[n, h, q, k]`."""
-    mask = torch.zeros(keep.shape, dtype=query.dtype, device=query.device).masked_fill_(
-        ~keep, torch.finfo(query.dtype).min
-    )
-    return _softmax_attention(query, key, value, mask[:, None, None, :], dropout)
+    return _softmax_attention(query, key, value, _additive_mask(keep, query.dtype)[:, None, None, :], dropout)
 
 
 def _softmax_attention(query, key, value, mask, dropout) -> tuple[torch.Tensor, torch.Tensor]:
