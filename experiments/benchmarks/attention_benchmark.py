@@ -3,6 +3,8 @@
     python experiments/benchmarks/attention_benchmark.py            # all methods, 1k-16k tokens (~20 min on 2 cores)
     python experiments/benchmarks/attention_benchmark.py --quick    # 1k and 4k only
 
+The plot needs matplotlib, the `bench` extra (`pip install -e '.[bench]'`).
+
 Every (method, length) runs in a fresh process (fp32, `--threads` threads, batch 1) that reports the median
 forward+backward time over a few repetitions and its peak RSS (the whole process, as `ru_maxrss`). The "floor" is
 the layer's four projections without any attention: what no attention method can avoid. Results go to
@@ -11,6 +13,7 @@ cannot fit in memory are reported as skipped.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -203,6 +206,8 @@ def main() -> None:
     if args.child:
         method, length, repeats, threads = args.child
         return child_main(method, int(length), int(repeats), int(threads))
+    if importlib.util.find_spec("matplotlib") is None:  # the plot is drawn last: refuse before measuring
+        sys.exit("attention_benchmark.py draws results/attention.png with matplotlib: pip install -e '.[bench]'")
     if args.replot:
         saved = json.loads((args.output / "attention.json").read_text())
         return write_outputs(saved["results"], saved["lengths"], saved["machine"], args.output)
