@@ -79,7 +79,7 @@ def lightning_loop(steps: int) -> list[float]:
 
     import lightning as L
 
-    from lsgtrain.tasks.base import linear_warmup_decay
+    from lsgtrain.tasks.base import warmup_schedule
     from lsgtrain.tasks.summarization import SummarizationModule
 
     class StepTimer(L.Callback):
@@ -94,7 +94,7 @@ def lightning_loop(steps: int) -> list[float]:
 
     module = SummarizationModule(
         model=tiny_model(), optimizer=partial(torch.optim.AdamW, lr=1e-3),
-        scheduler=partial(linear_warmup_decay, warmup_ratio=0.1), weight_decay=0.01,
+        scheduler=partial(warmup_schedule, name="linear", warmup_ratio=0.1), weight_decay=0.01,
     )  # fmt: skip
     batch = fixed_batch()
     loader = torch.utils.data.DataLoader([batch] * steps, batch_size=None)

@@ -5,13 +5,19 @@ value and a value that works.
 """
 
 import difflib
+import logging
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
+from .tasks.base import FREEZE_OPTIONS, SCHEDULES
+
+logger = logging.getLogger(__name__)
 
 LSG_KEYS = tuple(LSGPegasusConfig.__annotations__)
+# Lightning precisions that compute in float16 (`16` is the legacy spelling of `16-mixed`).
+FP16_PRECISIONS = ("16", "16-mixed", "16-true", "transformer-engine-float16")
 
 
 class ConfigError(ValueError):
@@ -63,6 +69,9 @@ def check_config(cfg: DictConfig) -> None:
     _check_lsg_keys(cfg)
     _check_length_fits_blocks(cfg)
     _check_finite_schedule(cfg)
+    _check_schedule_name(cfg)
+    _check_freeze(cfg)
+    _check_fp16(cfg)
 
 
 def _check_lsg_keys(cfg: DictConfig) -> None:
@@ -102,3 +111,46 @@ def _check_finite_schedule(cfg: DictConfig) -> None:
             f"trainer.max_epochs={epochs!r} must be an integer >= 1 (the learning-rate schedule needs a finite "
             "number of steps), e.g. trainer.max_epochs=10, or set trainer.max_steps"
         )
+
+
+def _check_schedule_name(cfg: DictConfig) -> None:
+    name = OmegaConf.select(cfg, "module.scheduler.name", default=None)
+    if name is not None and name not in SCHEDULES:
+        raise ConfigError(f"module.scheduler.name={name!r} is unknown; choose one of {', '.join(SCHEDULES)}")
+
+
+def _check_freeze(cfg: DictConfig) -> None:
+    """Freezing keeps weights as loaded: unknown options are typos, and frozen random weights never learn."""
+    freeze = OmegaConf.select(cfg, "module.freeze", default=None) or {}
+    for key, value in freeze.items():
+        if key not in FREEZE_OPTIONS:
+            raise ConfigError(f"module.freeze.{key} is not a freezing option; options: {', '.join(FREEZE_OPTIONS)}")
+        if not isinstance(value, bool):
+            raise ConfigError(f"module.freeze.{key}={value!r} must be true or false")
+    asked = [key for key, value in freeze.items() if value]
+    if asked and not (cfg.model.pretrained or cfg.model.convert_from):
+        raise ConfigError(
+            f"module.freeze.{asked[0]}=true on a randomly initialised model: the frozen weights would stay random "
+            "for the whole run. Freeze a pretrained model (model.pretrained=... or model=pegasus_large_converted), "
+            f"or set module.freeze.{asked[0]}=false"
+        )
+
+
+def _check_fp16(cfg: DictConfig) -> None:
+    """Pegasus' activations overflow float16 (inf, then NaN losses: huggingface/transformers#12225); bfloat16 has
+    float32's range. Every model here is a Pegasus, so float16 is refused unless `allow_fp16=true`."""
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default=None))
+    if precision not in FP16_PRECISIONS:
+        return
+    if cfg.allow_fp16:
+        logger.warning(
+            "trainer.precision=%s with allow_fp16=true: Pegasus overflows in float16 (inf/NaN losses stop the run, "
+            "callbacks.divergence); trainer.precision=bf16-mixed is the safe choice on GPUs that have bfloat16",
+            precision,
+        )
+        return
+    raise ConfigError(
+        f"trainer.precision={precision}: Pegasus overflows in float16 (its activations exceed 65,504, giving inf and "
+        "NaN losses; huggingface/transformers#12225). Use trainer.precision=bf16-mixed (GPUs since Ampere, A100/H100) "
+        "or 32-true; to try float16 anyway, add allow_fp16=true"
+    )

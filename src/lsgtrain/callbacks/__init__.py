@@ -1,10 +1,12 @@
 from .divergence import StopOnNonFinite, TrainingDiverged
+from .early_stopping import EarlyStoppingEveryNEpochs
 from .hf_export import HFExport
 from .preemption import RequeueOnPreemption
 from .random_state import RandomStateCheckpoint
 from .rouge_evaluation import RougeEvaluation
 
 __all__ = [
+    "EarlyStoppingEveryNEpochs",
     "HFExport",
     "RandomStateCheckpoint",
     "RequeueOnPreemption",

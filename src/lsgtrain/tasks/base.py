@@ -1,18 +1,75 @@
-"""What the summarization and classification LightningModules share: the HF model, optimizer, schedule."""
+"""What the summarization and classification LightningModules share: the HF model, optimizer, schedule, freezing."""
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from lightning import LightningModule
-from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import PreTrainedModel, get_scheduler
+
+logger = logging.getLogger(__name__)
+
+# `module.scheduler.name` -> transformers' schedule (each warms up linearly from 0 first); `constant` must be
+# transformers' `constant_with_warmup`, since its own `constant` has no warm-up.
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+# `module.freeze.<key>`: what each option freezes (README "Training controls").
+FREEZE_OPTIONS = ("token_embeddings", "all_but_global_embeddings")
 
 
-def linear_warmup_decay(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_ratio: float = 0.1):
-    """Linear warm-up over `warmup_ratio` of the steps, then linear decay to 0 (the LSG paper's schedule)."""
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, *, total_steps: int, name: str = "linear", warmup_ratio: float = 0.1
+) -> LambdaLR:
+    """Linear warm-up over `warmup_ratio` of the steps, then `name`: `linear` decay to 0 (the LSG paper's
+    schedule), `cosine` decay to 0 (half a cosine), or `constant`; built by transformers' `get_scheduler`."""
+    if name not in SCHEDULES:
+        raise ValueError(f"module.scheduler.name={name!r} is unknown; choose one of {', '.join(SCHEDULES)}")
     if not 0.0 <= warmup_ratio < 1.0:
         raise ValueError(f"module.scheduler.warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+    return get_scheduler(
+        SCHEDULES[name], optimizer, num_warmup_steps=int(warmup_ratio * total_steps), num_training_steps=total_steps
+    )
+
+
+def freeze_parameters(
+    model: PreTrainedModel, *, token_embeddings: bool = False, all_but_global_embeddings: bool = False
+) -> list[str]:
+    """Set `requires_grad=False` on what is asked; returns the names of the parameters frozen here.
+
+    Args:
+        model: an LSG-Pegasus model (seq2seq or classifier).
+        token_embeddings: freeze the token embedding matrix (`model.shared`, which is also the encoder's and the
+            decoder's `embed_tokens` and, tied, Pegasus' `lm_head`; `final_logits_bias` is a buffer, never trained).
+        all_but_global_embeddings: train only the encoder's global embeddings, as the LSG reference's
+            `train_global_only` does, plus a classifier's head (new, it would otherwise stay random; the
+            reference's classification script trains it too). A seq2seq `lm_head` stays frozen.
+
+    Raises:
+        ValueError: `all_but_global_embeddings` on a model without global embeddings (nothing would train).
+    """
+    frozen: set[int] = set()
+    if token_embeddings:
+        embedding_modules = [model.get_input_embeddings()]
+        embedding_modules += [m for n, m in model.named_modules() if n.endswith("embed_tokens")]
+        frozen |= {id(p) for module in embedding_modules for p in module.parameters()}
+    if all_but_global_embeddings:
+        global_ids = {id(p) for n, p in model.named_parameters() if n.endswith("global_embeddings.weight")}
+        if not global_ids:
+            raise ValueError(
+                f"module.freeze.all_but_global_embeddings=true: {type(model).__name__} has no global embeddings, so "
+                "nothing would train; use an LSG model, or module.freeze.token_embeddings=true"
+            )
+        output_embeddings = model.get_output_embeddings()  # a seq2seq lm_head (tied or not); a classifier has none
+        head_ids = {id(p) for p in model.parameters()} - {id(p) for p in model.base_model.parameters()}
+        head_ids -= {id(p) for p in (output_embeddings.parameters() if output_embeddings is not None else ())}
+        frozen |= {id(p) for p in model.parameters()} - global_ids - head_ids
+    names = []
+    for name, parameter in model.named_parameters():  # tied weights appear once, under their first name
+        if id(parameter) in frozen and parameter.requires_grad:  # sinusoidal position tables never train
+            parameter.requires_grad_(False)
+            names.append(name)
+    return names
 
 
 class LongDocumentModule(LightningModule):
@@ -23,6 +80,8 @@ class LongDocumentModule(LightningModule):
         optimizer: partial optimizer (`_partial_: true` in YAML), bound to the parameters here.
         scheduler: partial `(optimizer, total_steps=...)` -> LR scheduler, stepped every optimizer step.
         weight_decay: applied to every weight except biases and LayerNorms.
+        freeze: `module.freeze` options (`FREEZE_OPTIONS`, see `freeze_parameters`); frozen parameters get
+            `requires_grad=False` and stay out of the optimizer. The trainable / total counts are logged.
     """
 
     def __init__(
@@ -31,6 +90,7 @@ class LongDocumentModule(LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         weight_decay: float = 0.01,
+        freeze: Mapping[str, bool] | None = None,
     ):
         super().__init__()
         # the optimizer and scheduler factories are code, not data: kept out of the checkpoint's hyper-parameters,
@@ -39,6 +99,14 @@ class LongDocumentModule(LightningModule):
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        frozen = freeze_parameters(model, **(freeze or {}))
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        asked = ", ".join(key for key, value in (freeze or {}).items() if value) or "nothing"
+        logger.info(
+            "trainable parameters: %s of %s (%.2f%%); module.freeze: %s (%d tensors frozen)",
+            f"{trainable:,}", f"{total:,}", 100 * trainable / total, asked, len(frozen),
+        )  # fmt: skip
 
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch without bookkeeping keys (`idx`)."""
