@@ -7,6 +7,7 @@ document of the batch rounded up to a multiple of `block_size`, so LSG never pad
 group documents of similar length.
 """
 
+import copy
 import hashlib
 import json
 import logging
@@ -226,18 +227,27 @@ class LongDocumentDataModule(LightningDataModule):
         for split, dataset in self.raw.items():
             key = json.dumps([self.source, self.dataset_name, self.dataset_config, split, dataset._fingerprint,
                               tokenizer_id, self.encoding_key()], default=str)  # fmt: skip
-            cache_file = self.cache_dir / "tokenized" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.arrow"
+            digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+            cache_file = self.cache_dir / "tokenized" / f"{digest}.arrow"
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             with_index = dataset.add_column("idx", list(range(len(dataset))))
             tokenized[split] = with_index.map(
-                self.encode,
+                self._encoder().encode,
                 batched=True,
                 cache_file_name=str(cache_file),
                 load_from_cache_file=not overwrite,
+                new_fingerprint=digest,  # our key: datasets would otherwise hash the function, datamodule and all
                 num_proc=self.num_proc,
                 desc=f"Tokenising {split}",
             )
         return tokenized
+
+    def _encoder(self) -> "LongDocumentDataModule":
+        """A copy without the trainer to tokenise with: `num_proc` pickles `encode` with its datamodule to every
+        process, and the trainer would take the model along."""
+        encoder = copy.copy(self)
+        encoder.trainer = None
+        return encoder
 
     # -- batches ----------------------------------------------------------------------------------------------
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
