@@ -30,7 +30,7 @@ RESUME_FIXED = (
 )  # fmt: skip
 RESUME_FREE = (
     "data.num_workers", "data.eval_batch_size", "data.cache_dir", "module.generation", "model.gradient_checkpointing",
-    "model.attn_implementation",
+    "model.attn_implementation", "data.num_proc", "data.overwrite_cache", "data.max_predict_samples",
 )  # fmt: skip
 
 

@@ -1,8 +1,8 @@
 """Evaluation without training: `python -m lsgtrain.evaluate ckpt_path=PATH [experiment=NAME] [key=value ...]`.
 
-Restores the checkpoint's weights into the configured model, runs the validation and test sets (ROUGE with
-generation for summarization, accuracy/F1 for classification), and writes `metrics.json` and the predictions to the
-run folder (`outputs/eval/runs/<time>`).
+Restores the checkpoint's weights into the configured model, runs the validation and test sets (only the validation
+set for data without a test split; ROUGE with generation for summarization, accuracy/F1 for classification), and
+writes `metrics.json` and the predictions to the run folder (`outputs/eval/runs/<time>`).
 """
 
 import json
@@ -29,8 +29,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     del checkpoint
     trainer.validate(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics = _metrics(trainer)
-    trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-    metrics.update(_metrics(trainer))
+    if datamodule.has_split("test"):
+        trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        metrics.update(_metrics(trainer))
+    else:
+        logger.warning("not testing: the data has no test split (validation metrics only)")
     if trainer.is_global_zero:
         output = Path(cfg.paths.output_dir) / "metrics.json"
         output.parent.mkdir(parents=True, exist_ok=True)

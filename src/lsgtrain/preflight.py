@@ -33,6 +33,7 @@ class Number:
     minimum: float
     example: str
     exclusive: bool = False  # the minimum itself is not allowed (a learning rate of 0)
+    below: float | None = None  # values must be smaller than this (a fraction below 1)
 
     def check(self, cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, self.key, default=None)
@@ -41,10 +42,12 @@ class Number:
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         if self.kind is int:
             numeric = numeric and float(value).is_integer()
-        low_ok = numeric and (value > self.minimum if self.exclusive else value >= self.minimum)
-        if not low_ok:
+        in_range = numeric and (value > self.minimum if self.exclusive else value >= self.minimum)
+        in_range = in_range and (self.below is None or value < self.below)
+        if not in_range:
             what = "an integer" if self.kind is int else "a number"
             bound = f"> {self.minimum:g}" if self.exclusive else f">= {self.minimum:g}"
+            bound += f" and < {self.below:g}" if self.below is not None else ""
             raise ConfigError(f"{self.key}={value!r} must be {what} {bound}, e.g. {self.key}={self.example}")
 
 
@@ -54,6 +57,11 @@ NUMBERS = (
     Number("data.batch_size", int, 1, "4"),
     Number("data.eval_batch_size", int, 1, "16"),
     Number("data.max_samples", int, 1, "100"),
+    Number("data.max_train_samples", int, 1, "1000"),
+    Number("data.max_eval_samples", int, 1, "100"),
+    Number("data.max_predict_samples", int, 1, "100"),
+    Number("data.num_proc", int, 1, "4"),
+    Number("data.val_fraction", float, 0, "0.1", exclusive=True, below=1),
     Number("module.optimizer.lr", float, 0, "5e-4", exclusive=True),
     Number("module.weight_decay", float, 0, "0.01"),
     Number("module.label_smoothing", float, 0, "0.1"),

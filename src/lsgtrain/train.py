@@ -13,7 +13,7 @@ import pickle
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import lightning as L
@@ -44,6 +44,9 @@ from .checkpointing import (
 from .data.tokenizer import save_tokenizer_once
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
 from .preflight import check_config
+
+if TYPE_CHECKING:
+    from .data.datamodule import LongDocumentDataModule
 
 logger = logging.getLogger(__name__)
 
@@ -135,13 +138,32 @@ def _train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         test_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+    elif cfg.get("test", True) and not datamodule.has_split("test"):
+        raise ValueError(
+            "train=false runs only the test, but the data has no test split; give one "
+            "(data.data_files.test=...) or use python -m lsgtrain.evaluate for the validation split"
+        )
     metrics = _metrics(trainer)
-    if cfg.get("test", True) and not trainer.interrupted:
+    untested = _why_not_tested(cfg, trainer, datamodule)
+    if untested:
+        logger.warning("not testing: %s", untested)
+    else:
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
         metrics.update(_metrics(trainer))
     if trainer.is_global_zero:
-        _write_summary(cfg, trainer, metrics, time.perf_counter() - started)
+        _write_summary(cfg, trainer, metrics, time.perf_counter() - started, untested)
     return metrics, objects
+
+
+def _why_not_tested(cfg: DictConfig, trainer: L.Trainer, datamodule: "LongDocumentDataModule") -> str | None:
+    """Why the run skips its test (for the log and run_summary.json), or None when it tests."""
+    if not cfg.get("test", True):
+        return "test=false"
+    if trainer.interrupted:
+        return "the run was interrupted"
+    if not datamodule.has_split("test"):
+        return "the data has no test split"
+    return None
 
 
 def _refuse_finished_run(output_dir: Path) -> None:
@@ -174,8 +196,11 @@ def _metrics(trainer: L.Trainer) -> dict[str, float]:
     return {key: float(value) for key, value in trainer.callback_metrics.items()}
 
 
-def _write_summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], elapsed: float) -> None:
-    """Print the end-of-run summary and save it as `run_summary.json` (written last: its presence = success)."""
+def _write_summary(
+    cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], elapsed: float, untested: str | None
+) -> None:
+    """Print the end-of-run summary and save it as `run_summary.json` (written last: its presence = success);
+    `untested`: why the test did not run (None: it ran)."""
     output_dir = Path(cfg.paths.output_dir)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     environment = getattr(trainer.strategy, "cluster_environment", None)  # only distributed strategies have one
@@ -188,10 +213,13 @@ def _write_summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float
         "epochs": trainer.current_epoch,
         "best_checkpoint": best,
         "seconds": round(elapsed, 1),
+        "tested": untested is None,
+        "test_skipped_because": untested,
     }
     lines = [f"run finished in {elapsed / 60:.1f} min, {trainer.global_step} optimizer steps -> {output_dir}"]
     lines += [f"  {key:<20} {value:.4f}" for key, value in sorted(metrics.items())]
     lines.append(f"  best checkpoint      {best or '-'}")
+    lines += [f"  not tested:          {untested}"] if untested else []
     print("\n".join(lines))
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))

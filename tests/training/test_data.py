@@ -70,7 +70,8 @@ def test_local_files_in_every_format(suffix, tmp_path):
         path = tmp_path / f"{split}.{suffix}"
         {"jsonl": data.to_json, "csv": data.to_csv, "parquet": data.to_parquet}[suffix](str(path))
         files[split] = str(path)
-    splits = load_splits("files", data_files=files)
+    splits, origins = load_splits("files", data_files=files)
+    assert origins["val"] == files["val"]
     assert splits["val"][1] == {"article": "text 1", "abstract": "sum 1"}
 
 

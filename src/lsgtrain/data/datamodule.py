@@ -1,10 +1,13 @@
 """LightningDataModules for long-document summarization and classification.
 
-Text is tokenised once with `datasets.map` into a cache keyed by the data, the tokenizer and the lengths, and
-reused by later runs and by every DDP rank. Batches are padded to the longest document of the batch rounded up to
-a multiple of `block_size`, so LSG never pads them again; training batches can group documents of similar length.
+Text is tokenised once with `datasets.map` into a cache keyed by the data (datasets' fingerprint of the loaded
+rows: a file's path and modification time, a hub dataset's revision, plus every selection made from them), the
+tokenizer and the lengths, and reused by later runs and by every DDP rank. Batches are padded to the longest
+document of the batch rounded up to a multiple of `block_size`, so LSG never pads them again; training batches can
+group documents of similar length.
 """
 
+import copy
 import hashlib
 import json
 import logging
@@ -17,7 +20,7 @@ from datasets import Dataset, DatasetDict
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .sources import check_columns, drop_empty_rows, load_splits, log_lengths
+from .sources import cap_splits, carve_validation, check_columns, drop_empty_rows, load_splits, log_lengths
 from .tokenizer import cached_pegasus_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -94,7 +97,13 @@ class LongDocumentDataModule(LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         group_by_length: bool = True,
+        val_fraction: float | None = 0.1,
         max_samples: int | None = None,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        max_predict_samples: int | None = None,
+        num_proc: int | None = None,
+        overwrite_cache: bool = False,
         cache_dir: str = "cache",
         seed: int = 0,
     ):
@@ -112,7 +121,18 @@ class LongDocumentDataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.group_by_length = group_by_length
-        self.max_samples = max_samples
+        self.val_fraction = val_fraction
+        # a split's own cap wins over max_samples (every split)
+        self.caps = {
+            split: (key, cap) if cap is not None else ("max_samples", max_samples)
+            for split, key, cap in (
+                ("train", "max_train_samples", max_train_samples),
+                ("val", "max_eval_samples", max_eval_samples),
+                ("test", "max_predict_samples", max_predict_samples),
+            )
+        }
+        self.num_proc = num_proc
+        self.overwrite_cache = overwrite_cache
         self.cache_dir = Path(cache_dir)
         self.seed = seed
         self._raw: DatasetDict | None = None
@@ -144,20 +164,26 @@ class LongDocumentDataModule(LightningDataModule):
     # -- loading ----------------------------------------------------------------------------------------------
     @property
     def raw(self) -> DatasetDict:
-        """The untokenised splits, columns checked."""
+        """The untokenised splits: columns checked, empty rows dropped, a validation split held out from train if
+        the data has none, then capped. The tokenizer trains on this (capped) train split."""
         if self._raw is None:
-            self._raw = load_splits(
+            raw, origins = load_splits(
                 self.source,
                 dataset_name=self.dataset_name,
                 dataset_config=self.dataset_config,
                 data_files=self.data_files,
                 split_names=self.split_names,
-                max_samples=self.max_samples,
             )
-            check_columns(self._raw, self.columns())
-            self._raw = drop_empty_rows(self._raw, self.columns())
+            check_columns(raw, self.columns())
+            raw = drop_empty_rows(raw, self.columns(), origins)
+            raw = carve_validation(raw, self.val_fraction, self.seed, origins)
+            self._raw = cap_splits(raw, self.caps)
             log_lengths(self._raw, self.text_column)
         return self._raw
+
+    def has_split(self, split: str) -> bool:
+        """Whether the data has this split (`test` is optional: without it a run is not tested)."""
+        return split in self.raw
 
     @property
     def tokenizer(self):
@@ -188,30 +214,40 @@ class LongDocumentDataModule(LightningDataModule):
         return list(self.raw["train"][self.text_column])
 
     def prepare_data(self) -> None:
-        """Tokenise every split into the cache (rank 0 only, under DDP)."""
-        self._tokenize_all()
+        """Tokenise every split into the cache (rank 0 only, under DDP); `overwrite_cache` tokenises again."""
+        self._tokenize_all(overwrite=self.overwrite_cache)
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.datasets:
-            self.datasets = self._tokenize_all()
+        if not self.datasets:  # reads what prepare_data wrote: rewriting it here would race the other ranks
+            self.datasets = self._tokenize_all(overwrite=False)
 
-    def _tokenize_all(self) -> dict[str, Dataset]:
+    def _tokenize_all(self, *, overwrite: bool) -> dict[str, Dataset]:
         tokenizer_id = hashlib.sha256(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode()).hexdigest()[:12]
         tokenized = {}
         for split, dataset in self.raw.items():
             key = json.dumps([self.source, self.dataset_name, self.dataset_config, split, dataset._fingerprint,
                               tokenizer_id, self.encoding_key()], default=str)  # fmt: skip
-            cache_file = self.cache_dir / "tokenized" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.arrow"
+            digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+            cache_file = self.cache_dir / "tokenized" / f"{digest}.arrow"
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             with_index = dataset.add_column("idx", list(range(len(dataset))))
             tokenized[split] = with_index.map(
-                self.encode,
+                self._encoder().encode,
                 batched=True,
                 cache_file_name=str(cache_file),
-                load_from_cache_file=True,
+                load_from_cache_file=not overwrite,
+                new_fingerprint=digest,  # our key: datasets would otherwise hash the function, datamodule and all
+                num_proc=self.num_proc,
                 desc=f"Tokenising {split}",
             )
         return tokenized
+
+    def _encoder(self) -> "LongDocumentDataModule":
+        """A copy without the trainer to tokenise with: `num_proc` pickles `encode` with its datamodule to every
+        process, and the trainer would take the model along."""
+        encoder = copy.copy(self)
+        encoder.trainer = None
+        return encoder
 
     # -- batches ----------------------------------------------------------------------------------------------
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:

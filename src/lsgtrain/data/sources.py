@@ -1,14 +1,20 @@
 """Where a run's text comes from: the embedded aclsum papers, local files, or a hub dataset.
 
-Every source yields a `datasets.DatasetDict` with the splits `train`, `val`, `test`, whose columns are then
-checked against the configured ones, so that a typo names the columns that do exist.
+Every source yields a `datasets.DatasetDict` with a `train` split and, when the data has them, `val` and `test`
+(their names in the data: `SPLIT_ALIASES`), plus where each split came from (a file, a hub split) so that errors and
+warnings about rows name it. The datamodule then checks the columns, drops rows without text (`drop_empty_rows`),
+carves a validation split from train when there is none (`carve_validation`) and caps each split (`cap_splits`).
 """
 
+import codecs
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, load_dataset
 
 from .aclsum import load_aclsum_split
@@ -16,7 +22,12 @@ from .aclsum import load_aclsum_split
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+# The names a split may have in `data.data_files` or in a hub dataset; `data.split_names` maps any other name.
+SPLIT_ALIASES = {"train": ("train",), "val": ("val", "validation", "dev"), "test": ("test",)}
 FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+TEXT_FORMATS = (".json", ".jsonl", ".csv")  # read as text: their bytes must be UTF-8
+MAX_ROWS_NAMED = 10  # a warning about bad rows names this many of them
+UTF8_CHUNK_BYTES = 1 << 24  # check_utf8 reads files in chunks of this size
 
 
 class DataSourceError(ValueError):
@@ -30,58 +41,127 @@ def load_splits(
     dataset_config: str | None = None,
     data_files: Mapping[str, str] | None = None,
     split_names: Mapping[str, str] | None = None,
-    max_samples: int | None = None,
-) -> DatasetDict:
-    """Load the train/val/test splits.
+) -> tuple[DatasetDict, dict[str, str]]:
+    """Load the train split and whichever of val/test the data has.
 
     Args:
         source: `aclsum` (embedded papers), `files` (`data_files`: split -> json/jsonl/csv/parquet path) or `hub`
             (`dataset_name`, optional `dataset_config`).
-        split_names: our split name -> the dataset's (e.g. `{"val": "validation"}`); defaults to the same names.
-        max_samples: keep the first N rows of each split (quick runs).
+        split_names: our split -> the data's name for it (e.g. `{"val": "holdout"}`); without it a split is found
+            under any of its `SPLIT_ALIASES`.
+
+    Returns:
+        The splits, and where each came from (a file path, a hub split) for messages that name rows.
     """
-    split_names = {split: (split_names or {}).get(split, split) for split in SPLITS}
+    split_names = dict(split_names or {})
+    unknown = sorted(set(split_names) - set(SPLITS))
+    if unknown:
+        raise DataSourceError(f"data.split_names: {unknown} are not splits; map our splits {list(SPLITS)} to names")
     if source == "aclsum":
         splits = DatasetDict({split: Dataset.from_list(list(load_aclsum_split(split))) for split in SPLITS})
+        origins = {split: f"aclsum {split} split" for split in SPLITS}
     elif source == "files":
-        splits = _load_files(data_files or {}, split_names)
+        splits, origins = _load_files(data_files or {}, split_names)
     elif source == "hub":
-        splits = _load_hub(dataset_name, dataset_config, split_names)
+        splits, origins = _load_hub(dataset_name, dataset_config, split_names)
     else:
         raise DataSourceError(f"data.source={source!r} is unknown; choose one of 'aclsum', 'files', 'hub'")
-    if max_samples is not None:
-        splits = DatasetDict({k: v.select(range(min(max_samples, len(v)))) for k, v in splits.items()})
-    empty = [split for split, dataset in splits.items() if len(dataset) == 0]
+    empty = [origins[split] for split, dataset in splits.items() if len(dataset) == 0]
     if empty:
-        raise DataSourceError(f"data.source={source!r}: no rows in the {', '.join(empty)} split; each split needs rows")
-    return splits
+        raise DataSourceError(f"data.source={source!r}: no rows in {', '.join(empty)}; each split needs rows")
+    return splits, origins
 
 
-def _load_files(data_files: Mapping[str, str], split_names: Mapping[str, str]) -> DatasetDict:
-    splits = {}
+def _match_splits(
+    available: Iterable[str], split_names: Mapping[str, str], where: str, *, strict: bool
+) -> dict[str, str]:
+    """Our split -> the data's name for it. `strict`: every available name must be a split (a typo in a
+    `data.data_files` key would otherwise drop that file, and with it the test, without a word)."""
+    available = list(available)
+    matched = {}
     for split in SPLITS:
-        path = data_files.get(split_names[split]) or data_files.get(split)
-        if path is None:
-            raise DataSourceError(f"data.data_files has no '{split}' file; give one per split: {list(SPLITS)}")
-        path = Path(os.path.expanduser(path))
+        names = (split_names[split],) if split in split_names else SPLIT_ALIASES[split]
+        found = [name for name in names if name in available]
+        if split in split_names and not found:
+            raise DataSourceError(
+                f"data.split_names.{split}={split_names[split]!r} is not a split of {where}; it has {available}"
+            )
+        if len(found) > 1:
+            raise DataSourceError(f"{where} has {found}, all names of the {split} split; keep one")
+        if found:
+            matched[split] = found[0]
+    unused = [name for name in available if name not in matched.values()]
+    if unused and strict:
+        raise DataSourceError(
+            f"{where}: {unused} is not a split name; use train, val (or validation, dev) and test, or map other "
+            "names with data.split_names (e.g. data.split_names.val=holdout)"
+        )
+    if unused:
+        logger.info("%s: not using the splits %s", where, unused)
+    if "train" not in matched:
+        raise DataSourceError(f"{where} has no train split (it has {available}); a run needs training data")
+    return matched
+
+
+def _load_files(data_files: Mapping[str, str], split_names: Mapping[str, str]) -> tuple[DatasetDict, dict[str, str]]:
+    splits, origins = {}, {}
+    for split, key in _match_splits(data_files, split_names, "data.data_files", strict=True).items():
+        path = Path(os.path.expanduser(data_files[key]))
         if not path.is_file():
-            raise DataSourceError(f"data.data_files.{split}: no such file {path}")
+            raise DataSourceError(f"data.data_files.{key}: no such file {path}")
         file_format = FILE_FORMATS.get(path.suffix)
         if file_format is None:
             raise DataSourceError(f"{path}: unsupported format '{path.suffix}'; use one of {sorted(FILE_FORMATS)}")
         if path.stat().st_size == 0:
-            raise DataSourceError(f"data.data_files.{split}: {path} is empty; give a file with one row per document")
-        splits[split] = load_dataset(file_format, data_files=str(path), split="train")
-    return DatasetDict(splits)
+            raise DataSourceError(f"data.data_files.{key}: {path} is empty; give a file with one row per document")
+        if path.suffix in TEXT_FORMATS:
+            check_utf8(path, f"data.data_files.{key}")
+        try:
+            splits[split] = load_dataset(file_format, data_files=str(path), split="train")
+        except ValueError as error:  # datasets' words for a file that parses to nothing: `[]`, a csv header
+            if "corresponds to no data" not in str(error):
+                raise
+            raise DataSourceError(
+                f"data.data_files.{key}: {path} has no rows; give a file with one row per document"
+            ) from error
+        origins[split] = str(path)
+    return DatasetDict(splits), origins
 
 
-def _load_hub(dataset_name: str | None, dataset_config: str | None, split_names: Mapping[str, str]) -> DatasetDict:
+def check_utf8(path: Path, key: str) -> None:
+    """Raise, naming the line and byte, if `path` is not UTF-8: datasets' json reader would otherwise load some
+    such files with the bad bytes in the text, and its csv reader fails without naming the file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0  # bytes and newlines read before the current chunk
+    with path.open("rb") as file:
+        while True:
+            chunk = file.read(UTF8_CHUNK_BYTES)
+            pending = decoder.getstate()[0]  # the start of a character cut by the previous chunk (never a newline)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                line = lines + (pending + chunk)[: error.start].count(b"\n") + 1
+                at = offset - len(pending) + error.start
+                bad = error.object[error.start : error.end]
+                fixed = path.with_suffix(".utf8" + path.suffix)
+                raise DataSourceError(
+                    f"{key}: {path} is not UTF-8: bytes {bad!r} on line {line} (byte {at} of the file). Re-encode it "
+                    f"from its real encoding and point {key} at the copy, e.g. "
+                    f"`iconv -f latin1 -t utf-8 {path} > {fixed}` (`file -i {path}` guesses the encoding)"
+                ) from None
+            if not chunk:
+                return
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
+
+
+def _load_hub(
+    dataset_name: str | None, dataset_config: str | None, split_names: Mapping[str, str]
+) -> tuple[DatasetDict, dict[str, str]]:
     if not dataset_name:
         raise DataSourceError("data.source='hub' needs data.dataset_name (e.g. ccdv/arxiv-summarization)")
     try:
-        return DatasetDict(
-            {split: load_dataset(dataset_name, dataset_config, split=split_names[split]) for split in SPLITS}
-        )
+        everything = load_dataset(dataset_name, dataset_config)
     except (OSError, ConnectionError, ValueError) as error:
         if "split" in str(error).lower() and "hub" not in str(error).lower():
             raise
@@ -91,10 +171,15 @@ def _load_hub(dataset_name: str | None, dataset_config: str | None, split_names:
             "at local files: data.source=files data.data_files.train=... data.data_files.val=... "
             f"data.data_files.test=... (json, jsonl, csv or parquet). Cause: {error}"
         ) from error
+    where = dataset_name + (f" ({dataset_config})" if dataset_config else "")
+    matched = _match_splits(everything, split_names, where, strict=False)
+    splits = DatasetDict({split: everything[name] for split, name in matched.items()})
+    return splits, {split: f"{where} split {name}" for split, name in matched.items()}
 
 
-def drop_empty_rows(splits: DatasetDict, columns: Mapping[str, str]) -> DatasetDict:
-    """Drop rows with nothing to learn from or score against: a configured column that is null, or blank text.
+def drop_empty_rows(splits: DatasetDict, columns: Mapping[str, str], origins: Mapping[str, str]) -> DatasetDict:
+    """Drop rows with nothing to learn from or score against: a configured column that is missing, null, or
+    blank text; the warning names the file (or hub split) and the first rows, counted from 1 in file order.
 
     Our documented choice (README "Data with holes"): such rows are dropped from every split and counted in the
     log, rather than trained on (an empty summary teaches the model to stop at once) or failing inside the
@@ -102,18 +187,69 @@ def drop_empty_rows(splits: DatasetDict, columns: Mapping[str, str]) -> DatasetD
     """
     kept = {}
     for split, dataset in splits.items():
-        values = zip(*(dataset[column] for column in columns.values()), strict=True)
-        keep = [i for i, row in enumerate(values) if all(_has_content(value) for value in row)]
-        if not keep:
+        holes = {column: _holes(dataset.with_format("arrow")[column]) for column in columns.values()}
+        bad = np.flatnonzero(np.logical_or.reduce(list(holes.values())))
+        if len(bad) == len(dataset):
             raise DataSourceError(
-                f"the {split} split has no row with every one of the columns {sorted(columns.values())} filled"
+                f"{origins[split]}: no row of the {split} split has every one of the columns "
+                f"{sorted(columns.values())} filled"
             )
-        if len(keep) < len(dataset):
-            logger.warning("%s: dropped %d of %d rows with an empty or null %s", split, len(dataset) - len(keep),
-                           len(dataset), " or ".join(columns.values()))  # fmt: skip
-            dataset = dataset.select(keep)
+        if len(bad):
+            named = "; ".join(
+                f"row {i + 1}: {', '.join(column for column, mask in holes.items() if mask[i])}"
+                for i in bad[:MAX_ROWS_NAMED]
+            )
+            more = f"; and {len(bad) - MAX_ROWS_NAMED} more" if len(bad) > MAX_ROWS_NAMED else ""
+            logger.warning("%s: dropped %d of %d rows with an empty or null %s (%s: %s%s)", split, len(bad),
+                           len(dataset), " or ".join(columns.values()), origins[split], named, more)  # fmt: skip
+            dataset = dataset.select(np.setdiff1d(np.arange(len(dataset)), bad))
         kept[split] = dataset
     return DatasetDict(kept)
+
+
+def _holes(values: pa.ChunkedArray) -> np.ndarray:
+    """True where a value is null (a missing json key reads as null) or text of whitespace only."""
+    missing = pc.is_null(values)
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        missing = pc.or_kleene(missing, pc.match_substring_regex(values, r"^[\s\pZ]*$"))
+    return pc.fill_null(missing, False).to_numpy(zero_copy_only=False)
+
+
+def carve_validation(splits: DatasetDict, fraction: float | None, seed: int, origins: dict[str, str]) -> DatasetDict:
+    """Without a validation split, hold out a seeded `fraction` of train as one (at least one row, logged);
+    `origins` gains the held-out split's."""
+    if "val" in splits:
+        return splits
+    train = splits["train"]
+    if fraction is None:
+        raise DataSourceError(
+            f"{origins['train']}: the data has no validation split and data.val_fraction=null; give one "
+            "(data.data_files.val=...) or set data.val_fraction=0.1 to hold out 10% of train"
+        )
+    size = max(1, round(fraction * len(train)))
+    if size >= len(train):
+        raise DataSourceError(
+            f"{origins['train']}: {len(train)} training rows are too few to hold out data.val_fraction={fraction} "
+            "as a validation split and keep some to train on; give a validation file (data.data_files.val=...)"
+        )
+    parts = train.train_test_split(test_size=size, seed=seed)
+    logger.info("no validation split: held out %d of %d training rows as val (data.val_fraction=%g, seed %d); "
+                "train %d rows, val %d rows", size, len(train), fraction, seed, len(parts["train"]),
+                len(parts["test"]))  # fmt: skip
+    origins["val"] = f"{origins['train']} (held out)"
+    return DatasetDict({**splits, "train": parts["train"], "val": parts["test"]})
+
+
+def cap_splits(splits: DatasetDict, caps: Mapping[str, tuple[str, int | None]]) -> DatasetDict:
+    """Keep the first N rows of a split; `caps`: split -> (the config key, N or None for all)."""
+    capped = {}
+    for split, dataset in splits.items():
+        key, cap = caps[split]
+        if cap is not None and cap < len(dataset):
+            logger.info("%s: keeping the first %d of %d rows (data.%s=%d)", split, cap, len(dataset), key, cap)
+            dataset = dataset.select(range(cap))
+        capped[split] = dataset
+    return DatasetDict(capped)
 
 
 SHORT_DOCUMENT_WORDS = 20  # below this a "long document" is more likely a broken row than a text
@@ -131,10 +267,6 @@ def log_lengths(splits: DatasetDict, text_column: str) -> None:
         if short:
             logger.warning("%s: %d of %d documents have fewer than %d words (shortest: %d); check the data",
                            split, short, len(words), SHORT_DOCUMENT_WORDS, words[0])  # fmt: skip
-
-
-def _has_content(value: object) -> bool:
-    return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 def check_columns(splits: DatasetDict, columns: Mapping[str, str]) -> None:
