@@ -254,49 +254,26 @@ def predict(
     """
     model_dir = Path(model_dir)
     config = _read_config(model_dir)
-    classify = _is_classifier(config.get("architectures") or [])
+    classify, multi_label = _is_classifier(config.get("architectures") or []), _multi_label(config)
     if batch_size < 1:
         raise PredictionError(f"--batch-size={batch_size} must be >= 1")
     if dtype not in DTYPES:
         raise PredictionError(f"--dtype={dtype!r} is unknown; choose one of {sorted(DTYPES)}")
     torch_device = _device(device)
     model_max = config.get("max_position_embeddings")
-    if model_max is None and max_length is None:
-        raise PredictionError(f"{model_dir}/config.json gives no max_position_embeddings: pass --max-length")
-    max_length = max_length or model_max
-    if not 1 <= max_length <= (model_max or max_length):
-        raise PredictionError(
-            f"--max-length={max_length} must be between 1 and the model's max_position_embeddings ({model_max})"
-        )
+    max_length = _max_length(max_length, model_max, model_dir)
     if classify and generation:
         raise PredictionError(f"{model_dir} is a classifier: generation settings {sorted(generation)} do not apply")
     labels = _labels(config) if classify else None
     if labels is not None and documents.references is not None:
-        _check_references(documents.references, labels, multi_label=_multi_label(config))
+        _check_references(documents.references, labels, multi_label=multi_label)
 
     output = Path(output) if output is not None else None
-    report = PredictionReport()
     done = _finished_rows(output, resume)
-    report.resumed = len(done)
-    todo = []
-    for i, (doc_id, text) in enumerate(zip(documents.ids, documents.texts, strict=True)):
-        if text is None or not str(text).strip():
-            report.empty_ids.append(doc_id)
-        elif json.dumps(doc_id) not in done:
-            todo.append(i)
-    if report.empty_ids:
-        logger.warning(
-            "%d of %d documents are empty and were skipped (no prediction written): ids %s%s",
-            len(report.empty_ids),
-            len(documents.ids),
-            report.empty_ids[:10],
-            " ..." if len(report.empty_ids) > 10 else "",
-        )
-    if len(report.empty_ids) == len(documents.ids):
-        raise PredictionError("every document is empty: nothing to predict")
+    todo, empty_ids = _pending(documents, done)
+    report = PredictionReport(resumed=len(done), empty_ids=empty_ids)
     if done:
         logger.info("resuming %s: %d rows already there, %d documents to go", output, len(done), len(todo))
-
     tokenizer = load_checkpoint_tokenizer(model_dir)
     texts = [str(documents.texts[i]) for i in todo]
     lengths = [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]] if texts else []
@@ -309,9 +286,10 @@ def predict(
         )  # fmt: skip
 
     rows = list(done.values())
+    generation_config = None
     if todo:
         model = _ready_model(model_dir, trust_remote_code, torch_device, DTYPES[dtype])
-        generation_config = _generation_config(model, generation or {}) if not classify else None
+        generation_config = None if classify else _generation_config(model, generation or {})
         order = sorted(range(len(todo)), key=lambda k: -lengths[k])  # longest first: memory runs out at once or never
         with _open_output(output) as sink, tqdm(total=len(todo), unit="doc", desc="predict") as progress:
             for batch in _batches(order, batch_size):
@@ -319,10 +297,10 @@ def predict(
                     [texts[k] for k in batch], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
                 ).to(torch_device)
                 if classify:
-                    outputs = _classify(model, encoded, labels, multi_label=_multi_label(config))
+                    predictions = _classify(model, encoded, labels, multi_label=multi_label)
                 else:
-                    outputs = _summarize(model, tokenizer, encoded, generation_config)
-                for k, prediction in zip(batch, outputs, strict=True):
+                    predictions = _summarize(model, tokenizer, encoded, generation_config)
+                for k, prediction in zip(batch, predictions, strict=True):
                     row = {"id": documents.ids[todo[k]], "label" if classify else "summary": prediction,
                            "input_tokens": min(lengths[k], max_length), "document_tokens": lengths[k],
                            "truncated": lengths[k] > max_length}  # fmt: skip
@@ -337,13 +315,43 @@ def predict(
     if documents.references is not None:
         wanted = {json.dumps(doc_id) for doc_id in documents.ids}
         rows = [row for row in rows if json.dumps(row["id"]) in wanted]
-        report.metrics = _metrics(rows, labels, multi_label=_multi_label(config))
+        report.metrics = _metrics(rows, labels, multi_label=multi_label)
         if output is not None and report.metrics:
             record = {"model": str(model_dir), "rows": len(rows), "metrics": report.metrics}
-            if not classify and todo:
+            if generation_config is not None:
                 record["generation"] = {key: getattr(generation_config, key, None) for key in GENERATION_KEYS}
             metrics_path(output).write_text(json.dumps(record, indent=2))
     return report
+
+
+def _max_length(max_length: int | None, model_max: int | None, model_dir: Path) -> int:
+    """`max_length`, by default the model's `max_position_embeddings`, which it may not exceed."""
+    if model_max is None and max_length is None:
+        raise PredictionError(f"{model_dir}/config.json gives no max_position_embeddings: pass --max-length")
+    max_length = max_length or model_max
+    if not 1 <= max_length <= (model_max or max_length):
+        raise PredictionError(
+            f"--max-length={max_length} must be between 1 and the model's max_position_embeddings ({model_max})"
+        )
+    return max_length
+
+
+def _pending(documents: Documents, done: dict[str, dict[str, Any]]) -> tuple[list[int], list[Any]]:
+    """Positions of the documents to predict (not empty, not in `done`) and the ids of the empty ones (warned)."""
+    todo, empty_ids = [], []
+    for i, (doc_id, text) in enumerate(zip(documents.ids, documents.texts, strict=True)):
+        if text is None or not str(text).strip():
+            empty_ids.append(doc_id)
+        elif json.dumps(doc_id) not in done:
+            todo.append(i)
+    if len(empty_ids) == len(documents.ids):
+        raise PredictionError("every document is empty: nothing to predict")
+    if empty_ids:
+        logger.warning(
+            "%d of %d documents are empty and were skipped (no prediction written): ids %s%s",
+            len(empty_ids), len(documents.ids), empty_ids[:10], " ..." if len(empty_ids) > 10 else "",
+        )  # fmt: skip
+    return todo, empty_ids
 
 
 def metrics_path(output: str | os.PathLike) -> Path:

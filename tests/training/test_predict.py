@@ -9,11 +9,9 @@ import pytest
 import torch
 from datasets import Dataset
 
-from lsgtrain import predict as predict_module
 from lsgtrain.cli import main as cli_main
 from lsgtrain.evaluate import evaluate
 from lsgtrain.metrics.rouge import compute_rouge
-from lsgtrain.predict import PredictionError, metrics_path, predict, read_documents
 
 from .conftest import WORDS
 
@@ -24,6 +22,10 @@ VENUES = ["acl", "emnlp", "naacl"]
 def _text(words: int, seed: int = 0) -> str:
     picks = torch.randint(len(WORDS), (words,), generator=torch.Generator().manual_seed(seed)).tolist()
     return " ".join(WORDS[i] for i in picks) + "."
+
+
+def _metrics_file(output: Path) -> dict:
+    return json.loads(output.with_name(f"{output.stem}.metrics.json").read_text())
 
 
 def _rows(path: Path) -> list[dict]:
@@ -79,8 +81,8 @@ def test_summarize_reports_and_skips_empty_documents(tiny_checkpoint, tmp_path, 
     output = tmp_path / "out.jsonl"
     files = [str(empty), str(blank), str(text)]
     assert cli_main(["summarize", str(tiny_checkpoint), *files, "--output", str(output), *QUICK_GENERATION]) == 0
-    assert [row["id"] for row in _rows(output)] == [str(text)]
     assert f"2 of 3 documents are empty and were skipped (no prediction written): ids {files[:2]}" in caplog.text
+    assert [row["id"] for row in _rows(output)] == [str(text)]
     assert "1 predictions written" in capsys.readouterr().out
     assert cli_main(["summarize", str(tiny_checkpoint), str(empty), *QUICK_GENERATION]) == 2
     assert "every document is empty: nothing to predict" in capsys.readouterr().err
@@ -91,12 +93,18 @@ def test_summarize_names_a_non_utf8_file_and_keeps_earlier_results(tiny_checkpoi
     good.write_text(_text(40))
     other.write_text(_text(50))
     bad.write_bytes("Résumé of a long document.".encode("latin-1"))
+    message = f"{bad} is not UTF-8 text (invalid continuation byte at byte 1); convert it"
+    fresh = tmp_path / "fresh.jsonl"
+    assert cli_main(["summarize", str(tiny_checkpoint), str(other), str(bad), "--output", str(fresh),
+                     *QUICK_GENERATION]) == 2  # fmt: skip
+    assert message in capsys.readouterr().err
+    assert not fresh.exists()  # refused before any work, nothing half-written
     output = tmp_path / "out.jsonl"
     options = ["--output", str(output), *QUICK_GENERATION]
     assert cli_main(["summarize", str(tiny_checkpoint), str(good), *options]) == 0
     written = output.read_text()
     assert cli_main(["summarize", str(tiny_checkpoint), str(good), str(other), str(bad), *options, "--resume"]) == 2
-    assert f"{bad} is not UTF-8 text (invalid continuation byte at byte 1); convert it" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert output.read_text() == written  # the earlier summary is still there
     assert cli_main(["summarize", str(tiny_checkpoint), str(other), *options]) == 2  # not clobbered without --resume
     assert f"{output} exists: pass --resume" in capsys.readouterr().err
@@ -104,7 +112,9 @@ def test_summarize_names_a_non_utf8_file_and_keeps_earlier_results(tiny_checkpoi
 
 
 def test_rows_are_written_as_they_come_and_resume_skips_them(tiny_checkpoint, tmp_path, monkeypatch):
-    documents = read_documents([str(_write(_table(), tmp_path / "docs.jsonl"))], text_column="text")
+    from lsgtrain import predict as predict_module
+
+    documents = predict_module.read_documents([str(_write(_table(), tmp_path / "docs.jsonl"))], text_column="text")
     output = tmp_path / "out.jsonl"
     real = predict_module._summarize
     calls = []
@@ -118,12 +128,14 @@ def test_rows_are_written_as_they_come_and_resume_skips_them(tiny_checkpoint, tm
     monkeypatch.setattr(predict_module, "_summarize", crash_on_second_batch)
     generation = {"num_beams": 1, "max_new_tokens": 3}
     with pytest.raises(RuntimeError, match="killed"):
-        predict(tiny_checkpoint, documents, output=output, batch_size=2, generation=generation)
+        predict_module.predict(tiny_checkpoint, documents, output=output, batch_size=2, generation=generation)
     first = _rows(output)
     assert [row["id"] for row in first] == [4, 3]  # the first batch: the two longest documents
     output.write_text(output.read_text() + '{"id": 2, "summ')  # a row cut short by the crash
     monkeypatch.setattr(predict_module, "_summarize", real)
-    report = predict(tiny_checkpoint, documents, output=output, resume=True, batch_size=2, generation=generation)
+    report = predict_module.predict(
+        tiny_checkpoint, documents, output=output, resume=True, batch_size=2, generation=generation
+    )
     assert (report.resumed, report.written) == (2, 3)
     rows = _rows(output)
     assert rows[:2] == first and sorted(row["id"] for row in rows) == [0, 1, 2, 3, 4]
@@ -149,13 +161,15 @@ def test_predict_reads_jsonl_csv_and_parquet_with_ids_and_rouge(tiny_checkpoint,
     references = dict(zip(_table()["doc_id"], _table()["abstract"], strict=True))
     assert all(row["reference"] == references[row["id"]] and isinstance(row["summary"], str) for row in rows)
     expected = compute_rouge([row["summary"] for row in rows], [row["reference"] for row in rows])
-    saved = json.loads(metrics_path(output).read_text())
+    saved = _metrics_file(output)
     assert saved["metrics"] == pytest.approx(expected) and saved["rows"] == 5
     assert saved["generation"]["num_beams"] == 1 and saved["generation"]["max_new_tokens"] == 3
     assert f"rougeLsum    {expected['rougeLsum']:.4f}" in capsys.readouterr().out
 
 
 def test_predict_names_unreadable_files_and_missing_columns(tiny_checkpoint, tmp_path, monkeypatch):
+    from lsgtrain.predict import PredictionError, predict, read_documents
+
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"text": "a document"}\n{"text": \n')
     with pytest.raises(PredictionError, match=f"cannot read {broken} as jsonl"):
@@ -172,6 +186,8 @@ def test_predict_names_unreadable_files_and_missing_columns(tiny_checkpoint, tmp
 
 
 def test_predict_reads_a_dataset_split_from_a_local_folder(hub_standins, tmp_path):
+    from lsgtrain.predict import PredictionError, predict, read_documents
+
     documents = read_documents(
         dataset=str(hub_standins["ccdv/arxiv-summarization"]), split="test", config="section",
         text_column="article", reference_column="abstract",
@@ -182,7 +198,7 @@ def test_predict_reads_a_dataset_split_from_a_local_folder(hub_standins, tmp_pat
     rows = _rows(output)
     assert report.written == len(rows) == 4 and sorted(row["id"] for row in rows) == [0, 1, 2, 3]
     assert all(row["document_tokens"] > 200 and not row["truncated"] for row in rows)  # 4,096 positions
-    assert set(json.loads(metrics_path(output).read_text())["metrics"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    assert set(_metrics_file(output)["metrics"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
     with pytest.raises(PredictionError, match=r"could not load the 'tset' split of dataset .*Unknown split"):
         read_documents(dataset=str(hub_standins["ccdv/arxiv-summarization"]), split="tset", config="section")
 
@@ -195,7 +211,7 @@ def test_classifier_predicts_label_names_and_scores_accuracy_and_f1(classifier, 
     assert code == 0, capsys.readouterr().err
     rows = _rows(output)
     assert len(rows) == 6 and {row["label"] for row in rows} <= set(VENUES)
-    saved = json.loads(metrics_path(output).read_text())["metrics"]
+    saved = _metrics_file(output)["metrics"]
     accuracy = sum(row["label"] == row["reference"] for row in rows) / len(rows)
     assert saved["acc"] == pytest.approx(accuracy) and 0.0 <= saved["f1_macro"] <= 1.0
     unknown = _write(Dataset.from_list([{"text": "a paper", "venue": "coling"}]), tmp_path / "unknown.jsonl")
