@@ -40,18 +40,23 @@ def _table(size: int = 5) -> Dataset:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def classifier(tiny_checkpoint, tmp_path_factory) -> Path:
-    """An exported LSGPegasusForSequenceClassification (3 venues), as a classification run writes one."""
+def _classifier(checkpoint: Path, folder: Path, problem_type: str) -> Path:
+    """An exported LSGPegasusForSequenceClassification over the 3 venues, as a classification run writes one."""
     from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForSequenceClassification
 
-    folder = tmp_path_factory.mktemp("classifier")
-    config = LSGPegasusConfig.from_pretrained(tiny_checkpoint, num_labels=3, id2label=dict(enumerate(VENUES)))
+    config = LSGPegasusConfig.from_pretrained(
+        checkpoint, num_labels=3, id2label=dict(enumerate(VENUES)), problem_type=problem_type
+    )
     torch.manual_seed(0)
     LSGPegasusForSequenceClassification(config).save_pretrained(folder)
-    for tokenizer_file in tiny_checkpoint.glob("tokenizer*"):
+    for tokenizer_file in checkpoint.glob("tokenizer*"):
         shutil.copy(tokenizer_file, folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_checkpoint, tmp_path_factory) -> Path:
+    return _classifier(tiny_checkpoint, tmp_path_factory.mktemp("classifier"), "single_label_classification")
 
 
 def test_summarize_warns_with_counts_when_documents_are_truncated(tiny_checkpoint, tmp_path, caplog, capsys):
@@ -221,6 +226,21 @@ def test_classifier_predicts_label_names_and_scores_accuracy_and_f1(classifier, 
         "labels the model does not know: ['coling']; the model's labels (id2label) are ['acl'"
         in capsys.readouterr().err
     )
+
+
+def test_multi_label_classifier_predicts_label_lists_and_scores_them(tiny_checkpoint, tmp_path):
+    from lsgtrain.predict import predict, read_documents
+
+    model = _classifier(tiny_checkpoint, tmp_path / "multi", "multi_label_classification")
+    table = _table(4).map(lambda row, i: {"venues": VENUES[: 1 + i % 3]}, with_indices=True)
+    documents = read_documents([str(_write(table, tmp_path / "docs.parquet"))], text_column="text",
+                               reference_column="venues")  # fmt: skip
+    report = predict(model, documents, output=tmp_path / "labels.jsonl")
+    rows = _rows(tmp_path / "labels.jsonl")
+    assert all(isinstance(row["label"], list) and set(row["label"]) <= set(VENUES) for row in rows)
+    exact = [[float(venue in row["label"]) == float(venue in row["reference"]) for venue in VENUES] for row in rows]
+    assert report.metrics["acc"] == pytest.approx(sum(map(sum, exact)) / (3 * len(rows)))  # per-label accuracy
+    assert _metrics_file(tmp_path / "labels.jsonl")["metrics"] == report.metrics
 
 
 def test_evaluate_scores_a_model_folder_without_a_checkpoint(make_cfg, tiny_checkpoint, tmp_path, caplog):
