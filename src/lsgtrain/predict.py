@@ -171,7 +171,8 @@ def _load_split(name: str, config: str | None, split: str) -> Dataset:
 
 
 def _check_ids(ids: list[Any], id_column: str | None) -> None:
-    """Ids name the output rows and let `resume` skip them: each must be present and unique."""
+    """Ids name the output rows and let `resume` skip them: each must be present and unique (only an --id-column
+    can break that: numbered rows and file paths are unique, a file given twice is read once)."""
     nulls = sum(value is None for value in ids)
     if nulls:
         raise PredictionError(
@@ -182,8 +183,8 @@ def _check_ids(ids: list[Any], id_column: str | None) -> None:
         key = json.dumps(value)
         if key in seen:
             raise PredictionError(
-                f"--id-column={id_column!r}: the id {value!r} appears more than once; ids must "
-                "be unique (leave --id-column out to number the rows)"
+                f"--id-column={id_column!r}: the id {value!r} appears more than once; ids must be unique (leave "
+                "--id-column out to number the rows)"
             )
         seen.add(key)
 

@@ -185,6 +185,9 @@ def test_predict_names_unreadable_files_and_missing_columns(tiny_checkpoint, tmp
         read_documents([str(good)], text_column="article")
     with pytest.raises(FileNotFoundError, match=r"no such file: .*nowhere\.jsonl"):
         read_documents([str(good), str(tmp_path / "nowhere.jsonl")])
+    repeated = _write(Dataset.from_list([{"text": "a", "n": 1}, {"text": "b", "n": 1}]), tmp_path / "repeated.jsonl")
+    with pytest.raises(PredictionError, match="--id-column='n': the id 1 appears more than once; ids must be unique"):
+        read_documents([str(repeated)], text_column="text", id_column="n")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(PredictionError, match=r"--device=cuda, but torch sees no CUDA GPU here; use --device cpu"):
         predict(tiny_checkpoint, read_documents([str(good)], text_column="text"), device="cuda")
