@@ -1,4 +1,5 @@
-"""`lsgtrain` command line: `convert` a Pegasus checkpoint to LSG, `summarize` text files, run the offline `demo`."""
+"""`lsgtrain` command line: `convert` a Pegasus checkpoint to LSG, `predict` over files or a dataset split,
+`summarize` text files, run the offline `demo`."""
 
 import argparse
 import json
@@ -38,56 +39,42 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"converted {args.source} -> {args.output_dir} ({type(model).__name__}, {args.max_sequence_length} tokens)")
 
 
+def _predict(args: argparse.Namespace) -> None:
+    """Summaries or labels for files or a dataset split, one JSON line per document (lsgtrain.predict)."""
+    from .predict import read_documents
+
+    documents = read_documents(
+        args.input, dataset=args.dataset, split=args.split, config=args.config, text_column=args.text_column,
+        reference_column=args.reference_column, id_column=args.id_column,
+    )  # fmt: skip
+    _run_prediction(args, documents)
+
+
 def _summarize(args: argparse.Namespace) -> None:
-    """Summarize text files with an exported (or converted) LSG-Pegasus folder; one JSON line per file."""
-    import torch
-    from transformers import AutoTokenizer
+    """`predict` over text files, one document each (the file's path is the row's id)."""
+    from .predict import read_documents
 
-    model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json); pass a run's hf_model folder")
-    missing = [path for path in args.files if not Path(path).is_file()]
-    if missing:
-        raise FileNotFoundError(f"no such file: {', '.join(missing)}")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = _load_seq2seq(model_dir, trust_remote_code=args.trust_remote_code).eval()
-    broken = [name for name, value in model.state_dict().items() if not torch.isfinite(value).all()]
-    if broken:
-        raise ValueError(f"{model_dir} has non-finite weights ({len(broken)} tensors, e.g. {broken[0]}): its training "
-                         "diverged; it would only produce empty summaries")  # fmt: skip
-    max_length = args.max_length or model.config.max_position_embeddings
-    generation = {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
-                  "length_penalty": args.length_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}  # fmt: skip
-    rows = []
-    for path in args.files:
-        inputs = tokenizer(Path(path).read_text(), truncation=True, max_length=max_length, return_tensors="pt")
-        with torch.no_grad():
-            ids = model.generate(**inputs, **generation)
-        summary = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
-        rows.append({"file": str(path), "input_tokens": inputs["input_ids"].shape[1], "summary": summary})
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    if args.output:
-        Path(args.output).write_text(lines)
-        print(f"{len(rows)} summaries written to {args.output}")
-    else:
-        sys.stdout.write(lines)
+    _run_prediction(args, read_documents(args.files))
 
 
-def _load_seq2seq(model_dir: Path, *, trust_remote_code: bool):
-    """Our LSG exports load with lsgtrain's own classes and other folders with transformers' own; the folder's
-    `.py` files run only with `trust_remote_code` (a folder's code can do anything a Python program can)."""
-    from transformers import AutoModelForSeq2SeqLM
+def _run_prediction(args: argparse.Namespace, documents) -> None:
+    from .predict import metrics_path, predict
 
-    from .modeling import LSGPegasusForConditionalGeneration
-
-    if trust_remote_code:
-        return AutoModelForSeq2SeqLM.from_pretrained(model_dir, trust_remote_code=True)
-    architectures = json.loads((model_dir / "config.json").read_text()).get("architectures") or []
-    if LSGPegasusForConditionalGeneration.__name__ in architectures:
-        return LSGPegasusForConditionalGeneration.from_pretrained(model_dir)
-    if any(name.startswith("LSG") for name in architectures):
-        raise ValueError(f"{model_dir} holds a {architectures[0]}, not a summarization (seq2seq) model")
-    return AutoModelForSeq2SeqLM.from_pretrained(model_dir, trust_remote_code=False)
+    generation = {key: getattr(args, key) for key in GENERATION_OPTIONS if getattr(args, key) is not None}
+    report = predict(
+        args.model, documents, output=args.output, resume=args.resume, batch_size=args.batch_size,
+        device=args.device, dtype=args.dtype, max_length=args.max_length, generation=generation,
+        trust_remote_code=args.trust_remote_code,
+    )  # fmt: skip
+    out = sys.stdout if args.output else sys.stderr  # stdout carries the rows when there is no --output
+    lines = [f"{report.written} predictions written to {args.output or 'stdout'}"
+             + (f" ({report.resumed} already there)" if report.resumed else "")
+             + (f", {len(report.empty_ids)} empty documents skipped" if report.empty_ids else "")
+             + (f", {report.truncated} documents truncated" if report.truncated else "")]  # fmt: skip
+    lines += [f"  {name:<12} {value:.4f}" for name, value in report.metrics.items()]
+    if report.metrics and args.output:
+        lines.append(f"metrics written to {metrics_path(args.output)}")
+    print("\n".join(lines), file=out)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -138,6 +125,30 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"4. beam-search generation (untrained weights, so the words are random): {summary[:120]!r}")
 
 
+GENERATION_OPTIONS = ("num_beams", "max_new_tokens", "length_penalty", "no_repeat_ngram_size")
+
+
+def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    """The options `predict` and `summarize` share: output, batching, device, lengths, generation."""
+    from .predict import DEVICES, DTYPES
+
+    parser.add_argument("--output", help="JSON lines file, appended row by row as batches finish (default: stdout)")
+    parser.add_argument("--resume", action="store_true", help="skip the ids already in --output, append the others")
+    parser.add_argument("--batch-size", type=int, default=8, help="documents per batch (batched by token length)")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda if there is a GPU")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the model's weights")
+    parser.add_argument("--max-length", type=int, help="source tokens (default: the model's maximum)")
+    generation = parser.add_argument_group("generation (default: the model's generation_config)")
+    generation.add_argument("--num-beams", type=int)
+    generation.add_argument("--max-new-tokens", type=int)
+    generation.add_argument("--length-penalty", type=float)
+    generation.add_argument("--no-repeat-ngram-size", type=int)
+    parser.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="run the model folder's own Python files (only for folders you trust; not needed for lsgtrain exports)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsgtrain", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -161,19 +172,27 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--allow-weight-mismatch", action="store_true", help="convert despite missing weights")
     convert.set_defaults(run=_convert)
 
+    predict = commands.add_parser(
+        "predict", help="summaries or labels for jsonl/csv/parquet files or a dataset split, with metrics"
+    )
+    predict.add_argument("model", help="an HF model folder, e.g. outputs/.../hf_model")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--input", nargs="+", help=".jsonl/.json/.csv/.parquet files (one document a row) or .txt files"
+    )
+    source.add_argument("--dataset", help="a hub dataset name or a local dataset folder (datasets.load_dataset)")
+    predict.add_argument("--split", default="test", help="split of --dataset")
+    predict.add_argument("--config", help="config of --dataset (e.g. section for ccdv/arxiv-summarization)")
+    predict.add_argument("--text-column", default="document")
+    predict.add_argument("--reference-column", help="summaries or labels to score against (ROUGE / accuracy, F1)")
+    predict.add_argument("--id-column", help="written with each row (default: the row index)")
+    _add_prediction_options(predict)
+    predict.set_defaults(run=_predict)
+
     summarize = commands.add_parser("summarize", help="summarize text files with a trained model folder")
     summarize.add_argument("model", help="an HF model folder, e.g. outputs/.../hf_model")
-    summarize.add_argument("files", nargs="+", help="UTF-8 text files, one document each")
-    summarize.add_argument("--output", help="JSON lines file (default: stdout)")
-    summarize.add_argument("--max-length", type=int, help="source tokens (default: the model's maximum)")
-    summarize.add_argument("--num-beams", type=int, default=4)
-    summarize.add_argument("--max-new-tokens", type=int, default=256)
-    summarize.add_argument("--length-penalty", type=float, default=1.0)
-    summarize.add_argument("--no-repeat-ngram-size", type=int, default=3)
-    summarize.add_argument(
-        "--trust-remote-code", action="store_true",
-        help="run the model folder's own Python files (only for folders you trust; not needed for lsgtrain exports)",
-    )  # fmt: skip
+    summarize.add_argument("files", nargs="+", help="UTF-8 text files, one document each (the path is its id)")
+    _add_prediction_options(summarize)
     summarize.set_defaults(run=_summarize)
 
     demo = commands.add_parser("demo", help="offline tour: tokenizer, tiny Pegasus, conversion, long input")

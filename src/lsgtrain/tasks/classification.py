@@ -7,6 +7,22 @@ from torchmetrics.classification import Accuracy, F1Score
 from .base import LongDocumentModule
 
 
+def classification_metrics(*, num_labels: int, multi_label: bool) -> MetricCollection:
+    """Accuracy, macro-F1 and micro-F1 as training logs them (`acc`, `f1_macro`, `f1_micro`); `lsgtrain predict`
+    scores an exported model with the same collection. Multi-label inputs are probabilities, thresholded at 0.5."""
+    if multi_label:
+        task = {"task": "multilabel", "num_labels": num_labels}
+    else:
+        task = {"task": "multiclass", "num_classes": num_labels}
+    return MetricCollection(
+        {
+            "acc": Accuracy(**task, average="micro"),
+            "f1_macro": F1Score(**task, average="macro"),
+            "f1_micro": F1Score(**task, average="micro"),
+        }
+    )
+
+
 class ClassificationModule(LongDocumentModule):
     """Fine-tunes `LSGPegasusForSequenceClassification`; logs `stage/acc`, `stage/f1_macro`, `stage/f1_micro`.
 
@@ -15,17 +31,9 @@ class ClassificationModule(LongDocumentModule):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        num_labels = self.model.config.num_labels
-        if self.model.config.problem_type == "multi_label_classification":
-            task = {"task": "multilabel", "num_labels": num_labels}
-        else:
-            task = {"task": "multiclass", "num_classes": num_labels}
-        metrics = MetricCollection(
-            {
-                "acc": Accuracy(**task, average="micro"),
-                "f1_macro": F1Score(**task, average="macro"),
-                "f1_micro": F1Score(**task, average="micro"),
-            }
+        metrics = classification_metrics(
+            num_labels=self.model.config.num_labels,
+            multi_label=self.model.config.problem_type == "multi_label_classification",
         )
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")

@@ -1,0 +1,260 @@
+"""`lsgtrain predict` / `summarize` over many documents and `lsgtrain.evaluate` without a checkpoint (issue 10)."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+
+from lsgtrain.cli import main as cli_main
+from lsgtrain.evaluate import evaluate
+from lsgtrain.metrics.rouge import compute_rouge
+
+from .conftest import WORDS
+
+QUICK_GENERATION = ["--num-beams", "1", "--max-new-tokens", "3"]
+VENUES = ["acl", "emnlp", "naacl"]
+
+
+def _text(words: int, seed: int = 0) -> str:
+    picks = torch.randint(len(WORDS), (words,), generator=torch.Generator().manual_seed(seed)).tolist()
+    return " ".join(WORDS[i] for i in picks) + "."
+
+
+def _metrics_file(output: Path) -> dict:
+    return json.loads(output.with_name(f"{output.stem}.metrics.json").read_text())
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _table(size: int = 5) -> Dataset:
+    """Rows with an id, a document (of growing length), a summary and a venue."""
+    return Dataset.from_list(
+        [{"doc_id": f"p{i}", "text": _text(20 + 30 * i, seed=i), "abstract": _text(12, seed=100 + i),
+          "venue": VENUES[i % 3]} for i in range(size)]
+    )  # fmt: skip
+
+
+def _classifier(checkpoint: Path, folder: Path, problem_type: str) -> Path:
+    """An exported LSGPegasusForSequenceClassification over the 3 venues, as a classification run writes one."""
+    from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForSequenceClassification
+
+    config = LSGPegasusConfig.from_pretrained(
+        checkpoint, num_labels=3, id2label=dict(enumerate(VENUES)), problem_type=problem_type
+    )
+    torch.manual_seed(0)
+    LSGPegasusForSequenceClassification(config).save_pretrained(folder)
+    for tokenizer_file in checkpoint.glob("tokenizer*"):
+        shutil.copy(tokenizer_file, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_checkpoint, tmp_path_factory) -> Path:
+    return _classifier(tiny_checkpoint, tmp_path_factory.mktemp("classifier"), "single_label_classification")
+
+
+def test_summarize_warns_with_counts_when_documents_are_truncated(tiny_checkpoint, tmp_path, caplog, capsys):
+    long, short = tmp_path / "long.txt", tmp_path / "short.txt"
+    long.write_text(_text(3000))
+    short.write_text(_text(50))
+    output = tmp_path / "out.jsonl"
+    assert cli_main(["summarize", str(tiny_checkpoint), str(long), str(short), "--output", str(output),
+                     *QUICK_GENERATION]) == 0  # fmt: skip
+    assert "1 of 2 documents are longer than 512 tokens and were truncated to it" in caplog.text
+    rows = {row["id"]: row for row in _rows(output)}
+    assert rows[str(long)]["truncated"] and rows[str(long)]["input_tokens"] == 512
+    assert rows[str(long)]["document_tokens"] > 2000
+    assert not rows[str(short)]["truncated"] and rows[str(short)]["input_tokens"] == rows[str(short)]["document_tokens"]
+    assert "1 predictions written" not in capsys.readouterr().out  # 2 were
+    assert cli_main(["summarize", str(tiny_checkpoint), str(long), "--max-length", "1000", *QUICK_GENERATION]) == 2
+    assert (
+        "--max-length=1000 must be between 1 and the model's max_position_embeddings (512)" in capsys.readouterr().err
+    )
+
+
+def test_summarize_reports_and_skips_empty_documents(tiny_checkpoint, tmp_path, caplog, capsys):
+    empty, blank, text = tmp_path / "empty.txt", tmp_path / "blank.txt", tmp_path / "text.txt"
+    empty.write_text("")
+    blank.write_text("  \n\n ")
+    text.write_text(_text(60))
+    output = tmp_path / "out.jsonl"
+    files = [str(empty), str(blank), str(text)]
+    assert cli_main(["summarize", str(tiny_checkpoint), *files, "--output", str(output), *QUICK_GENERATION]) == 0
+    assert f"2 of 3 documents are empty and were skipped (no prediction written): ids {files[:2]}" in caplog.text
+    assert [row["id"] for row in _rows(output)] == [str(text)]
+    assert "1 predictions written" in capsys.readouterr().out
+    assert cli_main(["summarize", str(tiny_checkpoint), str(empty), *QUICK_GENERATION]) == 2
+    assert "every document is empty: nothing to predict" in capsys.readouterr().err
+
+
+def test_summarize_names_a_non_utf8_file_and_keeps_earlier_results(tiny_checkpoint, tmp_path, capsys):
+    good, other, bad = tmp_path / "good.txt", tmp_path / "other.txt", tmp_path / "latin1.txt"
+    good.write_text(_text(40))
+    other.write_text(_text(50))
+    bad.write_bytes("Résumé of a long document.".encode("latin-1"))
+    message = f"{bad} is not UTF-8 text (invalid continuation byte at byte 1); convert it"
+    fresh = tmp_path / "fresh.jsonl"
+    assert cli_main(["summarize", str(tiny_checkpoint), str(other), str(bad), "--output", str(fresh),
+                     *QUICK_GENERATION]) == 2  # fmt: skip
+    assert message in capsys.readouterr().err
+    assert not fresh.exists()  # refused before any work, nothing half-written
+    output = tmp_path / "out.jsonl"
+    options = ["--output", str(output), *QUICK_GENERATION]
+    assert cli_main(["summarize", str(tiny_checkpoint), str(good), *options]) == 0
+    written = output.read_text()
+    assert cli_main(["summarize", str(tiny_checkpoint), str(good), str(other), str(bad), *options, "--resume"]) == 2
+    assert message in capsys.readouterr().err
+    assert output.read_text() == written  # the earlier summary is still there
+    assert cli_main(["summarize", str(tiny_checkpoint), str(other), *options]) == 2  # not clobbered without --resume
+    assert f"{output} exists: pass --resume" in capsys.readouterr().err
+    assert output.read_text() == written
+
+
+def test_rows_are_written_as_they_come_and_resume_skips_them(tiny_checkpoint, tmp_path, monkeypatch):
+    from lsgtrain import predict as predict_module
+
+    documents = predict_module.read_documents([str(_write(_table(), tmp_path / "docs.jsonl"))], text_column="text")
+    output = tmp_path / "out.jsonl"
+    real = predict_module._summarize
+    calls = []
+
+    def crash_on_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "_summarize", crash_on_second_batch)
+    generation = {"num_beams": 1, "max_new_tokens": 3}
+    with pytest.raises(RuntimeError, match="killed"):
+        predict_module.predict(tiny_checkpoint, documents, output=output, batch_size=2, generation=generation)
+    first = _rows(output)
+    assert [row["id"] for row in first] == [4, 3]  # the first batch: the two longest documents
+    output.write_text(output.read_text() + '{"id": 2, "summ')  # a row cut short by the crash
+    monkeypatch.setattr(predict_module, "_summarize", real)
+    report = predict_module.predict(
+        tiny_checkpoint, documents, output=output, resume=True, batch_size=2, generation=generation
+    )
+    assert (report.resumed, report.written) == (2, 3)
+    rows = _rows(output)
+    assert rows[:2] == first and sorted(row["id"] for row in rows) == [0, 1, 2, 3, 4]
+    lengths = [row["document_tokens"] for row in rows[2:]]
+    assert lengths == sorted(lengths, reverse=True)  # batched by length, longest first
+
+
+def _write(table: Dataset, path: Path) -> Path:
+    {".jsonl": table.to_json, ".csv": table.to_csv, ".parquet": table.to_parquet}[path.suffix](str(path))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_predict_reads_jsonl_csv_and_parquet_with_ids_and_rouge(tiny_checkpoint, tmp_path, suffix, capsys):
+    path = _write(_table(), tmp_path / f"docs{suffix}")
+    output = tmp_path / "out.jsonl"
+    code = cli_main(["predict", str(tiny_checkpoint), "--input", str(path), "--text-column", "text", "--id-column",
+                     "doc_id", "--reference-column", "abstract", "--output", str(output), "--batch-size", "2",
+                     "--dtype", "bf16", *QUICK_GENERATION])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    rows = _rows(output)
+    assert sorted(row["id"] for row in rows) == [f"p{i}" for i in range(5)]
+    references = dict(zip(_table()["doc_id"], _table()["abstract"], strict=True))
+    assert all(row["reference"] == references[row["id"]] and isinstance(row["summary"], str) for row in rows)
+    expected = compute_rouge([row["summary"] for row in rows], [row["reference"] for row in rows])
+    saved = _metrics_file(output)
+    assert saved["metrics"] == pytest.approx(expected) and saved["rows"] == 5
+    assert saved["generation"]["num_beams"] == 1 and saved["generation"]["max_new_tokens"] == 3
+    assert f"rougeLsum    {expected['rougeLsum']:.4f}" in capsys.readouterr().out
+
+
+def test_predict_names_unreadable_files_and_missing_columns(tiny_checkpoint, tmp_path, monkeypatch):
+    from lsgtrain.predict import PredictionError, predict, read_documents
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "a document"}\n{"text": \n')
+    with pytest.raises(PredictionError, match=f"cannot read {broken} as jsonl"):
+        read_documents([str(broken)], text_column="text")
+    good = _write(_table(), tmp_path / "docs.parquet")
+    with pytest.raises(PredictionError, match=r"--text-column='article' is not a column of .*docs.parquet; columns "
+                       r"present: \['doc_id', 'text', 'abstract', 'venue'\]"):  # fmt: skip
+        read_documents([str(good)], text_column="article")
+    with pytest.raises(FileNotFoundError, match=r"no such file: .*nowhere\.jsonl"):
+        read_documents([str(good), str(tmp_path / "nowhere.jsonl")])
+    repeated = _write(Dataset.from_list([{"text": "a", "n": 1}, {"text": "b", "n": 1}]), tmp_path / "repeated.jsonl")
+    with pytest.raises(PredictionError, match="--id-column='n': the id 1 appears more than once; ids must be unique"):
+        read_documents([str(repeated)], text_column="text", id_column="n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PredictionError, match=r"--device=cuda, but torch sees no CUDA GPU here; use --device cpu"):
+        predict(tiny_checkpoint, read_documents([str(good)], text_column="text"), device="cuda")
+
+
+def test_predict_reads_a_dataset_split_from_a_local_folder(hub_standins, tmp_path):
+    from lsgtrain.predict import PredictionError, predict, read_documents
+
+    documents = read_documents(
+        dataset=str(hub_standins["ccdv/arxiv-summarization"]), split="test", config="section",
+        text_column="article", reference_column="abstract",
+    )  # fmt: skip
+    output = tmp_path / "out.jsonl"
+    report = predict(hub_standins["ccdv/lsg-pegasus-large-4096"], documents, output=output,
+                     generation={"num_beams": 1, "max_new_tokens": 4})  # fmt: skip
+    rows = _rows(output)
+    assert report.written == len(rows) == 4 and sorted(row["id"] for row in rows) == [0, 1, 2, 3]
+    assert all(row["document_tokens"] > 200 and not row["truncated"] for row in rows)  # 4,096 positions
+    assert set(_metrics_file(output)["metrics"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    with pytest.raises(PredictionError, match=r"could not load the 'tset' split of dataset .*Unknown split"):
+        read_documents(dataset=str(hub_standins["ccdv/arxiv-summarization"]), split="tset", config="section")
+
+
+def test_classifier_predicts_label_names_and_scores_accuracy_and_f1(classifier, tmp_path, capsys):
+    path = _write(_table(6), tmp_path / "docs.jsonl")
+    output = tmp_path / "labels.jsonl"
+    code = cli_main(["predict", str(classifier), "--input", str(path), "--text-column", "text", "--reference-column",
+                     "venue", "--output", str(output)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    rows = _rows(output)
+    assert len(rows) == 6 and {row["label"] for row in rows} <= set(VENUES)
+    saved = _metrics_file(output)["metrics"]
+    accuracy = sum(row["label"] == row["reference"] for row in rows) / len(rows)
+    assert saved["acc"] == pytest.approx(accuracy) and 0.0 <= saved["f1_macro"] <= 1.0
+    unknown = _write(Dataset.from_list([{"text": "a paper", "venue": "coling"}]), tmp_path / "unknown.jsonl")
+    assert cli_main(["predict", str(classifier), "--input", str(unknown), "--text-column", "text",
+                     "--reference-column", "venue"]) == 2  # fmt: skip
+    assert (
+        "labels the model does not know: ['coling']; the model's labels (id2label) are ['acl'"
+        in capsys.readouterr().err
+    )
+
+
+def test_multi_label_classifier_predicts_label_lists_and_scores_them(tiny_checkpoint, tmp_path):
+    from lsgtrain.predict import predict, read_documents
+
+    model = _classifier(tiny_checkpoint, tmp_path / "multi", "multi_label_classification")
+    table = _table(4).map(lambda row, i: {"venues": VENUES[: 1 + i % 3]}, with_indices=True)
+    documents = read_documents([str(_write(table, tmp_path / "docs.parquet"))], text_column="text",
+                               reference_column="venues")  # fmt: skip
+    report = predict(model, documents, output=tmp_path / "labels.jsonl")
+    rows = _rows(tmp_path / "labels.jsonl")
+    assert all(isinstance(row["label"], list) and set(row["label"]) <= set(VENUES) for row in rows)
+    exact = [[float(venue in row["label"]) == float(venue in row["reference"]) for venue in VENUES] for row in rows]
+    assert report.metrics["acc"] == pytest.approx(sum(map(sum, exact)) / (3 * len(rows)))  # per-label accuracy
+    assert _metrics_file(tmp_path / "labels.jsonl")["metrics"] == report.metrics
+
+
+def test_evaluate_scores_a_model_folder_without_a_checkpoint(make_cfg, tiny_checkpoint, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    cfg = make_cfg(f"model.pretrained={tiny_checkpoint}", "data.max_samples=4", config_name="eval")
+    cfg.paths.output_dir = str(tmp_path / "eval")
+    metrics = evaluate(cfg)
+    assert {"val/rougeLsum", "test/rougeLsum"} <= metrics.keys()
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["model"] == str(tiny_checkpoint) and written["metrics"]["test/rouge1"] == metrics["test/rouge1"]
+    assert (tmp_path / "eval" / "predictions" / "test.jsonl").is_file()
+    assert "num_global_tokens=4 (saved: 1)" in caplog.text and "pass model.lsg.num_global_tokens=1" in caplog.text
+    with pytest.raises(ValueError, match=r"nothing to evaluate: give ckpt_path=PATH .* or model.pretrained=DIR"):
+        evaluate(make_cfg(config_name="eval"))
