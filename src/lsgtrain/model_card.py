@@ -9,6 +9,7 @@ import logging
 import os
 import platform
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ LSG_CARD_KEYS = (
     "max_position_embeddings", "block_size", "sparse_block_size", "sparsity_factor", "sparsity_type",
     "num_global_tokens", "adaptive", "mask_first_token", "pass_global_tokens_to_decoder", "pool_with_global",
 )  # fmt: skip
+METADATA_KEYS = ("_from_model_config", "transformers_version")  # not decoding settings
 TASKS = {"seq2seq": ("summarization", "summarization"), "classification": ("text-classification", "classification")}
 
 CARD_TEMPLATE = """---
@@ -49,7 +51,7 @@ CARD_TEMPLATE = """---
 
 An LSG-Pegasus {{ task_word }} model: Pegasus whose encoder attends with **Local + Sparse + Global** attention
 ([LSG, Condevaux & Harispe, PAKDD 2023]({{ paper }})), so it reads documents of up to {{ max_length }} tokens.
-Fine-tuned with lsgtrain on {{ data_short }}.
+Trained with lsgtrain on {{ data_short }}.
 
 ## Usage
 
@@ -65,6 +67,7 @@ model = {{ auto_class }}.from_pretrained(model_id, trust_remote_code=True)
 inputs = tokenizer(document, truncation=True, max_length={{ max_length }}, return_tensors="pt")
 {% if generation %}summary_ids = model.generate(**inputs)  # the run's decoding settings (generation_config.json)
 summary = tokenizer.decode(summary_ids[0], skip_special_tokens=True)
+{% elif multi_label %}predicted = model(**inputs).logits.sigmoid() > 0.5  # one column per label: model.config.id2label
 {% else %}predicted = model(**inputs).logits.argmax(-1)  # label ids: model.config.id2label
 {% endif %}```
 {% if generation %}
@@ -140,62 +143,59 @@ def build_model_card(
 
     Args:
         run_config: the run's resolved config (`OmegaConf.to_container(cfg, resolve=True)`).
-        model_config: the exported model's config (LSG keys, length, labels).
+        model_config: the exported model's config (LSG keys, length).
         validation: `val/*` metrics of the exported checkpoint; test: `test/*` metrics (empty: not tested).
         generation: the export's generation config (None for a classifier).
         trainer: the run's trainer (steps, epochs, devices, precision).
         seconds: wall time of this process; resumed: whether it continued an earlier process's checkpoint.
         license: a hub license id; None: the base checkpoint's, else apache-2.0.
-        repo_id: where it will be pushed (used in the usage example).
+        repo_id: where it will be pushed (the usage example's model id).
     """
-    model_cfg, data_cfg = run_config["model"], run_config["data"]
+    model_cfg, data_cfg, module_cfg = run_config["model"], run_config["data"], run_config["module"]
     pipeline_tag, task_word = TASKS[model_cfg["task"]]
-    base = model_cfg.get("convert_from") or model_cfg.get("pretrained")
-    base_hub_id = base if base and not Path(base).expanduser().exists() else None
-    dataset_id, data_short, data_text = _describe_data(data_cfg)
+    base = model_cfg["convert_from"] or model_cfg["pretrained"]
+    data = describe_data(data_cfg)
     license_id, license_text = _license(license, base)
     card_data = ModelCardData(
         language="en",
         license=license_id,
         library_name="transformers",
         pipeline_tag=pipeline_tag,
-        base_model=base_hub_id,
-        datasets=[dataset_id] if dataset_id else None,
+        base_model=base if base and not _is_local(base) else None,
+        datasets=[data.hub_id] if data.hub_id else None,
         tags=["lsg", "pegasus", "long-document", pipeline_tag, "lsgtrain"],
-        model_name=repo_id or f"lsg-pegasus-{run_config.get('task_name', task_word)}",
-        eval_results=_eval_results(
-            pipeline_tag, dataset_id or data_cfg["source"], data_short, data_cfg, validation, test
-        )
-        or None,
+        model_name=repo_id or f"lsg-pegasus-{run_config['task_name']}",
+        eval_results=_eval_results(pipeline_tag, data, data_cfg["dataset_config"], validation, test) or None,
     )
-    optimizer = run_config["module"]["optimizer"]
+    optimizer = module_cfg["optimizer"]
+    per_step = data_cfg["batch_size"] * trainer.world_size * trainer.accumulate_grad_batches
+    wall_time = _duration(seconds) + (" (the last session: the run resumed from a checkpoint)" if resumed else "")
     return ModelCard.from_template(
         card_data,
         template_str=CARD_TEMPLATE,
-        title=f"LSG-Pegasus {task_word}: {data_short}",
+        title=f"LSG-Pegasus {task_word}: {data.name}",
         task_word=task_word,
         paper=LSG_PAPER,
         max_length=model_config.max_position_embeddings,
-        data_short=data_short,
-        auto_class="AutoModelForSeq2SeqLM" if generation is not None else "AutoModelForSequenceClassification",
+        data_short=data.name,
+        auto_class="AutoModelForSequenceClassification" if generation is None else "AutoModelForSeq2SeqLM",
         model_id=repo_id or "path/to/hf_model",
         generation=_generation_settings(generation),
-        base_text=_describe_base(base, model_cfg),
+        multi_label=model_config.problem_type == "multi_label_classification",
+        base_text=_describe_base(base, converted=bool(model_cfg["convert_from"])),
         lsg={key: getattr(model_config, key) for key in LSG_CARD_KEYS},
-        data_text=data_text,
+        data_text=data.text,
         results=_results_rows(validation, test),
         results_note=_results_note(validation, test),
         command=reproduce_command(),
         optimizer=f"{optimizer['_target_'].rsplit('.', 1)[-1]}, lr {optimizer['lr']}, weight decay "
-        f"{run_config['module'].get('weight_decay')}",
+        f"{module_cfg['weight_decay']}",
         steps=trainer.global_step,
         epochs=trainer.current_epoch,
-        batch=run_config.get("effective_batch_size")
-        or data_cfg["batch_size"] * trainer.world_size * trainer.accumulate_grad_batches,
+        batch=per_step,
         precision=trainer.precision,
         hardware=describe_hardware(trainer),
-        wall_time=_duration(seconds)
-        + (" (the last session only: the run resumed from a checkpoint)" if resumed else ""),
+        wall_time=wall_time,
         citation=LSG_CITATION,
         license_text=license_text,
     )
@@ -224,63 +224,57 @@ def describe_hardware(trainer: L.Trainer) -> str:
         name = torch.cuda.get_device_name(device)
     else:
         name = f"{device.type.upper()} ({platform.machine()}, {os.cpu_count()} cores)"
-    nodes = f"{trainer.num_nodes} node{'s' if trainer.num_nodes > 1 else ''}"
+    nodes = f"{trainer.num_nodes} node{'s' * (trainer.num_nodes > 1)}"
     return f"{trainer.world_size} x {name} ({nodes} x {trainer.num_devices} device{'s' * (trainer.num_devices > 1)})"
 
 
-def _describe_base(base: str | None, model_cfg: dict[str, Any]) -> str:
-    if base is None:
-        return "None: trained from random initialisation (dimensions in `config.json`)."
-    where = "a local copy at" if Path(base).expanduser().exists() else "the hub checkpoint"
-    link = f"`{base}`" if where.startswith("a local") else f"[`{base}`](https://huggingface.co/{base})"
-    if model_cfg.get("convert_from"):
-        return f"{where} {link} (plain Pegasus), converted to LSG-Pegasus at load time."
-    return f"{where} {link}."
+@dataclass(frozen=True)
+class DataDescription:
+    """The training data as the card names it: a hub dataset id (None for local or embedded data), a short name,
+    and a paragraph."""
+
+    hub_id: str | None
+    name: str
+    text: str
 
 
-def _describe_data(data_cfg: dict[str, Any]) -> tuple[str | None, str, str]:
-    """(hub dataset id or None, a short name, a paragraph): source, columns, lengths, sample limit."""
-    source, name = data_cfg["source"], data_cfg.get("dataset_name")
+def describe_data(data_cfg: dict[str, Any]) -> DataDescription:
+    """Source, columns, lengths and sample limit of `data` (the run's resolved data config)."""
+    source, dataset = data_cfg["source"], data_cfg["dataset_name"]
     hub_id = None
     if source == "aclsum":
-        short = "aclsum (ACL papers)"
+        name = "aclsum (ACL papers)"
         text = "The ACL papers shipped by the [`aclsum`](https://pypi.org/project/aclsum/) package, official splits."
+    elif source == "hub" and _is_local(dataset):
+        name = Path(dataset).name
+        text = f"A local copy of a hub dataset at `{dataset}`."
     elif source == "hub":
-        local = Path(name).expanduser().exists()
-        hub_id = None if local else name
-        short = Path(name).name if local else name
-        config = f", config `{data_cfg['dataset_config']}`" if data_cfg.get("dataset_config") else ""
-        text = (
-            (
-                f"A local copy of a hub dataset at `{name}`"
-                if local
-                else f"[`{name}`](https://huggingface.co/datasets/{name})"
-            )
-            + config
-            + "."
-        )
+        hub_id = name = dataset
+        text = f"[`{dataset}`](https://huggingface.co/datasets/{dataset})."
     else:
-        short = "local data files"
-        text = (
-            "Local files: "
-            + ", ".join(f"{split} `{path}`" for split, path in (data_cfg.get("data_files") or {}).items())
-            + "."
-        )
-    target = data_cfg.get("summary_column") or data_cfg.get("label_column")
-    lengths = f"documents truncated to {data_cfg['max_source_length']} tokens"
-    if data_cfg.get("max_target_length"):
-        lengths += f", summaries to {data_cfg['max_target_length']}"
-    limit = f" Only the first {data_cfg['max_samples']} rows of each split." if data_cfg.get("max_samples") else ""
-    return hub_id, short, f"{text} `{data_cfg['text_column']}` -> `{target}`; {lengths}.{limit}"
+        name = "local data files"
+        text = "Local files: " + ", ".join(f"{split} `{path}`" for split, path in data_cfg["data_files"].items()) + "."
+    if data_cfg["dataset_config"]:
+        text += f" Config `{data_cfg['dataset_config']}`."
+    target = data_cfg.get("summary_column") or data_cfg["label_column"]  # summarization or classification data
+    text += f" `{data_cfg['text_column']}` -> `{target}`; documents truncated to {data_cfg['max_source_length']} tokens"
+    if "max_target_length" in data_cfg:
+        text += f", summaries to {data_cfg['max_target_length']}"
+    text += "."
+    if data_cfg["max_samples"]:
+        text += f" Only the first {data_cfg['max_samples']} rows of each split."
+    return DataDescription(hub_id, name, text)
+
+
+def _describe_base(base: str | None, *, converted: bool) -> str:
+    if base is None:
+        return "None: trained from random initialisation (dimensions in `config.json`)."
+    where = f"A local copy at `{base}`" if _is_local(base) else f"[`{base}`](https://huggingface.co/{base})"
+    return f"{where}, plain Pegasus converted to LSG-Pegasus at load time." if converted else f"{where}."
 
 
 def _eval_results(
-    task: str,
-    dataset_type: str,
-    dataset_name: str,
-    data_cfg: dict[str, Any],
-    validation: dict[str, float],
-    test: dict[str, float],
+    task: str, data: DataDescription, config: str | None, validation: dict[str, float], test: dict[str, float]
 ) -> list[EvalResult]:
     """`model-index` entries, one per metric and split (the loss is in the card's table only)."""
     results = []
@@ -290,9 +284,8 @@ def _eval_results(
             if name == "loss":
                 continue
             results.append(EvalResult(
-                task_type=task, dataset_type=dataset_type, dataset_name=dataset_name,
-                dataset_config=data_cfg.get("dataset_config"), dataset_split=split, metric_type=name,
-                metric_name=f"{name} ({split})", metric_value=round(value, 4),
+                task_type=task, dataset_type=data.hub_id or data.name, dataset_name=data.name, dataset_config=config,
+                dataset_split=split, metric_type=name, metric_name=f"{name} ({split})", metric_value=round(value, 4),
             ))  # fmt: skip
     return results
 
@@ -314,11 +307,7 @@ def _results_note(validation: dict[str, float], test: dict[str, float]) -> str:
 def _generation_settings(generation: GenerationConfig | None) -> dict[str, Any] | None:
     if generation is None:
         return None
-    return {
-        k: v
-        for k, v in sorted(generation.to_diff_dict().items())
-        if not k.startswith("_") and k != "transformers_version"
-    }
+    return {key: value for key, value in sorted(generation.to_diff_dict().items()) if key not in METADATA_KEYS}
 
 
 def _license(license: str | None, base: str | None) -> tuple[str, str]:
@@ -338,17 +327,18 @@ def _license(license: str | None, base: str | None) -> tuple[str, str]:
 
 def _base_license(base: str) -> str | None:
     """The `license` of the base checkpoint's model card (a local folder's `README.md`, or the hub's)."""
-    folder = Path(base).expanduser()
-    readme = folder / "README.md" if folder.exists() else base
-    if folder.exists() and not readme.is_file():
+    readme = Path(base).expanduser() / "README.md" if _is_local(base) else base
+    if isinstance(readme, Path) and not readme.is_file():
         return None
     try:
         return ModelCard.load(readme).data.license
     except Exception as error:  # offline, no network, no card: the caller says the license could not be read
-        logger.warning(
-            "could not read the model card of %s (%s): the license falls back to %s", base, error, DEFAULT_LICENSE
-        )
+        logger.warning("could not read the model card of %s (%s)", base, error)
         return None
+
+
+def _is_local(source: str) -> bool:
+    return Path(source).expanduser().exists()
 
 
 def _number(value: float | None) -> str:
@@ -360,4 +350,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if minutes < 1 else f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
-__all__ = ["build_model_card", "describe_hardware", "reproduce_command", "write_model_card"]
+__all__ = [
+    "DataDescription",
+    "build_model_card",
+    "describe_data",
+    "describe_hardware",
+    "reproduce_command",
+    "write_model_card",
+]

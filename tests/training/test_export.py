@@ -19,10 +19,12 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from lsgtrain import hub
 from lsgtrain.cli import main as cli_main
+from lsgtrain.model_card import build_model_card
+from lsgtrain.modeling import LSGPegasusConfig
 from lsgtrain.modeling.convert import save_atomically
 from lsgtrain.preflight import ConfigError
 from lsgtrain.train import CONFIG_DIR, train
@@ -37,8 +39,7 @@ GENERATION = [
 ]  # fmt: skip
 RUN_GENERATION = {"num_beams": 3, "max_new_tokens": 6, "min_new_tokens": 6, "no_repeat_ngram_size": 2,
                   "length_penalty": 2.0, "decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}  # fmt: skip
-ONE_EPOCH = ["data.max_samples=4", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-             "callbacks.rouge.every_n_epochs=1"]  # fmt: skip
+ONE_EPOCH = ["data.max_samples=4", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
 REPO = "someone/lsg-pegasus-aclsum"
 
 
@@ -84,8 +85,9 @@ def run(tmp_path_factory, cache_dir):
     name the command), with umask 022 and `push_to_hub` to a stand-in hub."""
     root = tmp_path_factory.mktemp("export")
     overrides = [
-        *FAST, *TINY_INIT, *ONE_EPOCH, *GENERATION, f"callbacks.hf_export.push_to_hub.repo_id={REPO}",
-        f"paths.root_dir={root}", f"paths.output_dir={root / 'run'}", f"paths.cache_dir={cache_dir}",
+        *FAST, *TINY_INIT, *ONE_EPOCH, "callbacks.rouge.every_n_epochs=1", *GENERATION,
+        f"callbacks.hf_export.push_to_hub.repo_id={REPO}", f"paths.root_dir={root}",
+        f"paths.output_dir={root / 'run'}", f"paths.cache_dir={cache_dir}",
     ]  # fmt: skip
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -267,3 +269,31 @@ def test_classifier_export_has_a_card_and_no_generation_config(make_cfg, tmp_pat
     assert ("validation", "f1_macro") in results
     assert "AutoModelForSequenceClassification" in card.text and "generate(" not in card.text
     assert json.loads((export / "config.json").read_text())["architectures"] == ["LSGPegasusForSequenceClassification"]
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local-base-with-license", "hub-base-offline"])
+def test_card_names_the_base_checkpoint_and_data_and_takes_the_base_license(make_cfg, tmp_path, local):
+    """A base checkpoint's card decides the license when it names one; hub ids become `base_model` / `datasets`."""
+    base = tmp_path / "base"
+    if local:
+        base.mkdir()
+        (base / "README.md").write_text("---\nlicense: mit\n---\n# a base\n")
+    source = str(base) if local else "ccdv/lsg-pegasus-large-4096"
+    cfg = make_cfg("experiment=arxiv_sum", f"model.pretrained={source}", fast=False)
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=8, num_nodes=2, num_devices=4,
+        global_step=120, current_epoch=6, accumulate_grad_batches=2, precision="bf16-mixed",
+    )  # fmt: skip
+    card = build_model_card(
+        run_config=OmegaConf.to_container(cfg, resolve=True), model_config=LSGPegasusConfig(block_size=128),
+        validation={"val/rougeLsum": 40.0}, test={"test/rougeLsum": 41.0}, generation=None, trainer=trainer,
+        seconds=7200, resumed=True, license=None, repo_id=None,
+    )  # fmt: skip
+    assert card.data.datasets == ["ccdv/arxiv-summarization"]
+    if local:  # a local folder is no hub id: named in the text only
+        assert card.data.license == "mit" and card.data.base_model is None and f"`{base}`" in card.text
+    else:  # offline: the hub card cannot be read, so lsgtrain's license, saying so
+        assert card.data.license == "apache-2.0" and card.data.base_model == source
+        assert "names no license in a model card that could be read here" in card.text
+    assert "8 x CPU" in card.text and "(2 nodes x 4 devices)" in card.text and "2.0 h (the last session" in card.text
+    assert "effective batch: 32" in card.text  # 2 per device x 8 devices x 2 accumulated
