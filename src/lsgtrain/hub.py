@@ -53,6 +53,8 @@ class PushTarget:
     private: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.private, bool):
+            raise ValueError(f"private={self.private!r} must be true or false")
         if self.repo_id is not None:
             try:
                 validate_repo_id(self.repo_id)

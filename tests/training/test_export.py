@@ -27,7 +27,7 @@ from lsgtrain.model_card import build_model_card
 from lsgtrain.modeling import LSGPegasusConfig
 from lsgtrain.modeling.convert import save_atomically
 from lsgtrain.preflight import ConfigError
-from lsgtrain.train import CONFIG_DIR, train
+from lsgtrain.train import CONFIG_DIR, _push_export, train
 
 from .conftest import FAST, TINY_INIT
 
@@ -46,8 +46,9 @@ REPO = "someone/lsg-pegasus-aclsum"
 class FakeHub:
     """Stands in for `HfApi` (no network): records what would be created and uploaded."""
 
-    def __init__(self, existing: dict[str, bool] | None = None):
+    def __init__(self, existing: dict[str, bool] | None = None, upload_error: Exception | None = None):
         self.existing = existing or {}  # repo id -> private
+        self.upload_error = upload_error
         self.calls: list[tuple[str, dict]] = []
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> "FakeHub":
@@ -72,6 +73,8 @@ class FakeHub:
                 return f"https://huggingface.co/{repo_id}"
 
             def upload_folder(self, **kwargs):
+                if fake.upload_error is not None:
+                    raise fake.upload_error
                 files = sorted(os.listdir(kwargs["folder_path"]))
                 fake.calls.append(("upload_folder", {**kwargs, "files": files}))
 
@@ -247,6 +250,23 @@ def test_a_run_that_cannot_push_fails_before_training(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"push_to_hub\.repo_id=.*HF_HUB_OFFLINE is set"):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "tokenizer").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [("repo_id=a/b/c", "is not a hub repository id"), ("private=maybe", "must be true or false")],
+)
+def test_a_bad_push_setting_is_refused_before_anything_is_read(make_cfg, tmp_path, setting, error):
+    with pytest.raises(ValueError, match=rf"callbacks\.hf_export\.push_to_hub .*{error}"):
+        train(make_cfg(f"callbacks.hf_export.push_to_hub.{setting}"))
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+def test_a_push_failing_at_the_end_of_a_run_says_how_to_retry(run, monkeypatch):
+    FakeHub(upload_error=ConnectionResetError("connection reset by peer")).install(monkeypatch)
+    export = SimpleNamespace(dirpath=run["export"], push_to_hub=hub.PushTarget("me/model", private=False))
+    with pytest.raises(RuntimeError, match=rf"the run finished .* `lsgtrain push {run['export']} me/model --public`"):
+        _push_export(export)
 
 
 def test_generation_settings_the_export_cannot_save_fail_before_training(make_cfg, tmp_path):
