@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from .hub import push_command
 from .modeling.configuration_lsg_pegasus import SPARSITY_TYPES
 
 logger = logging.getLogger("lsgtrain")
@@ -194,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("files", nargs="+", help="UTF-8 text files, one document each (the path is its id)")
     _add_prediction_options(summarize)
     summarize.set_defaults(run=_summarize)
+
+    push = commands.add_parser("push", help="upload a run's export (model, tokenizer, card) to the Hugging Face hub")
+    push.add_argument("folder", help="a finished run's hf_model folder")
+    push.add_argument("repo_id", help="hub repository, user/name or org/name (created if missing)")
+    visibility = push.add_mutually_exclusive_group()
+    visibility.add_argument("--private", dest="private", action="store_true", default=True, help="(default)")
+    visibility.add_argument("--public", dest="private", action="store_false", help="a public repository")
+    push.add_argument("--token", help="a hub token with write access (default: HF_TOKEN or `hf auth login`'s)")
+    push.set_defaults(run=push_command)
 
     demo = commands.add_parser("demo", help="offline tour: tokenizer, tiny Pegasus, conversion, long input")
     demo.add_argument("--output-dir", default="outputs/demo")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from .checkpointing import first_process_of_run
+from .hub import HubUnavailable, PushTarget, check_push_target
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
 from .tasks.base import FREEZE_OPTIONS, SCHEDULES
 
@@ -80,6 +82,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_schedule_name(cfg)
     _check_freeze(cfg)
     _check_fp16(cfg)
+    _check_push_to_hub(cfg)
 
 
 def _check_lsg_keys(cfg: DictConfig) -> None:
@@ -162,3 +165,19 @@ def _check_fp16(cfg: DictConfig) -> None:
         "NaN losses; huggingface/transformers#12225). Use trainer.precision=bf16-mixed (GPUs since Ampere, A100/H100) "
         "or 32-true; to try float16 anyway, add allow_fp16=true"
     )
+
+
+def _check_push_to_hub(cfg: DictConfig) -> None:
+    """A run that is to push its export checks the hub now (offline mode, network, token, the repository's
+    visibility), not after hours of training; once per run (whoami is rate-limited), not per DDP rank."""
+    target = PushTarget.from_config(OmegaConf.select(cfg, "callbacks.hf_export.push_to_hub", default=None))
+    if target.repo_id is None or not cfg.get("train", True) or not first_process_of_run():
+        return
+    try:
+        check_push_target(target)
+    except (HubUnavailable, ValueError) as error:
+        raise ConfigError(
+            f"callbacks.hf_export.push_to_hub.repo_id={target.repo_id}: the export cannot be pushed: {error}. "
+            "Fix that, or set callbacks.hf_export.push_to_hub.repo_id=null and push the export after the run with "
+            "`lsgtrain push <run folder>/hf_model REPO_ID`"
+        ) from error

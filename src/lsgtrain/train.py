@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from .callbacks import HFExport
 from .checkpointing import (
     RUN_TOKENIZER_DIR,
     AtomicCheckpointIO,
@@ -42,6 +43,8 @@ from .checkpointing import (
     tokenizer_choice,
 )
 from .data.tokenizer import save_tokenizer_once
+from .hub import push_folder
+from .model_card import build_model_card, write_model_card
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
 from .preflight import check_config
 
@@ -151,7 +154,13 @@ def _train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
         metrics.update(_metrics(trainer))
     if trainer.is_global_zero:
-        _write_summary(cfg, trainer, metrics, time.perf_counter() - started, untested)
+        elapsed = time.perf_counter() - started
+        export = next((c for c in trainer.callbacks if isinstance(c, HFExport) and c.exported), None)
+        if export is not None:
+            _write_model_card(cfg, objects, export, metrics, elapsed, resumed=bool(resume))
+        _write_summary(cfg, trainer, metrics, elapsed, untested)
+        if export is not None and export.push_to_hub.repo_id:
+            _push_export(export)
     return metrics, objects
 
 
@@ -190,6 +199,39 @@ def _refuse_changed_settings(checkpoint: dict[str, Any], cfg: DictConfig, path: 
             "values, or start a new run (another run_name, or ckpt_path=null), e.g. from its exported weights "
             "with model.pretrained=<run folder>/hf_model"
         )
+
+
+def _write_model_card(
+    cfg: DictConfig, objects: dict[str, Any], export: HFExport, metrics: dict[str, float], elapsed: float, resumed: bool
+) -> None:
+    """Add the model card to the export, now that the test set has run on the exported weights."""
+    card = build_model_card(
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+        model_config=objects["model"].config,
+        validation=export.validation_metrics,
+        test={key: value for key, value in metrics.items() if key.startswith("test/")},
+        generation=export.generation_config,
+        trainer=objects["trainer"],
+        seconds=elapsed,
+        resumed=resumed,
+        license=export.license,
+        repo_id=export.push_to_hub.repo_id,
+    )
+    logger.info("model card written to %s", write_model_card(card, export.dirpath))
+
+
+def _push_export(export: HFExport) -> None:
+    """Push the finished export (callbacks.hf_export.push_to_hub); a failure leaves the run finished and says how
+    to push it again."""
+    target = export.push_to_hub
+    try:
+        push_folder(export.dirpath, target)
+    except Exception as error:  # the hub's and the network's errors alike: the run itself is done
+        retry = f"lsgtrain push {export.dirpath} {target.repo_id}{'' if target.private else ' --public'}"
+        raise RuntimeError(
+            f"the run finished and its export is in {export.dirpath}, but pushing it to {target.repo_id} failed: "
+            f"{error}. Push it again with `{retry}`"
+        ) from error
 
 
 def _metrics(trainer: L.Trainer) -> dict[str, float]:

@@ -1,15 +1,20 @@
-"""Exports the best checkpoint as a Hugging Face folder (weights, tokenizer, modeling code) at the end of fit."""
+"""Exports the best checkpoint as a Hugging Face folder (weights, tokenizer, modeling code, the run's generation
+settings) at the end of fit; the entry adds the model card once the test set has run (`lsgtrain.model_card`)."""
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+from transformers import GenerationConfig
 from typing_extensions import override
 
 from ..checkpointing import load_checkpoint
+from ..hub import PushTarget
 from ..modeling.convert import save_atomically
 from .divergence import TrainingDiverged
+from .rouge_evaluation import RougeEvaluation
 
 logger = logging.getLogger(__name__)
 
@@ -18,19 +23,65 @@ class HFExport(Callback):
     """After `fit`, write the best model (by the checkpoint callback's monitor; the last one if none) to `dirpath`.
 
     The folder loads with `AutoModelForSeq2SeqLM` / `AutoModelForSequenceClassification.from_pretrained(dirpath,
-    trust_remote_code=True)`. It is written to a temporary folder and renamed, so it only exists when complete.
+    trust_remote_code=True)`. It is written to a temporary folder and renamed, so it only exists when complete, and
+    it is as readable as any new folder (the umask decides). A seq2seq model's `generation_config.json` holds the
+    settings its ROUGE evaluation generated with (`module.generation` updated by `callbacks.rouge.generation`), so
+    `generate()` without arguments after loading decodes as the run did.
+
+    Args:
+        dirpath: the export folder.
+        license: the model card's license (a hub license id, e.g. `apache-2.0`); None: the base checkpoint's when
+            its model card names one, else apache-2.0.
+        push_to_hub: `{repo_id, private}`: where the entry pushes the finished export (None or `repo_id: null`:
+            nowhere); private unless `private: false`.
+
+    Raises:
+        ValueError: a bad `push_to_hub`; generation settings that `generate` does not know or that contradict each
+            other (at setup, before training).
     """
 
-    def __init__(self, dirpath: str):
+    def __init__(self, dirpath: str, license: str | None = None, push_to_hub: dict[str, Any] | None = None):
         self.dirpath = Path(dirpath)
+        self.license = license
+        self.push_to_hub = PushTarget.from_config(push_to_hub)
+        self.generation_config: GenerationConfig | None = None
+        self.exported = False  # the folder was written by this process's fit
+        self.validation_metrics: dict[str, float] = {}  # of the exported model: its checkpoint's validation
+        self._last_validation: dict[str, float] = {}
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit" and not trainer.fast_dev_run:  # settings that cannot be saved fail now, not after fit
+            self.generation_config = run_generation_config(trainer, pl_module)
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Runs before the checkpoint callbacks (Lightning calls them last), so a checkpoint saved at this validation
+        # stores its metrics (state_dict) and the export reports the validation of the very weights it writes.
+        if not trainer.sanity_checking:
+            self._last_validation = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"validation_metrics": self._last_validation}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_validation = dict(state_dict.get("validation_metrics", {}))
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.fast_dev_run or trainer.interrupted:
             return
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        self.validation_metrics = self._last_validation
         if best:
-            pl_module.load_state_dict(load_checkpoint(best, key="best checkpoint")["state_dict"])
+            checkpoint = load_checkpoint(best, key="best checkpoint")
+            pl_module.load_state_dict(checkpoint["state_dict"])
+            self.validation_metrics = checkpoint.get("callbacks", {}).get(self.state_key, {}).get("validation_metrics")
+            if self.validation_metrics is None:
+                logger.warning("%s holds no validation metrics (older lsgtrain): the model card omits them", best)
+                self.validation_metrics = {}
         broken = [name for name, value in pl_module.model.state_dict().items() if not torch.isfinite(value).all()]
         if broken:
             raise TrainingDiverged(
@@ -38,6 +89,35 @@ class HFExport(Callback):
                 f"{broken[0]}): not exported to {self.dirpath}. Lower module.optimizer.lr and start a new run."
             )
         if trainer.is_global_zero:
-            save_atomically(pl_module.model, trainer.datamodule.tokenizer, self.dirpath)
+            save_atomically(pl_module.model, trainer.datamodule.tokenizer, self.dirpath, self.generation_config)
             logger.info("exported %s model to %s", "best" if best else "last", self.dirpath)
+        self.exported = True
         trainer.strategy.barrier()
+
+
+def run_generation_config(trainer: Trainer, pl_module: LightningModule) -> GenerationConfig | None:
+    """The generation config the run's ROUGE evaluation decodes with, for the export (None: the model does not
+    generate): the model's own (token ids, a checkpoint's settings) updated by the module's `generation` and the
+    ROUGE callback's overrides, the same merge `generate(**settings)` does."""
+    model = pl_module.model
+    if not model.can_generate():
+        return None
+    rouge = next((c for c in trainer.callbacks if isinstance(c, RougeEvaluation)), None)
+    settings = pl_module.generation_settings(**(rouge.generation if rouge else {}))
+    values = {k: v for k, v in model.generation_config.to_diff_dict().items() if not k.startswith("_")}
+    values.pop("transformers_version", None)  # rewritten on save; the rest is the model's own
+    config = GenerationConfig(**values)
+    unknown = config.update(**settings)
+    if unknown:
+        raise ValueError(
+            f"module.generation / callbacks.rouge.generation: {sorted(unknown)} are not generate() settings "
+            "(transformers.GenerationConfig has no such keys); remove them or fix their names"
+        )
+    try:
+        config.validate(strict=True)  # what GenerationConfig.save_pretrained requires
+    except ValueError as error:
+        raise ValueError(
+            f"module.generation (updated by callbacks.rouge.generation) cannot be the export's generation config: "
+            f"{error}"
+        ) from error
+    return config

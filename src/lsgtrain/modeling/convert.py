@@ -10,14 +10,16 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
+import stat
 import tempfile
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PretrainedConfig, set_seed
+from transformers import AutoTokenizer, GenerationConfig, PretrainedConfig, set_seed
 
 from .configuration_lsg_pegasus import MAX_GLOBAL_TOKENS, LSGPegasusConfig
 from .modeling_lsg_pegasus import (
@@ -359,16 +361,31 @@ def _load_tokenizer(source: str):
         raise ConversionError(f"could not load the tokenizer of '{source}': {error}") from error
 
 
-def save_atomically(model: LSGPegasusPreTrainedModel, tokenizer, output_dir: str | os.PathLike) -> None:
-    """`save_pretrained` model (safetensors + modeling code) and tokenizer into a temporary sibling of
-    `output_dir`, then rename it into place: a failure never leaves a half-written folder."""
+def save_atomically(
+    model: LSGPegasusPreTrainedModel,
+    tokenizer,
+    output_dir: str | os.PathLike,
+    generation_config: GenerationConfig | None = None,
+) -> None:
+    """`save_pretrained` model (safetensors + modeling code), tokenizer and `generation_config` (default: the
+    model's own) into a temporary sibling of `output_dir`, then rename it into place: a failure never leaves a
+    half-written folder."""
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    # mkdir, not tempfile.mkdtemp: mkdtemp's folder is 0700, and the renamed export must be readable by whoever
+    # the umask lets read a new folder (the group, usually), like the rest of the run folder.
+    staging = output_dir.parent / f".{output_dir.name}.{secrets.token_hex(8)}"
+    staging.mkdir()
     try:
         model.save_pretrained(staging)
+        if generation_config is not None:
+            generation_config.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
+        file_mode = stat.S_IMODE(staging.stat().st_mode) & 0o666  # the umask's, as the folder's
+        for path in staging.iterdir():
+            if path.is_file():
+                path.chmod(file_mode)  # safetensors writes its file 0600
         if output_dir.exists():
             shutil.rmtree(output_dir)
         staging.rename(output_dir)

@@ -48,9 +48,13 @@ class SummarizationModule(LongDocumentModule):
         all_tokens = self.trainer.strategy.reduce(tokens.detach().float().clone(), reduce_op="sum")
         return loss_sum * self.trainer.world_size / all_tokens
 
+    def generation_settings(self, **overrides: Any) -> dict[str, Any]:
+        """The `generate` keyword arguments used with `overrides` (e.g. the ROUGE callback's): the module's settings
+        updated by them. The export writes the same ones to `generation_config.json`."""
+        return {**self.generation, **overrides}
+
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], **overrides: Any) -> torch.Tensor:
         """Summary token ids `[n, m]` for a batch, with the module's generation settings (and `overrides`)."""
-        return self.model.generate(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **{**self.generation, **overrides}
-        )
+        settings = self.generation_settings(**overrides)
+        return self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings)

@@ -1,0 +1,360 @@
+"""The model card (`README.md`) of an export: what a person needs to use, judge and reproduce the model.
+
+Hub metadata (license, base model, datasets, tags, validation and test results as `model-index`) goes through
+`huggingface_hub.ModelCardData`; the text is rendered from `CARD_TEMPLATE` by `ModelCard.from_template`. The card
+is written once the test set has run, so it holds the test metrics of the exported weights.
+"""
+
+import logging
+import os
+import platform
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from hydra.core.hydra_config import HydraConfig
+from transformers import GenerationConfig, PretrainedConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LICENSE = "apache-2.0"  # lsgtrain's own; a base checkpoint's card may name another
+LSG_PAPER = "https://arxiv.org/abs/2210.15497"
+LSG_CITATION = """@inproceedings{condevaux2023lsg,
+  title     = {{LSG} Attention: Extrapolation of Pretrained Transformers to Long Sequences},
+  author    = {Condevaux, Charles and Harispe, S{\\'e}bastien},
+  booktitle = {Advances in Knowledge Discovery and Data Mining (PAKDD 2023)},
+  series    = {Lecture Notes in Computer Science},
+  pages     = {443--454},
+  publisher = {Springer},
+  year      = {2023},
+  doi       = {10.1007/978-3-031-33374-3_35},
+  eprint    = {2210.15497},
+  archivePrefix = {arXiv}
+}"""
+# What the card's LSG table lists, from the exported model's config.
+LSG_CARD_KEYS = (
+    "max_position_embeddings", "block_size", "sparse_block_size", "sparsity_factor", "sparsity_type",
+    "num_global_tokens", "adaptive", "mask_first_token", "pass_global_tokens_to_decoder", "pool_with_global",
+)  # fmt: skip
+METADATA_KEYS = ("_from_model_config", "transformers_version")  # not decoding settings
+TASKS = {"seq2seq": ("summarization", "summarization"), "classification": ("text-classification", "classification")}
+
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+An LSG-Pegasus {{ task_word }} model: Pegasus whose encoder attends with **Local + Sparse + Global** attention
+([LSG, Condevaux & Harispe, PAKDD 2023]({{ paper }})), so it reads documents of up to {{ max_length }} tokens.
+Trained with lsgtrain on {{ data_short }}.
+
+## Usage
+
+The folder ships its modeling code (`modeling_lsg_pegasus.py`), hence `trust_remote_code=True`: read it first
+if the model does not come from you.
+
+```python
+from transformers import {{ auto_class }}, AutoTokenizer
+
+model_id = "{{ model_id }}"  # this repository, or the local folder
+tokenizer = AutoTokenizer.from_pretrained(model_id)
+model = {{ auto_class }}.from_pretrained(model_id, trust_remote_code=True)
+inputs = tokenizer(document, truncation=True, max_length={{ max_length }}, return_tensors="pt")
+{% if generation %}summary_ids = model.generate(**inputs)  # the run's decoding settings (generation_config.json)
+summary = tokenizer.decode(summary_ids[0], skip_special_tokens=True)
+{% elif multi_label %}predicted = model(**inputs).logits.sigmoid() > 0.5  # one column per label: model.config.id2label
+{% else %}predicted = model(**inputs).logits.argmax(-1)  # label ids: model.config.id2label
+{% endif %}```
+{% if generation %}
+`generate()` without arguments decodes as the run's evaluation did:
+
+| setting | value |
+|---|---|
+{% for key, value in generation.items() %}| `{{ key }}` | {{ value }} |
+{% endfor %}{% endif %}
+## Base checkpoint
+
+{{ base_text }}
+
+## LSG attention
+
+| key | value |
+|---|---|
+{% for key, value in lsg.items() %}| `{{ key }}` | {{ value }} |
+{% endfor %}
+## Data
+
+{{ data_text }}
+
+## Results
+
+{{ results_note }}
+
+| metric | validation | test |
+|---|---|---|
+{% for name, val, test in results %}| {{ name }} | {{ val }} | {{ test }} |
+{% endfor %}
+## Training
+
+{% if command %}Reproduce the run from the lsgtrain repository:
+
+```bash
+{{ command }}
+```
+{% else %}The run was started from Python (`lsgtrain.train.train(cfg)`), not with `python train.py`: there is no
+command line to repeat; its settings are the ones this card lists.
+{% endif %}
+- optimizer: {{ optimizer }}
+- optimizer steps: {{ steps }}; epochs: {{ epochs }}; effective batch: {{ batch }}; precision: `{{ precision }}`
+- hardware: {{ hardware }}
+- wall time: {{ wall_time }}
+
+## Citation
+
+```bibtex
+{{ citation }}
+```
+
+## License
+
+{{ license_text }}
+"""
+
+
+def build_model_card(
+    *,
+    run_config: dict[str, Any],
+    model_config: PretrainedConfig,
+    validation: dict[str, float],
+    test: dict[str, float],
+    generation: GenerationConfig | None,
+    trainer: L.Trainer,
+    seconds: float,
+    resumed: bool,
+    license: str | None,
+    repo_id: str | None,
+) -> ModelCard:
+    """The card of an export.
+
+    Args:
+        run_config: the run's resolved config (`OmegaConf.to_container(cfg, resolve=True)`).
+        model_config: the exported model's config (LSG keys, length).
+        validation: `val/*` metrics of the exported checkpoint; test: `test/*` metrics (empty: not tested).
+        generation: the export's generation config (None for a classifier).
+        trainer: the run's trainer (steps, epochs, devices, precision).
+        seconds: wall time of this process; resumed: whether it continued an earlier process's checkpoint.
+        license: a hub license id; None: the base checkpoint's, else apache-2.0.
+        repo_id: where it will be pushed (the usage example's model id).
+    """
+    model_cfg, data_cfg, module_cfg = run_config["model"], run_config["data"], run_config["module"]
+    pipeline_tag, task_word = TASKS[model_cfg["task"]]
+    base = model_cfg["convert_from"] or model_cfg["pretrained"]
+    data = describe_data(data_cfg)
+    license_id, license_text = _license(license, base)
+    card_data = ModelCardData(
+        language="en",
+        license=license_id,
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        base_model=base if base and not _is_local(base) else None,
+        datasets=[data.hub_id] if data.hub_id else None,
+        tags=["lsg", "pegasus", "long-document", pipeline_tag, "lsgtrain"],
+        model_name=repo_id or f"lsg-pegasus-{run_config['task_name']}",
+        eval_results=_eval_results(pipeline_tag, data, data_cfg["dataset_config"], validation, test) or None,
+    )
+    optimizer = module_cfg["optimizer"]
+    per_step = data_cfg["batch_size"] * trainer.world_size * trainer.accumulate_grad_batches
+    wall_time = _duration(seconds) + (" (the last session: the run resumed from a checkpoint)" if resumed else "")
+    return ModelCard.from_template(
+        card_data,
+        template_str=CARD_TEMPLATE,
+        title=f"LSG-Pegasus {task_word}: {data.name}",
+        task_word=task_word,
+        paper=LSG_PAPER,
+        max_length=model_config.max_position_embeddings,
+        data_short=data.name,
+        auto_class="AutoModelForSequenceClassification" if generation is None else "AutoModelForSeq2SeqLM",
+        model_id=repo_id or "path/to/hf_model",
+        generation=_generation_settings(generation),
+        multi_label=model_config.problem_type == "multi_label_classification",
+        base_text=_describe_base(base, converted=bool(model_cfg["convert_from"])),
+        lsg={key: getattr(model_config, key) for key in LSG_CARD_KEYS},
+        data_text=data.text,
+        results=_results_rows(validation, test),
+        results_note=_results_note(validation, test),
+        command=reproduce_command(),
+        optimizer=f"{optimizer['_target_'].rsplit('.', 1)[-1]}, lr {optimizer['lr']}, weight decay "
+        f"{module_cfg['weight_decay']}",
+        steps=trainer.global_step,
+        epochs=trainer.current_epoch,
+        batch=per_step,
+        precision=trainer.precision,
+        hardware=describe_hardware(trainer),
+        wall_time=wall_time,
+        citation=LSG_CITATION,
+        license_text=license_text,
+    )
+
+
+def write_model_card(card: ModelCard, folder: str | os.PathLike) -> Path:
+    """Save `card` as `folder/README.md`, through a temporary file and a rename (never a half-written card)."""
+    path = Path(folder) / "README.md"
+    staging = path.with_name(f".{path.name}.tmp")
+    card.save(staging)
+    os.replace(staging, path)
+    return path
+
+
+def reproduce_command() -> str | None:
+    """`python train.py` with this run's command-line overrides (Hydra's task overrides); None outside Hydra."""
+    if not HydraConfig.initialized():
+        return None
+    return shlex.join(["python", "train.py", *HydraConfig.get().overrides.task])
+
+
+def describe_hardware(trainer: L.Trainer) -> str:
+    """Devices, their count and nodes, e.g. `8 x NVIDIA H100 80GB HBM3 (1 node x 8 devices)`."""
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{device.type.upper()} ({platform.machine()}, {os.cpu_count()} cores)"
+    nodes = f"{trainer.num_nodes} node{'s' * (trainer.num_nodes > 1)}"
+    return f"{trainer.world_size} x {name} ({nodes} x {trainer.num_devices} device{'s' * (trainer.num_devices > 1)})"
+
+
+@dataclass(frozen=True)
+class DataDescription:
+    """The training data as the card names it: a hub dataset id (None for local or embedded data), a short name,
+    and a paragraph."""
+
+    hub_id: str | None
+    name: str
+    text: str
+
+
+def describe_data(data_cfg: dict[str, Any]) -> DataDescription:
+    """Source, columns, lengths and sample limit of `data` (the run's resolved data config)."""
+    source, dataset = data_cfg["source"], data_cfg["dataset_name"]
+    hub_id = None
+    if source == "aclsum":
+        name = "aclsum (ACL papers)"
+        text = "The ACL papers shipped by the [`aclsum`](https://pypi.org/project/aclsum/) package, official splits."
+    elif source == "hub" and _is_local(dataset):
+        name = Path(dataset).name
+        text = f"A local copy of a hub dataset at `{dataset}`."
+    elif source == "hub":
+        hub_id = name = dataset
+        text = f"[`{dataset}`](https://huggingface.co/datasets/{dataset})."
+    else:
+        name = "local data files"
+        text = "Local files: " + ", ".join(f"{split} `{path}`" for split, path in data_cfg["data_files"].items()) + "."
+    if data_cfg["dataset_config"]:
+        text += f" Config `{data_cfg['dataset_config']}`."
+    target = data_cfg.get("summary_column") or data_cfg["label_column"]  # summarization or classification data
+    text += f" `{data_cfg['text_column']}` -> `{target}`; documents truncated to {data_cfg['max_source_length']} tokens"
+    if "max_target_length" in data_cfg:
+        text += f", summaries to {data_cfg['max_target_length']}"
+    text += "."
+    if data_cfg["max_samples"]:
+        text += f" Only the first {data_cfg['max_samples']} rows of each split."
+    return DataDescription(hub_id, name, text)
+
+
+def _describe_base(base: str | None, *, converted: bool) -> str:
+    if base is None:
+        return "None: trained from random initialisation (dimensions in `config.json`)."
+    where = f"A local copy at `{base}`" if _is_local(base) else f"[`{base}`](https://huggingface.co/{base})"
+    return f"{where}, plain Pegasus converted to LSG-Pegasus at load time." if converted else f"{where}."
+
+
+def _eval_results(
+    task: str, data: DataDescription, config: str | None, validation: dict[str, float], test: dict[str, float]
+) -> list[EvalResult]:
+    """`model-index` entries, one per metric and split (the loss is in the card's table only)."""
+    results = []
+    for split, metrics in (("validation", validation), ("test", test)):
+        for key, value in sorted(metrics.items()):
+            name = key.split("/", 1)[1]
+            if name == "loss":
+                continue
+            results.append(EvalResult(
+                task_type=task, dataset_type=data.hub_id or data.name, dataset_name=data.name, dataset_config=config,
+                dataset_split=split, metric_type=name, metric_name=f"{name} ({split})", metric_value=round(value, 4),
+            ))  # fmt: skip
+    return results
+
+
+def _results_rows(validation: dict[str, float], test: dict[str, float]) -> list[tuple[str, str, str]]:
+    names = sorted({key.split("/", 1)[1] for key in (*validation, *test)})
+    return [(name, _number(validation.get(f"val/{name}")), _number(test.get(f"test/{name}"))) for name in names]
+
+
+def _results_note(validation: dict[str, float], test: dict[str, float]) -> str:
+    notes = ["Metrics of the exported weights (ROUGE: F1 x 100, rouge-score with stemming; F1 and accuracy in 0-1)."]
+    if not validation:
+        notes.append("Its checkpoint recorded no validation metrics.")
+    if not test:
+        notes.append("The test set was not run (`test=false`).")
+    return " ".join(notes)
+
+
+def _generation_settings(generation: GenerationConfig | None) -> dict[str, Any] | None:
+    if generation is None:
+        return None
+    return {key: value for key, value in sorted(generation.to_diff_dict().items()) if key not in METADATA_KEYS}
+
+
+def _license(license: str | None, base: str | None) -> tuple[str, str]:
+    """(hub license id, the card's sentence): the one given, else the base checkpoint's card's, else ours."""
+    if license:
+        return license, f"`{license}` (set by `callbacks.hf_export.license`)."
+    if base is None:
+        return DEFAULT_LICENSE, f"`{DEFAULT_LICENSE}`, lsgtrain's license (trained from scratch)."
+    inherited = _base_license(base)
+    if inherited:
+        return inherited, f"`{inherited}`, the license of the base checkpoint `{base}`."
+    return DEFAULT_LICENSE, (
+        f"`{DEFAULT_LICENSE}` (lsgtrain's default): the base checkpoint `{base}` names no license in a model card "
+        "that could be read here; check its terms, and set `callbacks.hf_export.license` if they differ."
+    )
+
+
+def _base_license(base: str) -> str | None:
+    """The `license` of the base checkpoint's model card (a local folder's `README.md`, or the hub's)."""
+    readme = Path(base).expanduser() / "README.md" if _is_local(base) else base
+    if isinstance(readme, Path) and not readme.is_file():
+        return None
+    try:
+        return ModelCard.load(readme).data.license
+    except Exception as error:  # offline, no network, no card: the caller says the license could not be read
+        logger.warning("could not read the model card of %s (%s)", base, error)
+        return None
+
+
+def _is_local(source: str) -> bool:
+    return Path(source).expanduser().exists()
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{seconds:.0f} s" if minutes < 1 else f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+__all__ = [
+    "DataDescription",
+    "build_model_card",
+    "describe_data",
+    "describe_hardware",
+    "reproduce_command",
+    "write_model_card",
+]

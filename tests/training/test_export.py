@@ -1,0 +1,319 @@
+"""A model people can share: the export's generation settings, model card, permissions, and `push` to the hub
+(against a stand-in `HfApi`: no network in tests)."""
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from huggingface_hub import ModelCard, constants
+from huggingface_hub.errors import RepositoryNotFoundError
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from lsgtrain import hub
+from lsgtrain.cli import main as cli_main
+from lsgtrain.model_card import build_model_card
+from lsgtrain.modeling import LSGPegasusConfig
+from lsgtrain.modeling.convert import save_atomically
+from lsgtrain.preflight import ConfigError
+from lsgtrain.train import CONFIG_DIR, _push_export, train
+
+from .conftest import FAST, TINY_INIT
+
+# The run's decoding: 3 beams, exactly 6 new tokens, no repeated bigram, and a length penalty that only the ROUGE
+# callback sets (callbacks.rouge.generation overrides module.generation).
+GENERATION = [
+    "module.generation.num_beams=3", "module.generation.max_new_tokens=6", "++module.generation.min_new_tokens=6",
+    "module.generation.no_repeat_ngram_size=2", "+callbacks.rouge.generation.length_penalty=2.0",
+]  # fmt: skip
+RUN_GENERATION = {"num_beams": 3, "max_new_tokens": 6, "min_new_tokens": 6, "no_repeat_ngram_size": 2,
+                  "length_penalty": 2.0, "decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}  # fmt: skip
+ONE_EPOCH = ["data.max_samples=4", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+REPO = "someone/lsg-pegasus-aclsum"
+
+
+class FakeHub:
+    """Stands in for `HfApi` (no network): records what would be created and uploaded."""
+
+    def __init__(self, existing: dict[str, bool] | None = None, upload_error: Exception | None = None):
+        self.existing = existing or {}  # repo id -> private
+        self.upload_error = upload_error
+        self.calls: list[tuple[str, dict]] = []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> "FakeHub":
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # what `is_offline_mode()` reads
+        fake = self
+
+        class Api:
+            def __init__(self, token=None, **_):
+                self.token = token
+
+            def whoami(self):
+                return {"name": "someone"}
+
+            def repo_info(self, repo_id):
+                if repo_id not in fake.existing:
+                    not_found = SimpleNamespace(status_code=404, headers={}, request=None)
+                    raise RepositoryNotFoundError(f"{repo_id} not found", response=not_found)
+                return SimpleNamespace(private=fake.existing[repo_id])
+
+            def create_repo(self, repo_id, **kwargs):
+                fake.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+                return f"https://huggingface.co/{repo_id}"
+
+            def upload_folder(self, **kwargs):
+                if fake.upload_error is not None:
+                    raise fake.upload_error
+                files = sorted(os.listdir(kwargs["folder_path"]))
+                fake.calls.append(("upload_folder", {**kwargs, "files": files}))
+
+        monkeypatch.setattr(hub, "HfApi", Api)
+        return self
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cache_dir):
+    """One tiny summarization run started as `python train.py OVERRIDES` is (Hydra's config set, so the card can
+    name the command), with umask 022 and `push_to_hub` to a stand-in hub."""
+    root = tmp_path_factory.mktemp("export")
+    overrides = [
+        *FAST, *TINY_INIT, *ONE_EPOCH, "callbacks.rouge.every_n_epochs=1", *GENERATION,
+        f"callbacks.hf_export.push_to_hub.repo_id={REPO}", f"paths.root_dir={root}",
+        f"paths.output_dir={root / 'run'}", f"paths.cache_dir={cache_dir}",
+    ]  # fmt: skip
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    umask = os.umask(0o022)
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            fake_hub = FakeHub().install(monkeypatch)
+            metrics, objects = train(cfg)
+    finally:
+        os.umask(umask)
+        HydraConfig.instance().cfg = None
+        GlobalHydra.instance().clear()
+    return {"metrics": metrics, "objects": objects, "export": root / "run" / "hf_model", "hub": fake_hub,
+            "overrides": overrides}  # fmt: skip
+
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["lsgtrain"] = None  # only the folder's own code can load
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+    folder, batch_file, out_file = sys.argv[1:]
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).eval()
+    assert "lsgtrain" not in type(model).__module__, type(model).__module__
+    batch = torch.load(batch_file)
+    with torch.no_grad():
+        plain = model.generate(**batch)  # no generation arguments
+        greedy = model.generate(**batch, num_beams=1, max_new_tokens=6, min_new_tokens=6)
+    torch.save({"plain": plain, "greedy": greedy, "config": model.generation_config.to_diff_dict()}, out_file)
+    """
+)
+
+
+def test_generate_without_arguments_decodes_as_the_runs_evaluation_in_a_fresh_process(run, tmp_path):
+    """Before, generation_config.json held transformers' defaults: greedy, 20 tokens."""
+    module, datamodule = run["objects"]["module"], run["objects"]["datamodule"]
+    batch = next(iter(datamodule.test_dataloader()))
+    batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    rouge = next(c for c in run["objects"]["trainer"].callbacks if type(c).__name__ == "RougeEvaluation")
+    expected = module.eval().generate(batch, **rouge.generation)  # what the ROUGE evaluation generated
+    torch.save(batch, tmp_path / "batch.pt")
+    (tmp_path / "load.py").write_text(FRESH_PROCESS)
+    result = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "load.py"), str(run["export"]), str(tmp_path / "batch.pt"),
+         str(tmp_path / "out.pt")],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = torch.load(tmp_path / "out.pt")
+    assert RUN_GENERATION.items() <= out["config"].items()
+    assert out["plain"].shape[1] == 1 + 6  # decoder start + exactly 6 tokens, not the default 20
+    assert torch.equal(out["plain"], expected)
+    assert not torch.equal(out["plain"], out["greedy"])  # the 3 beams are what made the difference
+
+
+def test_export_folder_is_readable_as_the_umask_allows(run, tmp_path, tiny_config):
+    """Before, the export was a tempfile.mkdtemp folder: 0700 whatever the umask."""
+    assert stat.S_IMODE(run["export"].stat().st_mode) == 0o755  # the run's umask 022
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in run["export"].iterdir())
+    from lsgtrain.modeling import LSGPegasusForConditionalGeneration
+
+    umask = os.umask(0o027)
+    try:
+        save_atomically(LSGPegasusForConditionalGeneration(tiny_config()), None, tmp_path / "export")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "export").stat().st_mode) == 0o750
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging folder left
+
+
+def test_model_card_describes_and_reproduces_the_run(run):
+    card = ModelCard.load(run["export"] / "README.md")
+    data, text, metrics = card.data, card.text, run["metrics"]
+    assert data.license == "apache-2.0" and data.base_model is None  # trained from scratch
+    assert data.pipeline_tag == "summarization" and "lsg" in data.tags
+    results = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert results["test", name] == round(metrics[f"test/{name}"], 4)
+        assert ("validation", name) in results
+    assert results["validation", "rougeLsum"] == round(metrics["val/rougeLsum"], 4)  # one validation: the best
+    command = "python train.py " + " ".join(run["overrides"])
+    assert command in text
+    assert "| `block_size` | 16 |" in text and "| `sparsity_type` | norm |" in text
+    assert "| `num_beams` | 3 |" in text and "| `length_penalty` | 2.0 |" in text
+    assert "aclsum" in text and "documents truncated to 256 tokens" in text
+    assert "1 x CPU" in text and "wall time:" in text
+    assert "2210.15497" in text and "Condevaux, Charles and Harispe" in text and "PAKDD 2023" in text
+    assert f'model_id = "{REPO}"' in text
+
+
+def test_a_run_with_push_to_hub_pushes_the_finished_export_privately(run):
+    calls = run["hub"].calls
+    assert [name for name, _ in calls] == ["create_repo", "upload_folder"]
+    assert calls[0][1]["repo_id"] == REPO and calls[0][1]["private"] is True
+    upload = calls[1][1]
+    assert upload["repo_id"] == REPO and Path(upload["folder_path"]) == run["export"]
+    assert {"README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} <= set(
+        upload["files"]
+    )  # the card was written before the upload
+
+
+def test_push_command_uploads_a_complete_export(run, monkeypatch, capsys):
+    fake = FakeHub().install(monkeypatch)
+    assert cli_main(["push", str(run["export"]), "me/private-model"]) == 0
+    assert cli_main(["push", str(run["export"]), "me/public-model", "--public"]) == 0
+    created = [kwargs for name, kwargs in fake.calls if name == "create_repo"]
+    assert [(c["repo_id"], c["private"]) for c in created] == [("me/private-model", True), ("me/public-model", False)]
+    uploads = [kwargs for name, kwargs in fake.calls if name == "upload_folder"]
+    assert [Path(u["folder_path"]) for u in uploads] == [run["export"]] * 2
+    assert "pushed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("missing", ["README.md", "generation_config.json", "model.safetensors"])
+def test_push_refuses_an_incomplete_export(run, tmp_path, monkeypatch, capsys, missing):
+    folder = tmp_path / "hf_model"
+    shutil.copytree(run["export"], folder)
+    (folder / missing).unlink()
+    fake = FakeHub().install(monkeypatch)
+    assert cli_main(["push", str(folder), "me/model"]) == 2
+    error = capsys.readouterr().err
+    assert "not a complete lsgtrain export" in error and missing in error
+    assert fake.calls == []
+
+
+def test_push_refuses_a_public_repository_when_private_is_asked(run, monkeypatch, capsys):
+    fake = FakeHub(existing={"me/model": False}).install(monkeypatch)
+    assert cli_main(["push", str(run["export"]), "me/model"]) == 2
+    assert "exists and is public" in capsys.readouterr().err
+    assert fake.calls == []
+
+
+def test_push_offline_says_so(run, capsys):
+    assert constants.HF_HUB_OFFLINE  # the tests' setting (tests/conftest.py)
+    assert cli_main(["push", str(run["export"]), "me/model"]) == 2
+    assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_push_without_network_names_the_problem(run, monkeypatch, capsys):
+    with socket.socket() as probe:  # a local port nobody listens on: the connection is refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    assert cli_main(["push", str(run["export"]), "me/model"]) == 2
+    assert "cannot reach the Hugging Face hub" in capsys.readouterr().err
+
+
+def test_a_run_that_cannot_push_fails_before_training(make_cfg, tmp_path):
+    cfg = make_cfg(*ONE_EPOCH, f"callbacks.hf_export.push_to_hub.repo_id={REPO}")
+    with pytest.raises(ConfigError, match=r"push_to_hub\.repo_id=.*HF_HUB_OFFLINE is set"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "tokenizer").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [("repo_id=a/b/c", "is not a hub repository id"), ("private=maybe", "must be true or false")],
+)
+def test_a_bad_push_setting_is_refused_before_anything_is_read(make_cfg, tmp_path, setting, error):
+    with pytest.raises(ValueError, match=rf"callbacks\.hf_export\.push_to_hub .*{error}"):
+        train(make_cfg(f"callbacks.hf_export.push_to_hub.{setting}"))
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+def test_a_push_failing_at_the_end_of_a_run_says_how_to_retry(run, monkeypatch):
+    FakeHub(upload_error=ConnectionResetError("connection reset by peer")).install(monkeypatch)
+    export = SimpleNamespace(dirpath=run["export"], push_to_hub=hub.PushTarget("me/model", private=False))
+    with pytest.raises(RuntimeError, match=rf"the run finished .* `lsgtrain push {run['export']} me/model --public`"):
+        _push_export(export)
+
+
+def test_generation_settings_the_export_cannot_save_fail_before_training(make_cfg, tmp_path):
+    """A length penalty with greedy search: generate() only warns, GenerationConfig.save_pretrained refuses it."""
+    cfg = make_cfg(*ONE_EPOCH, "module.generation.length_penalty=2.0")  # make_cfg: num_beams=1
+    with pytest.raises(ValueError, match=r"(?s)module\.generation .*`length_penalty`: `num_beams` is set to 1"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_classifier_export_has_a_card_and_no_generation_config(make_cfg, tmp_path):
+    metrics, _ = train(make_cfg("experiment=aclsum_venue_cls", *ONE_EPOCH))
+    export = tmp_path / "run" / "hf_model"
+    assert not (export / "generation_config.json").exists()
+    hub.check_export_folder(export)  # complete: a classifier needs no generation settings
+    card = ModelCard.load(export / "README.md")
+    assert card.data.pipeline_tag == "text-classification"
+    results = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results["test", "f1_macro"] == round(metrics["test/f1_macro"], 4)
+    assert ("validation", "f1_macro") in results
+    assert "AutoModelForSequenceClassification" in card.text and "generate(" not in card.text
+    assert json.loads((export / "config.json").read_text())["architectures"] == ["LSGPegasusForSequenceClassification"]
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local-base-with-license", "hub-base-offline"])
+def test_card_names_the_base_checkpoint_and_data_and_takes_the_base_license(make_cfg, tmp_path, local):
+    """A base checkpoint's card decides the license when it names one; hub ids become `base_model` / `datasets`."""
+    base = tmp_path / "base"
+    if local:
+        base.mkdir()
+        (base / "README.md").write_text("---\nlicense: mit\n---\n# a base\n")
+    source = str(base) if local else "ccdv/lsg-pegasus-large-4096"
+    cfg = make_cfg("experiment=arxiv_sum", f"model.pretrained={source}", fast=False)
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=8, num_nodes=2, num_devices=4,
+        global_step=120, current_epoch=6, accumulate_grad_batches=2, precision="bf16-mixed",
+    )  # fmt: skip
+    card = build_model_card(
+        run_config=OmegaConf.to_container(cfg, resolve=True), model_config=LSGPegasusConfig(block_size=128),
+        validation={"val/rougeLsum": 40.0}, test={"test/rougeLsum": 41.0}, generation=None, trainer=trainer,
+        seconds=7200, resumed=True, license=None, repo_id=None,
+    )  # fmt: skip
+    assert card.data.datasets == ["ccdv/arxiv-summarization"]
+    if local:  # a local folder is no hub id: named in the text only
+        assert card.data.license == "mit" and card.data.base_model is None and f"`{base}`" in card.text
+    else:  # offline: the hub card cannot be read, so lsgtrain's license, saying so
+        assert card.data.license == "apache-2.0" and card.data.base_model == source
+        assert "names no license in a model card that could be read here" in card.text
+    assert "8 x CPU" in card.text and "(2 nodes x 4 devices)" in card.text and "2.0 h (the last session" in card.text
+    assert "effective batch: 32" in card.text  # 2 per device x 8 devices x 2 accumulated
