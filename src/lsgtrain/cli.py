@@ -1,6 +1,8 @@
-"""`lsgtrain` command line: `convert` a Pegasus checkpoint to LSG, `summarize` text files, run the offline `demo`."""
+"""`lsgtrain` command line: `train` and `eval` (the Hydra apps, with any overrides), `convert` a Pegasus checkpoint to
+LSG, `summarize` text files, run the offline `demo`."""
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -90,6 +92,18 @@ def _load_seq2seq(model_dir: Path, *, trust_remote_code: bool):
     return AutoModelForSeq2SeqLM.from_pretrained(model_dir, trust_remote_code=False)
 
 
+def _hydra_app(args: argparse.Namespace) -> None:
+    """Run `lsgtrain.train` / `lsgtrain.evaluate` as their scripts do: `@hydra.main` parses sys.argv itself (overrides,
+    `-m`, `--cfg job`, `--help`), so the arguments after the subcommand become the whole command line."""
+    app = importlib.import_module(f"{__package__}.{args.module}").main
+    argv = sys.argv
+    sys.argv = [argv[0], *args.overrides]
+    try:
+        app()
+    finally:
+        sys.argv = argv
+
+
 def _demo(args: argparse.Namespace) -> None:
     """Offline end-to-end tour: tokenizer, tiny plain Pegasus, conversion, a long document encoded, generation."""
     import torch
@@ -141,6 +155,15 @@ def _demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsgtrain", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    # No option prefix: every argument after the subcommand (`-m`, `--cfg job`, `--help` included) goes to Hydra.
+    for name, module, summary in (
+        ("train", "train", "train (Hydra app of train.py): lsgtrain train [-m] [experiment=NAME] [key=value ...]"),
+        ("eval", "evaluate", "validate and test a checkpoint: lsgtrain eval ckpt_path=PATH [key=value ...]"),
+    ):
+        app = commands.add_parser(name, help=summary, add_help=False, prefix_chars="\0")
+        app.add_argument("overrides", nargs="*", help="Hydra overrides and flags; `--help` lists the config groups")
+        app.set_defaults(run=_hydra_app, module=module)
 
     convert = commands.add_parser("convert", help="convert a Pegasus checkpoint to LSG-Pegasus")
     convert.add_argument("source", help="checkpoint folder, or hub name (needs internet)")
