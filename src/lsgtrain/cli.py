@@ -2,9 +2,9 @@
 LSG, `summarize` text files, run the offline `demo`."""
 
 import argparse
-import importlib
 import json
 import logging
+import runpy
 import sys
 import time
 from pathlib import Path
@@ -93,13 +93,13 @@ def _load_seq2seq(model_dir: Path, *, trust_remote_code: bool):
 
 
 def _hydra_app(args: argparse.Namespace) -> None:
-    """Run `lsgtrain.train` / `lsgtrain.evaluate` as their scripts do: `@hydra.main` parses sys.argv itself (overrides,
-    `-m`, `--cfg job`, `--help`), so the arguments after the subcommand become the whole command line."""
-    app = importlib.import_module(f"{__package__}.{args.module}").main
+    """Run `python -m lsgtrain.train` (or `lsgtrain.evaluate`) in this process with the arguments after the subcommand
+    as its command line: `@hydra.main` reads them from sys.argv (overrides, `-m`, `--cfg job`, `--help`), and Lightning
+    starts each further DDP process as `python -m <that module>` with the same arguments."""
     argv = sys.argv
     sys.argv = [argv[0], *args.overrides]
     try:
-        app()
+        runpy.run_module(f"{__package__}.{args.module}", run_name="__main__", alter_sys=True)
     finally:
         sys.argv = argv
 
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # No option prefix: every argument after the subcommand (`-m`, `--cfg job`, `--help` included) goes to Hydra.
     for name, module, summary in (
-        ("train", "train", "train (Hydra app of train.py): lsgtrain train [-m] [experiment=NAME] [key=value ...]"),
+        ("train", "train", "train, as python train.py: lsgtrain train [-m] [experiment=NAME] [key=value ...]"),
         ("eval", "evaluate", "validate and test a checkpoint: lsgtrain eval ckpt_path=PATH [key=value ...]"),
     ):
         app = commands.add_parser(name, help=summary, add_help=False, prefix_chars="\0")

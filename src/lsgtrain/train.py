@@ -262,3 +262,10 @@ def main(cfg: DictConfig) -> float | None:
     if sweeping:
         record_trial(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task), metric, None)
     return metric
+
+
+# `python -m lsgtrain.train`: what `lsgtrain train` runs, and what Lightning runs again for each further DDP process.
+if __name__ == "__main__":
+    from lsgtrain.train import main  # the importable function, as train.py calls it: submitit pickles it by name
+
+    main()
