@@ -1,9 +1,11 @@
-"""`lsgtrain` command line: `convert` a Pegasus checkpoint to LSG, `predict` over files or a dataset split,
-`summarize` text files, run the offline `demo`."""
+"""`lsgtrain` command line: `train` and `eval` (the Hydra apps, with any overrides), `predict` over files or a dataset
+split, `summarize` text files, `push` an export to the hub, `convert` a Pegasus checkpoint to LSG, run the offline
+`demo`."""
 
 import argparse
 import json
 import logging
+import runpy
 import sys
 import time
 from pathlib import Path
@@ -76,6 +78,18 @@ def _run_prediction(args: argparse.Namespace, documents) -> None:
     if report.metrics and args.output:
         lines.append(f"metrics written to {metrics_path(args.output)}")
     print("\n".join(lines), file=out)
+
+
+def _hydra_app(args: argparse.Namespace) -> None:
+    """Run `python -m lsgtrain.train` (or `lsgtrain.evaluate`) in this process with the arguments after the subcommand
+    as its command line: `@hydra.main` reads them from sys.argv (overrides, `-m`, `--cfg job`, `--help`), and Lightning
+    starts each further DDP process as `python -m <that module>` with the same arguments."""
+    argv = sys.argv
+    sys.argv = [argv[0], *args.overrides]
+    try:
+        runpy.run_module(f"{__package__}.{args.module}", run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = argv
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -153,6 +167,15 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsgtrain", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    # No option prefix: every argument after the subcommand (`-m`, `--cfg job`, `--help` included) goes to Hydra.
+    for name, module, summary in (
+        ("train", "train", "train, as python train.py: lsgtrain train [-m] [experiment=NAME] [key=value ...]"),
+        ("eval", "evaluate", "validate and test a checkpoint: lsgtrain eval ckpt_path=PATH [key=value ...]"),
+    ):
+        app = commands.add_parser(name, help=summary, add_help=False, prefix_chars="\0")
+        app.add_argument("overrides", nargs="*", help="Hydra overrides and flags; `--help` lists the config groups")
+        app.set_defaults(run=_hydra_app, module=module)
 
     convert = commands.add_parser("convert", help="convert a Pegasus checkpoint to LSG-Pegasus")
     convert.add_argument("source", help="checkpoint folder, or hub name (needs internet)")

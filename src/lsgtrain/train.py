@@ -5,6 +5,7 @@ and returns `(metrics, objects)`; `main` is the Hydra entry and returns the metr
 """
 
 import contextlib
+import importlib.resources
 import json
 import logging
 import math
@@ -57,7 +58,22 @@ logger = logging.getLogger(__name__)
 # Lightning cannot see from the DataLoader, so its warning about non-resumable loaders does not apply.
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
-CONFIG_DIR = os.environ.get("LSGTRAIN_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
+
+def _config_dir() -> str:
+    """The Hydra configs: the repository's conf/, installed as the `lsgtrain.conf` package by a wheel and by
+    `pip install -e` alike, so an installed lsgtrain trains from any folder; LSGTRAIN_CONFIG_DIR overrides it."""
+    if os.environ.get("LSGTRAIN_CONFIG_DIR"):
+        return os.environ["LSGTRAIN_CONFIG_DIR"]
+    try:
+        return str(importlib.resources.files("lsgtrain.conf"))
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            "lsgtrain's configs (package lsgtrain.conf) are not installed: this install predates them; reinstall "
+            "lsgtrain (`pip install -e .` in a clone, or `pip install .`)"
+        ) from error
+
+
+CONFIG_DIR = _config_dir()
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -316,3 +332,10 @@ def main(cfg: DictConfig) -> float | None:
     if sweeping:
         record_trial(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task), metric, None)
     return metric
+
+
+# `python -m lsgtrain.train`: what `lsgtrain train` runs, and what Lightning runs again for each further DDP process.
+if __name__ == "__main__":
+    from lsgtrain.train import main  # the importable function, as train.py calls it: submitit pickles it by name
+
+    main()

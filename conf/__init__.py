@@ -1,0 +1,1 @@
+"""Hydra configs, installed as the `lsgtrain.conf` package (pyproject.toml maps it to this folder)."""
