@@ -7,7 +7,7 @@ from functools import partial
 import pytest
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from lsgtrain.modeling import (
     LSGPegasusConfig,
@@ -168,3 +168,28 @@ def test_fp16_with_the_explicit_opt_in_only_warns(make_cfg, caplog):
     with caplog.at_level(logging.WARNING, logger="lsgtrain.preflight"):
         check_config(make_cfg("trainer.precision=16-mixed", "allow_fp16=true"))
     assert "trainer.precision=16-mixed with allow_fp16=true: Pegasus overflows in float16" in caplog.text
+
+
+def test_a_pretrained_model_trains_with_dropout_and_fixed_position_tables(make_cfg, tiny_checkpoint):
+    """`from_pretrained` returns an eval-mode model whose sinusoidal tables transformers 5.24 makes trainable: the
+    run must train in train mode (dropout on) and leave the tables exactly as computed."""
+    loaded = LSGPegasusForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    assert not any(p.requires_grad for name, p in loaded.named_parameters() if "embed_positions" in name)
+
+    modes = []
+
+    class RecordModes(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            modes.append({name for name, m in pl_module.model.named_modules() if not m.training})
+
+    cfg = make_cfg(*QUICK, f"model.pretrained={tiny_checkpoint}", "trainer.limit_train_batches=2")
+    objects = build(cfg)
+    objects["trainer"].callbacks.append(RecordModes())
+    model = objects["model"]
+    tables = {name: p.detach().clone() for name, p in model.named_parameters() if "embed_positions" in name}
+    assert len(tables) == 2
+    objects["trainer"].fit(objects["module"], datamodule=objects["datamodule"])
+    assert modes == [set(), set()]  # every module in training mode at every step: dropout applies
+    for name, p in model.named_parameters():
+        if name in tables:
+            assert torch.equal(p, tables[name]) and not p.requires_grad, name

@@ -91,6 +91,17 @@ class LSGPegasusPreTrainedModel(PegasusPreTrainedModel):
         # Saved folders must name our classes, whatever auto_map a reference config.json carried.
         self.config.auto_map = dict(AUTO_MAP)
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with the sinusoidal position tables frozen again: transformers 5.24's
+        loading hands them back as trainable parameters (plain Pegasus' too), so an optimizer would update and
+        weight-decay tables that must stay the computed sinusoids."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # `output_loading_info=True` adds the info
+        for owner in model._position_tables_owners():
+            owner.embed_positions.weight.requires_grad_(False)
+        return loaded
+
     def _position_tables_owners(self) -> list[nn.Module]:
         """The encoder and, where this model has one, the decoder: each owns a sinusoidal `embed_positions`."""
         return [module for module in self.modules() if isinstance(module, (LSGPegasusEncoder, PegasusDecoder))]

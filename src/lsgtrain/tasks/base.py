@@ -96,7 +96,9 @@ class LongDocumentModule(LightningModule):
         # the optimizer and scheduler factories are code, not data: kept out of the checkpoint's hyper-parameters,
         # so that checkpoints hold only tensors and plain values and load with `weights_only=True`
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
-        self.model = model
+        # `from_pretrained` returns a model in eval mode, and Lightning keeps the mode it finds: without this a
+        # fine-tuned checkpoint would train without dropout.
+        self.model = model.train()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         frozen = freeze_parameters(model, **(freeze or {}))
