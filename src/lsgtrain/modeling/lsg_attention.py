@@ -290,7 +290,8 @@ class LSGBlockAttention(nn.Module):
             raise ValueError(f"the LSG path needs a length that is a multiple of block_size ({blk}), got {t}")
         queries = query[:, :, g:]  # [n, h, t, d]
         token_keep = keep[:, None, g:]  # [n, 1, t]
-        cpu_function = not output_attentions and _use_cpu_function(query)
+        flex = _use_flex_attention(query, dropout, self.geometry)
+        cpu_function = not output_attentions and not flex and _use_cpu_function(query)
         sparse_keys = sparse_values = sparse_keep = sparse_tokens = None
         if cpu_function and self.select_sparse is not None:
             # Sparse tokens that are a choice of tokens are read from `key` / `value` by index inside the function:
