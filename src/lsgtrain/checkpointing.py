@@ -117,14 +117,25 @@ def check_weights_fit(checkpoint: dict[str, Any], module: L.LightningModule, pat
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The `RESUME_FIXED` settings whose values differ between a checkpoint's run config and the current one."""
+    """The `RESUME_FIXED` settings whose values differ between a checkpoint's run config and the current one.
+
+    Settings in only one of them are not changes (see `settings_in_one_config`): a run started with an older
+    lsgtrain lacks the keys added since, whose defaults keep the old behaviour.
+    """
     before, now = _flatten(saved), _flatten(current)
-    missing = "<unset>"
     return [
-        f"{key}: {before.get(key, missing)!r} in the checkpoint, {now.get(key, missing)!r} now"
-        for key in sorted(set(before) | set(now))
-        if _is_fixed(key) and before.get(key, missing) != now.get(key, missing)
+        f"{key}: {before[key]!r} in the checkpoint, {now[key]!r} now"
+        for key in sorted(set(before) & set(now))
+        if _is_fixed(key) and before[key] != now[key]
     ]
+
+
+def settings_in_one_config(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The `RESUME_FIXED` settings that only the checkpoint's run config or only the current one has."""
+    before, now = _flatten(saved), _flatten(current)
+    only_now = [f"{key}={now[key]!r} (not in the checkpoint)" for key in sorted(set(now) - set(before))]
+    only_before = [f"{key}={before[key]!r} (only in the checkpoint)" for key in sorted(set(before) - set(now))]
+    return [setting for setting in only_now + only_before if _is_fixed(setting.split("=", 1)[0])]
 
 
 def _is_fixed(key: str) -> bool:

@@ -41,6 +41,7 @@ from .checkpointing import (
     load_checkpoint,
     resolve_resume_checkpoint,
     saved_run_config,
+    settings_in_one_config,
     tokenizer_choice,
 )
 from .data.tokenizer import save_tokenizer_once
@@ -207,7 +208,14 @@ def _refuse_changed_settings(checkpoint: dict[str, Any], cfg: DictConfig, path: 
     if saved is None:
         logger.warning("%s holds no run config (older lsgtrain): cannot check that the settings match", path)
         return
-    changed = changed_settings(saved, OmegaConf.to_container(cfg, resolve=True))
+    current = OmegaConf.to_container(cfg, resolve=True)
+    unmatched = settings_in_one_config(saved, current)
+    if unmatched:
+        logger.warning(
+            "%s was written by a run whose config lacks (or has) these settings, taken as they are now (a run started "
+            "with an older lsgtrain lacks the keys added since): %s", path, "; ".join(unmatched),
+        )  # fmt: skip
+    changed = changed_settings(saved, current)
     if changed:
         raise CheckpointError(
             f"ckpt_path={path}: a resume continues that run's optimizer, schedule and data order, but these "

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
 from lsgtrain.callbacks import TrainingDiverged
-from lsgtrain.checkpointing import CheckpointError
+from lsgtrain.checkpointing import CheckpointError, saved_run_config
 from lsgtrain.data.tokenizer import train_pegasus_tokenizer
 from lsgtrain.evaluate import evaluate
 from lsgtrain.train import train
@@ -274,3 +275,19 @@ def test_empty_data_file_and_blank_rows(make_cfg, standin_files, tmp_path, caplo
     assert "train: 3 rows, document words min 3" in caplog.text
     assert "train: 1 of 3 documents have fewer than 20 words (shortest: 3)" in caplog.text
     assert None not in datamodule.raw["train"]["document"]
+
+
+def test_a_checkpoint_of_an_older_lsgtrain_resumes_with_the_new_keys_named(make_cfg, tmp_path, caplog):
+    """A run started before a setting existed has no value for it in its checkpoint: that is no change (the new
+    key's default keeps the old behaviour), so the resume goes on and names it, instead of refusing to resume."""
+    run = _finished_run(make_cfg, tmp_path)
+    (run / "run_summary.json").unlink()  # as if it had been killed after its last checkpoint
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    saved = saved_run_config(checkpoint)
+    del saved["data"]["val_fraction"], saved["module"]["freeze"]  # keys an older lsgtrain did not have
+    torch.save(checkpoint, last)
+    with caplog.at_level(logging.WARNING, logger="lsgtrain.train"):
+        train(make_cfg(*SHORT, "test=false", "callbacks.hf_export=null", "trainer.max_epochs=2"))
+    assert "data.val_fraction=0.1 (not in the checkpoint)" in caplog.text
+    assert "module.freeze.token_embeddings=False (not in the checkpoint)" in caplog.text
