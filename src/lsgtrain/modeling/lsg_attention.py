@@ -307,6 +307,7 @@ class LSGBlockAttention(nn.Module):
         if cpu_function:
             # Global rows included: no slice of the queries and no concatenation, whose gradients are full copies.
             global_mask = _additive_mask(keep, query.dtype)[:, None, None, :]  # [n, 1, 1, g + t]
+            layout.read_rows_of(key, value)
             return _CPUBlockAttention.apply(query, key, value, sparse_keys, sparse_values, layout, global_mask,
                                             dropout), None  # fmt: skip
         # Global queries see every key (reference `not_causal_forward`, "bos" attention).
@@ -366,6 +367,7 @@ class _ChunkIndices(NamedTuple):
     dense_keep: torch.Tensor  # [n, 1, count, g + 3*blk]
     sparse: torch.Tensor | None  # [count, k_sparse] positions in the sparse tensors, or [n or 1, h, count*k_sparse]
     sparse_keep: torch.Tensor | None  # [n, h, count, k_sparse]
+    rows: torch.Tensor | None = None  # [n * h * count * k_len] rows of `key` / `value` (`_BlockLayout.read_rows_of`)
 
 
 class _BlockLayout:
@@ -389,6 +391,20 @@ class _BlockLayout:
         self.sparse_windows = None if sparse_keep is None else geometry.sparse_windows(self.n_blocks, token_keep.device)
         self.min_value = torch.finfo(dtype).min
         self.dtype = dtype
+        self.row_strides = None  # see `read_rows_of`
+
+    def read_rows_of(self, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Gather every chunk's keys (globals, local window and, with `sparse_tokens`, sparse tokens) as rows of
+        `key` / `value` seen as `[rows, d]`: one `index_select` per chunk, no concatenation, and one `index_add_` for
+        the gradients. Needs every key to come from `key` (no separate sparse tensors) and `key` / `value` laid out
+        alike, either as the projections give them (`[n, L, h, d]` in memory) or contiguous; else nothing changes."""
+        if self.sparse_keep is not None and self.sparse_tokens is None:
+            return
+        if key.stride() != value.stride() or not (key.is_contiguous() or key.transpose(1, 2).is_contiguous()):
+            return
+        d = key.shape[-1]
+        self.row_strides = tuple(stride // d for stride in key.stride()[:3])  # (batch, head, position), in rows
+        self.heads = key.shape[1]
 
     def chunks(self) -> list[tuple[int, int]]:
         return [
@@ -415,14 +431,31 @@ class _BlockLayout:
         dense_index = torch.cat([torch.arange(g, device=device).expand(count, g), positions + g], dim=1)
         dense_keep = torch.cat([global_keep, local_keep], dim=-1)
         if self.sparse_keep is None:
-            return _ChunkIndices(dense_index, dense_keep, None, None)
+            return _ChunkIndices(dense_index, dense_keep, None, None, self._rows(dense_index, None))
         sparse_positions = self.sparse_windows[first : first + count]
         inside = sparse_positions >= 0  # [count, k_sparse]
         sparse_positions = sparse_positions.clamp(min=0)
         sparse_keep = self.sparse_keep[:, :, sparse_positions] & inside  # [n, h, count, k_sparse]
-        if self.sparse_tokens is not None:
-            sparse_positions = self.sparse_tokens[:, :, sparse_positions.flatten()] + g  # [n or 1, h, count*k_sparse]
-        return _ChunkIndices(dense_index, dense_keep, sparse_positions, sparse_keep)
+        if self.sparse_tokens is None:
+            return _ChunkIndices(dense_index, dense_keep, sparse_positions, sparse_keep)
+        sparse_positions = self.sparse_tokens[:, :, sparse_positions.flatten()] + g  # [n or 1, h, count*k_sparse]
+        return _ChunkIndices(
+            dense_index, dense_keep, sparse_positions, sparse_keep, self._rows(dense_index, sparse_positions)
+        )
+
+    def _rows(self, dense_index: torch.Tensor, sparse_positions: torch.Tensor | None) -> torch.Tensor | None:
+        """Rows of the chunk's keys in `key` seen as `[rows, d]`, ordered `[n, h, count, k_len]` (flattened)."""
+        if self.row_strides is None:
+            return None
+        n, h, count = self.token_keep.shape[0], self.heads, dense_index.shape[0]
+        device = dense_index.device
+        per_batch, per_head, per_position = self.row_strides
+        offsets = (torch.arange(n, device=device).view(n, 1, 1, 1) * per_batch
+                   + torch.arange(h, device=device).view(1, h, 1, 1) * per_head)  # fmt: skip
+        parts = [dense_index.view(1, 1, count, -1)]
+        if sparse_positions is not None:
+            parts.append(sparse_positions.view(sparse_positions.shape[0], h, count, -1))
+        return torch.cat([part * per_position + offsets for part in parts], dim=-1).flatten()
 
     def gather(self, first, count, queries, key, value, sparse_keys, sparse_values, indices=None):
         """Chunk inputs of flash attention: queries `[n, h*count, blk, d]`, keys/values `[n, h*count, k_len, d]`
@@ -431,22 +464,20 @@ class _BlockLayout:
         `indices` is `self.indices(first, count)` when the caller already has it.
         """
         n, h, _, d = queries.shape
-        dense_index, dense_keep, sparse_index, sparse_keep = indices or self.indices(first, count)
-        keys = [key.index_select(2, dense_index.flatten()).view(n, h, count, -1, d)]  # [n, h, count, g+3*blk, d]
-        values = [value.index_select(2, dense_index.flatten()).view(n, h, count, -1, d)]
-        keeps = [dense_keep.expand(n, h, -1, -1)]
-        if sparse_index is not None and self.sparse_tokens is not None:
-            token_index = _expand_index(sparse_index, n, d)
-            keys.append(key.gather(2, token_index).view(n, h, count, -1, d))
-            values.append(value.gather(2, token_index).view(n, h, count, -1, d))
-            keeps.append(sparse_keep)
-        elif sparse_index is not None:
-            keys.append(sparse_keys.index_select(2, sparse_index.flatten()).view(n, h, count, -1, d))
-            values.append(sparse_values.index_select(2, sparse_index.flatten()).view(n, h, count, -1, d))
-            keeps.append(sparse_keep)
-        block_keys = torch.cat(keys, dim=3).view(n, h * count, -1, d)  # [n, h*count, k_len, d]
-        block_values = torch.cat(values, dim=3).view(n, h * count, -1, d)
+        dense_index, dense_keep, sparse_index, sparse_keep, rows = indices or self.indices(first, count)
+        keeps = [dense_keep.expand(n, h, -1, -1)] + ([] if sparse_keep is None else [sparse_keep])
         keep = torch.cat(keeps, dim=3).view(n, h * count, 1, -1)  # [n, h*count, 1, k_len]
+        if rows is not None:
+            block_keys = _as_rows(key).index_select(0, rows).view(n, h * count, -1, d)  # [n, h*count, k_len, d]
+            block_values = _as_rows(value).index_select(0, rows).view(n, h * count, -1, d)
+        else:
+            keys = [key.index_select(2, dense_index.flatten()).view(n, h, count, -1, d)]  # [n, h, count, g+3*blk, d]
+            values = [value.index_select(2, dense_index.flatten()).view(n, h, count, -1, d)]
+            if sparse_index is not None:
+                keys.append(sparse_keys.index_select(2, sparse_index.flatten()).view(n, h, count, -1, d))
+                values.append(sparse_values.index_select(2, sparse_index.flatten()).view(n, h, count, -1, d))
+            block_keys = torch.cat(keys, dim=3).view(n, h * count, -1, d)  # [n, h*count, k_len, d]
+            block_values = torch.cat(values, dim=3).view(n, h * count, -1, d)
         mask = torch.zeros(keep.shape, dtype=self.dtype, device=keep.device).masked_fill_(~keep, self.min_value)
         block_queries = queries.narrow(2, first * self.blk, count * self.blk).reshape(n, h * count, self.blk, d)
         return block_queries, block_keys, block_values, mask
@@ -477,9 +508,13 @@ class _BlockLayout:
         """Add a chunk's key/value gradients `[n, h*count, k_len, d]` back to the full tensors at the chunk's
         `indices` (overlapping windows sum, clamped out-of-range positions get the zero gradient of masked keys)."""
         grad_key, grad_value, grad_sparse_keys, grad_sparse_values = grads
-        dense_index, _, sparse_index, _ = indices
+        dense_index, _, sparse_index, _, rows = indices
         count = dense_index.shape[0]
         n, _, k_len, d = block_grads[0].shape
+        if rows is not None:  # gradient buffers are laid out as `key` / `value` (zeros_like)
+            for full, block in ((grad_key, block_grads[0]), (grad_value, block_grads[1])):
+                _as_rows(full).index_add_(0, rows, block.reshape(-1, d))
+            return
         h = grad_key.shape[1]
         dense = dense_index.shape[1]
         for full, sparse_full, block in (
@@ -488,15 +523,13 @@ class _BlockLayout:
         ):
             block = block.reshape(n, h, count, k_len, d)
             full.index_add_(2, dense_index.flatten(), block[:, :, :, :dense].reshape(n, h, -1, d))
-            if sparse_index is not None and self.sparse_tokens is not None:
-                full.scatter_add_(2, _expand_index(sparse_index, n, d), block[:, :, :, dense:].reshape(n, h, -1, d))
-            elif sparse_index is not None:
+            if sparse_index is not None:
                 sparse_full.index_add_(2, sparse_index.flatten(), block[:, :, :, dense:].reshape(n, h, -1, d))
 
 
-def _expand_index(index: torch.Tensor, n: int, d: int) -> torch.Tensor:
-    """Token positions `[n or 1, h, m]` as a `gather` / `scatter_add_` index over `[n, h, *, d]`: `[n, h, m, d]`."""
-    return index.unsqueeze(-1).expand(n, -1, -1, d)
+def _as_rows(x: torch.Tensor) -> torch.Tensor:
+    """`x` `[n, h, L, d]` (contiguous, or laid out `[n, L, h, d]`) as the `[n * h * L, d]` rows of its storage."""
+    return x.as_strided((x.numel() // x.shape[-1], x.shape[-1]), (x.shape[-1], 1), x.storage_offset())
 
 
 class _CPUBlockAttention(torch.autograd.Function):
