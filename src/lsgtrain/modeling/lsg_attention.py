@@ -528,8 +528,9 @@ class _BlockLayout:
 
 
 def _as_rows(x: torch.Tensor) -> torch.Tensor:
-    """`x` `[n, h, L, d]` (contiguous, or laid out `[n, L, h, d]`) as the `[n * h * L, d]` rows of its storage."""
-    return x.as_strided((x.numel() // x.shape[-1], x.shape[-1]), (x.shape[-1], 1), x.storage_offset())
+    """`x` `[n, h, L, d]` (contiguous, or laid out `[n, L, h, d]`) as a `[n * h * L, d]` view of its rows, in memory
+    order (the order `_BlockLayout.row_strides` counts in)."""
+    return (x if x.is_contiguous() else x.transpose(1, 2)).view(-1, x.shape[-1])
 
 
 class _CPUBlockAttention(torch.autograd.Function):
