@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from lsgtrain.train import CONFIG_DIR
+from lsgtrain.train import CONFIG_DIR, train
 
 # Small and fast everywhere: short documents, few generated tokens, tiny model, no experiment logger.
 FAST = [
@@ -65,6 +65,14 @@ def make_cfg(tmp_path, cache_dir):
 
     yield make
     GlobalHydra.instance().clear()
+
+
+def assert_refused_before_data_work(cfg: DictConfig, tmp_path: Path, error: type[Exception], message: str) -> None:
+    """`train(cfg)` raises `error` matching `message` before any data work: its cache folder never appears."""
+    cfg.paths.cache_dir = str(tmp_path / "fresh-cache")
+    with pytest.raises(error, match=message):
+        train(cfg)
+    assert not (tmp_path / "fresh-cache").exists()
 
 
 def _document(generator: torch.Generator, words: int) -> str:

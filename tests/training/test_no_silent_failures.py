@@ -20,6 +20,7 @@ from lsgtrain.data.tokenizer import train_pegasus_tokenizer
 from lsgtrain.evaluate import evaluate
 from lsgtrain.train import train
 
+from .conftest import assert_refused_before_data_work
 from .test_train import SHORT
 
 
@@ -146,11 +147,7 @@ def test_summarize_does_not_run_a_model_folders_code_unless_asked(tiny_checkpoin
     ],
 )  # fmt: skip
 def test_bad_settings_fail_before_any_data_work_naming_key_value_and_fix(make_cfg, tmp_path, overrides, message):
-    cfg = make_cfg(*overrides, "data.max_samples=4")
-    cfg.paths.cache_dir = str(tmp_path / "fresh-cache")
-    with pytest.raises(ValueError, match=message):
-        train(cfg)
-    assert not (tmp_path / "fresh-cache").exists()
+    assert_refused_before_data_work(make_cfg(*overrides, "data.max_samples=4"), tmp_path, ValueError, message)
 
 
 @pytest.mark.parametrize(("block_size", "factor"), [(30, 4), (32, 3), (12, 4), (16, 6)])

@@ -13,6 +13,8 @@ from lsgtrain.modeling.convert import save_atomically
 from lsgtrain.modeling.factory import CheckpointError
 from lsgtrain.train import train
 
+from .conftest import assert_refused_before_data_work
+
 ONE_EPOCH = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false", "callbacks.hf_export=null",
              "callbacks.rouge.every_n_epochs=5"]  # fmt: skip
 
@@ -77,8 +79,5 @@ def test_a_t5_checkpoint_is_refused_before_any_data_work(make_cfg, tmp_path):
     T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
                                ).save_pretrained(t5)  # fmt: skip
     cfg = make_cfg(f"model.pretrained={t5}", "data.max_samples=4")
-    cfg.paths.cache_dir = str(tmp_path / "fresh-cache")
-    with pytest.raises(CheckpointError, match=rf"model.pretrained={t5} is a 't5' checkpoint"):
-        train(cfg)
-    assert not (tmp_path / "fresh-cache").exists()
+    assert_refused_before_data_work(cfg, tmp_path, CheckpointError, rf"model.pretrained={t5} is a 't5' checkpoint")
     assert not (tmp_path / "run" / "tokenizer").exists()

@@ -12,6 +12,8 @@ import torch
 from lsgtrain.evaluate import evaluate
 from lsgtrain.train import train
 
+from .conftest import assert_refused_before_data_work
+
 SHORT = [
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=3",
@@ -163,10 +165,8 @@ def test_offline_hub_model_gives_a_clear_error(make_cfg):
 
 def test_impossible_lsg_parameters_fail_before_any_data_work(make_cfg, cache_dir, tmp_path):
     cfg = make_cfg("model.lsg.block_size=12", "model.lsg.sparsity_factor=4", "data.max_samples=4")
-    cfg.paths.cache_dir = str(tmp_path / "fresh-cache")
-    with pytest.raises(ValueError, match=r"^model.lsg: block_size // sparsity_factor = 12 // 4 = 3 is odd"):
-        train(cfg)
-    assert not (tmp_path / "fresh-cache").exists()
+    message = r"^model.lsg: block_size // sparsity_factor = 12 // 4 = 3 is odd"
+    assert_refused_before_data_work(cfg, tmp_path, ValueError, message)
 
 
 def test_a_failing_save_leaves_no_checkpoint(tmp_path, monkeypatch):

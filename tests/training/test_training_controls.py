@@ -18,7 +18,7 @@ from lsgtrain.preflight import check_config
 from lsgtrain.tasks.classification import ClassificationModule
 from lsgtrain.train import build, train
 
-from .conftest import QUICK
+from .conftest import QUICK, assert_refused_before_data_work
 
 
 def test_early_stopping_counts_evaluations_not_epochs(make_cfg, tmp_path):
@@ -157,11 +157,7 @@ def test_only_global_embeddings_is_refused_on_a_model_without_them():
     ],
 )  # fmt: skip
 def test_bad_training_controls_fail_before_any_data_work(make_cfg, tmp_path, overrides, message):
-    cfg = make_cfg(*overrides, "data.max_samples=4")
-    cfg.paths.cache_dir = str(tmp_path / "fresh-cache")
-    with pytest.raises(ValueError, match=message):
-        train(cfg)
-    assert not (tmp_path / "fresh-cache").exists()
+    assert_refused_before_data_work(make_cfg(*overrides, "data.max_samples=4"), tmp_path, ValueError, message)
 
 
 def test_fp16_with_the_explicit_opt_in_only_warns(make_cfg, caplog):
