@@ -24,7 +24,7 @@ from datasets.exceptions import DatasetGenerationError
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data.sources import FILE_FORMATS
+from .data.sources import FILE_FORMATS, TEXT_FORMATS, check_utf8
 from .metrics.rouge import compute_rouge
 from .modeling.convert import load_checkpoint_tokenizer
 from .tasks.classification import classification_metrics
@@ -153,6 +153,8 @@ def _read_file(path: Path) -> str | Dataset:
             ) from error
     if path.stat().st_size == 0:
         raise PredictionError(f"{path} is empty; give a file with one row per document")
+    if path.suffix in TEXT_FORMATS:  # datasets' json reader loads some non-UTF-8 files with the bad bytes in the text
+        check_utf8(path, "--input")
     try:
         return load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train")
     except (OSError, ValueError, DatasetGenerationError) as error:

@@ -179,6 +179,10 @@ def test_predict_names_unreadable_files_and_missing_columns(tiny_checkpoint, tmp
     broken.write_text('{"text": "a document"}\n{"text": \n')
     with pytest.raises(PredictionError, match=f"cannot read {broken} as jsonl"):
         read_documents([str(broken)], text_column="text")
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes('{"text": "une \u00e9tude"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"--input: {latin1} is not UTF-8: bytes .* on line 1"):
+        read_documents([str(latin1)], text_column="text")
     good = _write(_table(), tmp_path / "docs.parquet")
     with pytest.raises(PredictionError, match=r"--text-column='article' is not a column of .*docs.parquet; columns "
                        r"present: \['doc_id', 'text', 'abstract', 'venue'\]"):  # fmt: skip
