@@ -314,10 +314,10 @@ class LSGBlockAttention(nn.Module):
         global_context, _ = _full_attention(query[:, :, :g], key, value, keep, dropout)  # [n, h, g, d]
         inputs = (queries, key, value, sparse_keys, sparse_values)
         local_context, weights = self._block_attention(layout, inputs, token_keep, sparse_keep, dropout,
-                                                       output_attentions)  # fmt: skip
+                                                       output_attentions, flex)  # fmt: skip
         return torch.cat([global_context, local_context], dim=2), weights
 
-    def _block_attention(self, layout, inputs, token_keep, sparse_keep, dropout, output_attentions):
+    def _block_attention(self, layout, inputs, token_keep, sparse_keep, dropout, output_attentions, flex):
         """Context of the non-global queries `[n, h, t, d]` (and their weights if asked), in chunks of query blocks.
 
         Each chunk gathers its blocks' keys and values as `[global | local | sparse before | sparse after]` and runs
@@ -331,7 +331,7 @@ class LSGBlockAttention(nn.Module):
             chunks = [layout.attend_eager(first, count, *inputs, dropout=dropout) for first, count in layout.chunks()]
             contexts, weights = zip(*chunks, strict=True)
             return torch.cat(contexts, dim=2), torch.cat(weights, dim=2)
-        if _use_flex_attention(queries, dropout, self.geometry):
+        if flex:  # `_use_flex_attention`, decided by the caller
             return _flex_block_attention(self.geometry, queries, key, value, token_keep, sparse_keys, sparse_values,
                                          sparse_keep), None  # fmt: skip
         contexts = []
