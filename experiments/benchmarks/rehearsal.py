@@ -18,7 +18,10 @@ beams, length penalty 2, 128-512 new tokens — except for what a 2-core CPU nee
 
 `lsg_4096`: `model.pretrained=HUB/ccdv/lsg-pegasus-large-4096`; `converted_4096`: `model=pegasus_large_converted
 model.convert_from=HUB/google/pegasus-large` (converted at load time to 4,096 positions); `lsg_16384`: the LSG
-checkpoint extended to 16,384 tokens with `lsgtrain convert` (timed), then `data.max_source_length=16384`.
+checkpoint extended to 16,384 tokens with `lsgtrain convert` (timed), then `data.max_source_length=16384` on a copy of
+the arXiv stand-in (same files and layout) that keeps only the papers of at least 16,384 tokens, so that every
+document fills the length. Each run records the real (non-padding) source tokens of every training and validation
+document, and times every `generate` call of the ROUGE callback: seconds per summary and per new token.
 
 Activation memory: forward + backward of the full model (gradient checkpointing, bf16 autocast, 512 target tokens)
 at each `--activation-lengths` with batch 1 and 2, each in a fresh process; the difference between the peak RSS of
@@ -35,6 +38,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,23 +54,65 @@ CUDA_OVERHEAD_GB = 1.5
 
 
 class StepTimer(Callback):
-    """Wall time of every training batch (= optimizer step here) and of the validation epoch (with generation)."""
+    """Wall time of every training batch (= optimizer step here) and of the validation epoch (with generation), and
+    the source tokens (padding excluded) of every training and validation document."""
 
     def __init__(self):
         self.steps: list[float] = []
         self.validation: float | None = None
+        self.train_tokens: list[int] = []
+        self.validation_tokens: list[int] = []
 
-    def on_train_batch_start(self, *args) -> None:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.train_tokens += batch["attention_mask"].sum(1).tolist()
         self._step = time.perf_counter()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.validation_tokens += batch["attention_mask"].sum(1).tolist()
 
     def on_train_batch_end(self, *args) -> None:
         self.steps.append(time.perf_counter() - self._step)
 
     def on_validation_epoch_start(self, *args) -> None:
+        self.validation_tokens = []  # the last validation epoch's (the one with generation)
         self._validation = time.perf_counter()
 
     def on_validation_epoch_end(self, *args) -> None:
         self.validation = time.perf_counter() - self._validation
+
+
+def time_generation(calls: list[dict]) -> None:
+    """Record the seconds, documents and new tokens of every `SummarizationModule.generate` call (the ROUGE
+    callback's beam search) in `calls`."""
+    from lsgtrain.tasks.summarization import SummarizationModule
+
+    generate = SummarizationModule.generate
+
+    def timed(module, batch, **overrides):
+        started = time.perf_counter()
+        output = generate(module, batch, **overrides)
+        seconds = time.perf_counter() - started
+        # the output starts with the decoder-start token
+        calls.append({"seconds": seconds, "documents": output.shape[0], "new_tokens": output.shape[1] - 1})
+        return output
+
+    SummarizationModule.generate = timed
+
+
+def long_document_copy(source: Path, target: Path, tokenizer_folder: Path, min_tokens: int) -> Path:
+    """A copy of a summarization stand-in (parquet shards per config, README) keeping only the articles of at
+    least `min_tokens` tokens."""
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.parquet"), dirs_exist_ok=True)
+    for shard in sorted(source.rglob("*.parquet")):
+        table = pq.read_table(shard)
+        lengths = [len(ids) for ids in tokenizer(table.column("article").to_pylist()).input_ids]
+        keep = [i for i, length in enumerate(lengths) if length >= min_tokens]
+        pq.write_table(table.take(keep), target / shard.relative_to(source))
+    return target
 
 
 def peak_rss_mb() -> float:
@@ -102,13 +148,15 @@ def train_worker(hub: Path, run: str, steps: int, batch_size: int, max_new_token
         started = time.perf_counter()
         convert_checkpoint(hub / LSG, work / "lsg-16384", max_sequence_length=16384, overwrite=True)
         result["convert_seconds"] = round(time.perf_counter() - started, 1)
-        overrides += [f"model.pretrained={work / 'lsg-16384'}", "data.max_source_length=16384"]
+        papers = long_document_copy(hub / ARXIV, work / "arxiv-16384", hub / LSG, 16384)
+        overrides += [f"model.pretrained={work / 'lsg-16384'}", "data.max_source_length=16384",
+                      f"data.dataset_name={papers}"]  # fmt: skip
     else:
         raise ValueError(f"unknown run {run!r}")
     overrides += [
         "trainer.accelerator=cpu", "trainer.devices=1", "++trainer.strategy=auto", "trainer.num_sanity_val_steps=0",
         f"effective_batch_size={batch_size}", f"data.batch_size={batch_size}", "data.num_workers=0",
-        "data.max_samples=2", "data.eval_batch_size=2", f"trainer.max_epochs={steps}",
+        "data.max_samples=2", f"data.eval_batch_size={batch_size}", f"trainer.max_epochs={steps}",
         "++trainer.limit_train_batches=1", f"callbacks.rouge.every_n_epochs={steps}",
         "test=false", "logger=none", "callbacks.hf_export=null", "callbacks.model_checkpoint=null",
         "callbacks.step_checkpoint=null", "+callbacks.timer._target_=__main__.StepTimer",
@@ -121,6 +169,8 @@ def train_worker(hub: Path, run: str, steps: int, batch_size: int, max_new_token
     with open_dict(cfg):
         for key in ("root_dir", "log_dir", "output_dir", "cache_dir"):
             cfg.paths[key] = str(work / run / key)
+    generate_calls: list[dict] = []
+    time_generation(generate_calls)
     started = time.perf_counter()
     metrics, objects = train(cfg)
     timer = next(c for c in objects["trainer"].callbacks if isinstance(c, StepTimer))
@@ -131,8 +181,13 @@ def train_worker(hub: Path, run: str, steps: int, batch_size: int, max_new_token
         "source_tokens": cfg.data.max_source_length, "optimizer_steps": objects["trainer"].global_step,
         "batch_size": batch_size,
         "seconds_per_step": [round(s, 1) for s in timer.steps],
+        "train_source_tokens": timer.train_tokens, "validation_source_tokens": timer.validation_tokens,
         "validation_seconds": round(timer.validation, 1) if timer.validation else None,
-        "seconds_per_summary": round(timer.validation / 2, 1) if timer.validation else None,
+        "generate_calls": [{k: round(v, 1) for k, v in call.items()} for call in generate_calls],
+        "seconds_per_summary": round(sum(c["seconds"] for c in generate_calls)
+                                     / sum(c["documents"] for c in generate_calls), 1),
+        "seconds_per_new_token": round(sum(c["seconds"] for c in generate_calls)
+                                       / sum(c["documents"] * c["new_tokens"] for c in generate_calls), 2),
         "generation": {k: generation[k] for k in ("num_beams", "length_penalty", "min_new_tokens", "max_new_tokens")},
         "peak_rss_mb": round(peak_rss_mb()), "train_loss": metrics.get("train/loss"),
     })  # fmt: skip
@@ -200,14 +255,17 @@ def write_results(results: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "rehearsal.json").write_text(json.dumps(results, indent=2))
     lines = [f"Machine: {results['machine']}. {results['note']}", "",
-             "| run | source tokens | s / optimizer step (batch) | s / summary (beams, new tokens) | peak RSS |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             "| run | source tokens per document | s / optimizer step (batch) | s / summary (beams, new tokens) "
+             "| s / new token | peak RSS |", "|---|---|---|---|---|---|"]  # fmt: skip
     for run in results["runs"]:
         steps = ", ".join(f"{s:.1f}" for s in run["seconds_per_step"])
         gen = run["generation"]
         summary = f"{run['seconds_per_summary']} ({gen['num_beams']}, {gen['min_new_tokens']}-{gen['max_new_tokens']})"
-        steps += f" ({run.get('batch_size', 2)})"
-        lines.append(f"| `{run['run']}` | {run['source_tokens']:,} | {steps} | {summary} | {run['peak_rss_mb']:,} MB |")
+        steps += f" ({run['batch_size']})"
+        documents = "train " + ", ".join(f"{n:,}" for n in dict.fromkeys(run["train_source_tokens"]))
+        documents += "; validation " + ", ".join(f"{n:,}" for n in run["validation_source_tokens"])
+        lines.append(f"| `{run['run']}` | {documents} | {steps} | {summary} | {run['seconds_per_new_token']} "
+                     f"| {run['peak_rss_mb']:,} MB |")  # fmt: skip
     if results.get("activation"):
         table = results["activation"]
         header = " | ".join(f"max batch {gpu} GB" for gpu in GPUS_GB)
@@ -245,6 +303,14 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="rehearsal-"))
+    try:
+        measure(args, work)
+    finally:  # converted checkpoints are 2.3 GB each
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
+    """Every run of `args.runs` in a fresh process, then the activation memory; results written after each."""
     note = (
         "experiment=arxiv_sum as configured, except effective_batch_size = the per-device batch (one micro-batch per "
         "optimizer step; the experiment's batch is 2), one CPU process, num_workers=0; each row gives its batch and "
@@ -253,7 +319,8 @@ def main() -> None:
     # runs measured before (another invocation, other --steps) are kept unless measured again
     previous = json.loads((RESULTS / "rehearsal.json").read_text()) if (RESULTS / "rehearsal.json").is_file() else {}
     results = {**previous, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "note": note + "."}
-    results.setdefault("runs", [])
+    # runs of an older version of this script lack the per-document tokens and the generation timings
+    results["runs"] = [run for run in results.get("runs", []) if "generate_calls" in run]
     for run in filter(None, args.runs.split(",")):
         options = ["--runs", run, "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--work", str(work)]
         if args.max_new_tokens:

@@ -64,6 +64,7 @@ NUMBERS = (
     Number("data.max_predict_samples", int, 1, "100"),
     Number("data.num_proc", int, 1, "4"),
     Number("data.val_fraction", float, 0, "0.1", exclusive=True, below=1),
+    Number("model.attention_dropout", float, 0, "0.0", below=1),
     Number("module.optimizer.lr", float, 0, "5e-4", exclusive=True),
     Number("module.weight_decay", float, 0, "0.01"),
     Number("module.label_smoothing", float, 0, "0.1"),

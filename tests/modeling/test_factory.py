@@ -118,3 +118,25 @@ def test_a_checkpoint_without_a_tokenizer_needs_an_explicit_one(hub_standins, tm
         build_model(**options)
     _, tokenizer = build_model(**options, tokenizer=str(hub_standins[LSG]))
     assert ids(tokenizer) == ids(AutoTokenizer.from_pretrained(hub_standins[LSG]))
+
+
+@pytest.mark.parametrize("key", ["pretrained", "convert_from", None])
+def test_model_attention_dropout_replaces_the_checkpoints_in_every_attention_layer(hub_standins, key):
+    """google/pegasus-large and ccdv/lsg-pegasus-large-4096 train with attention dropout 0.1; the recipes set 0 so
+    that the encoder takes the fast kernels (which have no dropout): every layer must see the override."""
+    from lsgtrain.data.tokenizer import train_pegasus_tokenizer
+
+    source = {key: str(hub_standins[LSG if key == "pretrained" else PEGASUS])} if key else {}
+    texts = [f"token{i} word{i * 7} piece{i * 13}" for i in range(3000)]
+    random = {"train_tokenizer": lambda: train_pegasus_tokenizer(texts, vocab_size=500), "init": {"d_model": 32}}
+    build = dict(task="seq2seq", max_source_length=1024, lsg={}, **(source or random))
+    model, _ = build_model(attention_dropout=0.0, **build) if key else build_model(attention_dropout=0.2, **build)
+    expected = 0.0 if key else 0.2
+    if key:  # None keeps the checkpoint's
+        assert build_model(**build).model.config.attention_dropout == 0.1
+    layers = [m for m in model.modules() if hasattr(m, "dropout") and type(m).__name__.endswith("Attention")]
+    assert len(layers) >= 3 and {layer.dropout for layer in layers} == {expected}  # encoder, decoder self + cross
+    assert model.config.attention_dropout == expected
+    if not key:
+        with pytest.raises(ValueError, match=r"model\.attention_dropout or model\.init\.attention_dropout"):
+            build_model(attention_dropout=0.2, **{**build, "init": {"attention_dropout": 0.1}})

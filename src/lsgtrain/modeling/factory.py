@@ -60,6 +60,7 @@ def build_model(
     pretrained: str | None = None,
     convert_from: str | None = None,
     init: dict[str, Any] | None = None,
+    attention_dropout: float | None = None,
     gradient_checkpointing: bool = False,
     attn_implementation: str | None = "sdpa",
     allow_weight_mismatch: bool = False,
@@ -77,6 +78,8 @@ def build_model(
         pretrained: an LSG checkpoint folder or hub name.
         convert_from: a plain Pegasus checkpoint folder or hub name, converted at load time.
         init: config keys of a randomly initialised model (used when neither checkpoint is given).
+        attention_dropout: replaces the checkpoint's (or `init`'s) attention dropout in every attention layer; None
+            keeps it. With 0 the encoder takes the fast attention kernels, which have no dropout.
         gradient_checkpointing: recompute layer activations in backward (less memory, slower steps).
         attn_implementation: the decoder's attention backend (`sdpa`, `eager`, `flash_attention_2`).
         allow_weight_mismatch: load a checkpoint even where weights are missing (left random) or unexpected
@@ -106,6 +109,10 @@ def build_model(
     else:
         raise CheckpointError("a randomly initialised model needs a tokenizer: set data.tokenizer.pretrained")
     head = {**head, **(data_head() if data_head else {})}
+    if attention_dropout is not None:
+        if init and "attention_dropout" in init and not (pretrained or convert_from):
+            raise ValueError("set the attention dropout once: model.attention_dropout or model.init.attention_dropout")
+        lsg = {**lsg, "attention_dropout": attention_dropout}  # a config key, applied wherever lsg keys are
 
     model_class = TASK_CLASSES[task]
     if pretrained:
