@@ -48,6 +48,10 @@ def test_readme_experiment_runs_from_local_copies_with_the_checkpoints_tokenizer
     assert saved(SAMPLE).input_ids == tokenizer(SAMPLE).input_ids
     assert objects["model"].config.vocab_size == len(tokenizer)
     assert objects["trainer"].global_step == 1 and metrics["train/loss"] > 0
+    # the checkpoints' attention dropout (0.1) is replaced by the recipe's 0 in every attention layer, so the encoder
+    # takes the fast kernels (README "Attention dropout")
+    layers = [m for m in objects["model"].modules() if type(m).__name__.endswith("Attention") and hasattr(m, "dropout")]
+    assert layers and {layer.dropout for layer in layers} == {0.0} == {objects["model"].config.attention_dropout}
     if summarization:
         assert {"val/rougeLsum", "test/rouge1", "test/rouge2", "test/rougeL", "test/rougeLsum"} <= metrics.keys()
     else:
