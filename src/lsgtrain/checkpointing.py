@@ -33,6 +33,11 @@ RESUME_FREE = (
     "model.attn_implementation", "data.num_proc", "data.overwrite_cache", "data.max_predict_samples",
 )  # fmt: skip
 
+# Keys added since runs were first written, whose configs now set a value other than the behaviour of a run without
+# the key: such a run trained with the value given here (null: the checkpoint's own attention dropout), and a resume
+# compares against it. A key whose default keeps the old behaviour does not belong here.
+VALUES_BEFORE_THE_KEY = {"model.attention_dropout": None}
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` that saves to `.name.tmp` and `os.replace`s it, so a crash or kill during a save never
@@ -120,9 +125,9 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     """The `RESUME_FIXED` settings whose values differ between a checkpoint's run config and the current one.
 
     Settings in only one of them are not changes (see `settings_in_one_config`): a run started with an older
-    lsgtrain lacks the keys added since, whose defaults keep the old behaviour.
+    lsgtrain lacks the keys added since, whose defaults keep the old behaviour, except `VALUES_BEFORE_THE_KEY`.
     """
-    before, now = _flatten(saved), _flatten(current)
+    before, now = _saved_settings(saved), _flatten(current)
     return [
         f"{key}: {before[key]!r} in the checkpoint, {now[key]!r} now"
         for key in sorted(set(before) & set(now))
@@ -132,10 +137,15 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str
 
 def settings_in_one_config(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The `RESUME_FIXED` settings that only the checkpoint's run config or only the current one has."""
-    before, now = _flatten(saved), _flatten(current)
+    before, now = _saved_settings(saved), _flatten(current)
     only_now = [f"{key}={now[key]!r} (not in the checkpoint)" for key in sorted(set(now) - set(before))]
     only_before = [f"{key}={before[key]!r} (only in the checkpoint)" for key in sorted(set(before) - set(now))]
     return [setting for setting in only_now + only_before if _is_fixed(setting.split("=", 1)[0])]
+
+
+def _saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's flattened run config, with `VALUES_BEFORE_THE_KEY` for the keys it predates."""
+    return {**VALUES_BEFORE_THE_KEY, **_flatten(saved)}
 
 
 def _is_fixed(key: str) -> bool:

@@ -283,8 +283,14 @@ def test_a_checkpoint_of_an_older_lsgtrain_resumes_with_the_new_keys_named(make_
     checkpoint = torch.load(last, weights_only=True)
     saved = saved_run_config(checkpoint)
     del saved["data"]["val_fraction"], saved["module"]["freeze"]  # keys an older lsgtrain did not have
+    del saved["model"]["attention_dropout"]  # ... and one whose value in the recipes changes what a run does
     torch.save(checkpoint, last)
+    # that run trained with the checkpoint's attention dropout (null): 0 now would change it mid-run
+    with pytest.raises(CheckpointError, match=r"model.attention_dropout: None in the checkpoint, 0.0 now"):
+        train(make_cfg(*SHORT, "test=false", "callbacks.hf_export=null", "trainer.max_epochs=2",
+                       "model.attention_dropout=0.0"))  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="lsgtrain.train"):
         train(make_cfg(*SHORT, "test=false", "callbacks.hf_export=null", "trainer.max_epochs=2"))
     assert "data.val_fraction=0.1 (not in the checkpoint)" in caplog.text
     assert "module.freeze.token_embeddings=False (not in the checkpoint)" in caplog.text
+    assert "attention_dropout" not in caplog.text  # null now: the behaviour of that run, nothing to name
