@@ -23,7 +23,8 @@ the arXiv stand-in (same files and layout) that keeps only the papers of at leas
 document fills the length. Each run records the real (non-padding) source tokens of every training and validation
 document, and times every `generate` call of the ROUGE callback: seconds per summary and per new token.
 
-Activation memory: forward + backward of the full model (gradient checkpointing, bf16 autocast, 512 target tokens)
+Activation memory: forward + backward of the full model (gradient checkpointing, the recipe's attention dropout,
+bf16 autocast, 512 target tokens)
 at each `--activation-lengths` with batch 1 and 2, each in a fresh process; the difference between the peak RSS of
 forward + backward (measured from after loading) with batch 2 and with batch 1 is one sample's activations at that
 length, fitted linearly in the length. The GPU table adds them to
@@ -197,17 +198,20 @@ def train_worker(hub: Path, run: str, steps: int, batch_size: int, max_new_token
 # -- activation memory ------------------------------------------------------------------------------------------
 def activation_worker(hub: Path, length: int, batch: int, work: Path) -> dict:
     import torch
+    from omegaconf import OmegaConf
 
     from lsgtrain.modeling.convert import convert_checkpoint
     from lsgtrain.modeling.factory import build_model
+    from lsgtrain.train import CONFIG_DIR
 
     checkpoint = hub / LSG
     if length > 4096:
         checkpoint = work / f"lsg-{length}"
         if not checkpoint.is_dir():
             convert_checkpoint(hub / LSG, checkpoint, max_sequence_length=length, overwrite=True)
+    recipe = OmegaConf.load(Path(CONFIG_DIR) / "model" / "lsg_pegasus_large.yaml")  # the experiment's model keys
     model, tokenizer = build_model(task="seq2seq", max_source_length=length, lsg={}, pretrained=str(checkpoint),
-                                   gradient_checkpointing=True)  # fmt: skip
+                                   gradient_checkpointing=True, attention_dropout=recipe.attention_dropout)  # fmt: skip
     model.train()
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(200, len(tokenizer), (batch, length), generator=generator)
