@@ -213,6 +213,45 @@ def test_editing_a_data_file_retokenises_and_retrains_the_tokenizer(make_cfg, tm
     assert len(list((cache / "tokenizers").iterdir())) == 2  # the tokenizer trained on the old texts is not reused
 
 
+def _dataset_folder(root: Path, rows: dict[str, list[dict]]) -> Path:
+    """A downloaded hub dataset: `section/<split>-00000-of-00001.parquet` and a README whose `configs:` names them."""
+    folder = root / "arxiv-summarization"
+    (folder / "section").mkdir(parents=True, exist_ok=True)
+    files = "".join(f"  - split: {split}\n    path: section/{split}-*\n" for split in rows)
+    (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: section\n  data_files:\n{files}---\n")
+    for split, split_rows in rows.items():
+        Dataset.from_list(split_rows).to_parquet(str(folder / "section" / f"{split}-00000-of-00001.parquet"))
+    return folder
+
+
+def test_a_local_dataset_folder_is_read_from_its_own_current_files(make_cfg, tmp_path):
+    """datasets 5.2 caches a local folder under its name and config only: a second folder of the same name (a sample
+    beside the full download) and rewritten files (a new download) silently loaded the first copy's rows, and the
+    tokenized cache kept them (found in the full-size rehearsal: its 4,096-token runs trained on the papers of the
+    tiny test stand-ins)."""
+    cache = tmp_path / "cache"
+
+    def first_train_document(folder: Path, tokenizer=None):
+        module = instantiate(make_cfg("data.source=hub", f"data.dataset_name={folder}",
+                                      "data.dataset_config=section").data, _convert_="all")  # fmt: skip
+        module.cache_dir = cache
+        module.tokenizer = tokenizer or module.train_tokenizer()
+        module.setup("fit")
+        decoded = module.tokenizer.decode(module.datasets["train"][0]["input_ids"], skip_special_tokens=True)
+        return module.raw["train"]["document"][0], decoded, module.tokenizer
+
+    first = _dataset_folder(tmp_path / "a", {"train": _rows(8), "validation": _rows(4, start=8)})
+    raw, decoded, tokenizer = first_train_document(first)
+    assert raw.startswith("document 0.") and decoded.startswith("document 0.")
+    second = _dataset_folder(tmp_path / "b", {"train": _rows(8, start=100), "validation": _rows(4, start=8)})
+    assert first_train_document(second, tokenizer)[0].startswith("document 100.")
+    edited = _rows(8)
+    edited[0]["document"] = edited[0]["document"].replace("document 0.", "edited text.")
+    _dataset_folder(tmp_path / "a", {"train": edited, "validation": _rows(4, start=8)})
+    raw, decoded, _ = first_train_document(first, tokenizer)  # same tokenizer: only the rows changed
+    assert raw.startswith("edited text.") and decoded.startswith("edited text.")
+
+
 # -- bad files and rows ----------------------------------------------------------------------------------------------
 def test_rows_without_text_or_summary_are_dropped_naming_file_rows_and_columns(make_cfg, tmp_path, caplog):
     rows = _rows(6)

@@ -20,7 +20,16 @@ from datasets import Dataset, DatasetDict
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .sources import cap_splits, carve_validation, check_columns, drop_empty_rows, load_splits, log_lengths
+from .sources import (
+    cap_splits,
+    carve_validation,
+    check_columns,
+    drop_empty_rows,
+    load_splits,
+    local_dataset_folder,
+    local_folder_fingerprint,
+    log_lengths,
+)
 from .tokenizer import cached_pegasus_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -224,8 +233,11 @@ class LongDocumentDataModule(LightningDataModule):
     def _tokenize_all(self, *, overwrite: bool) -> dict[str, Dataset]:
         tokenizer_id = hashlib.sha256(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode()).hexdigest()[:12]
         tokenized = {}
+        # datasets gives a local folder's splits the same fingerprint whatever its files hold: add theirs
+        folder = local_dataset_folder(self.dataset_name) if self.source == "hub" else None
+        files = local_folder_fingerprint(folder) if folder is not None else None
         for split, dataset in self.raw.items():
-            key = json.dumps([self.source, self.dataset_name, self.dataset_config, split, dataset._fingerprint,
+            key = json.dumps([self.source, self.dataset_name, self.dataset_config, split, dataset._fingerprint, files,
                               tokenizer_id, self.encoding_key()], default=str)  # fmt: skip
             digest = hashlib.sha256(key.encode()).hexdigest()[:20]
             cache_file = self.cache_dir / "tokenized" / f"{digest}.arrow"

@@ -7,6 +7,7 @@ carves a validation split from train when there is none (`carve_validation`) and
 """
 
 import codecs
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -16,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, load_dataset
+from datasets import config as datasets_config
 
 from .aclsum import load_aclsum_split
 
@@ -160,8 +162,15 @@ def _load_hub(
 ) -> tuple[DatasetDict, dict[str, str]]:
     if not dataset_name:
         raise DataSourceError("data.source='hub' needs data.dataset_name (e.g. ccdv/arxiv-summarization)")
+    folder = local_dataset_folder(dataset_name)
+    # datasets (5.2) caches a local folder's arrow files under the folder's NAME and config only: another folder of
+    # the same name (a sample beside the full download) or rewritten files (a new download) would silently load the
+    # first copy's rows. A cache of the folder's own, named by its files' fingerprint, rebuilds when they change.
+    cache_dir = None
+    if folder is not None:
+        cache_dir = Path(datasets_config.HF_DATASETS_CACHE) / "lsgtrain-local" / local_folder_fingerprint(folder)
     try:
-        everything = load_dataset(dataset_name, dataset_config)
+        everything = load_dataset(dataset_name, dataset_config, cache_dir=None if cache_dir is None else str(cache_dir))
     except (OSError, ConnectionError, ValueError) as error:
         if "split" in str(error).lower() and "hub" not in str(error).lower():
             raise
@@ -175,6 +184,27 @@ def _load_hub(
     matched = _match_splits(everything, split_names, where, strict=False)
     splits = DatasetDict({split: everything[name] for split, name in matched.items()})
     return splits, {split: f"{where} split {name}" for split, name in matched.items()}
+
+
+def local_dataset_folder(dataset_name: str | None) -> Path | None:
+    """The folder `data.dataset_name` names (a downloaded copy of a hub dataset), or None for a hub name."""
+    if not dataset_name:
+        return None
+    folder = Path(dataset_name).expanduser()
+    return folder.resolve() if folder.is_dir() else None
+
+
+def local_folder_fingerprint(folder: Path) -> str:
+    """`<folder name>-<hash>` of the folder's absolute path and every file's relative path, size and modification
+    time (hidden entries, e.g. `hf download`'s `.cache/`, excluded): it changes when any data file does, without
+    reading gigabytes of data on every run."""
+    files = sorted(
+        path for path in folder.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )  # fmt: skip
+    stats = [(str(path.relative_to(folder)), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+    digest = hashlib.sha256(repr([str(folder), stats]).encode()).hexdigest()[:16]
+    return f"{folder.name}-{digest}"
 
 
 def drop_empty_rows(splits: DatasetDict, columns: Mapping[str, str], origins: Mapping[str, str]) -> DatasetDict:
