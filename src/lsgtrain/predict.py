@@ -24,7 +24,7 @@ from datasets.exceptions import DatasetGenerationError
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data.sources import FILE_FORMATS, TEXT_FORMATS, check_utf8
+from .data.sources import FILE_FORMATS, TEXT_FORMATS, check_utf8, load_hub_dataset
 from .metrics.rouge import compute_rouge
 from .modeling.convert import load_checkpoint_tokenizer
 from .tasks.classification import classification_metrics
@@ -163,7 +163,7 @@ def _read_file(path: Path) -> str | Dataset:
 
 def _load_split(name: str, config: str | None, split: str) -> Dataset:
     try:
-        return load_dataset(name, config, split=split)
+        return load_hub_dataset(name, config, split=split)
     except (OSError, ConnectionError, ValueError, DatasetGenerationError) as error:
         raise PredictionError(
             f"could not load the {split!r} split of dataset {name}{f' (config {config})' if config else ''}: "

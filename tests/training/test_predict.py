@@ -215,6 +215,20 @@ def test_predict_reads_a_dataset_split_from_a_local_folder(hub_standins, tmp_pat
         read_documents(dataset=str(hub_standins["ccdv/arxiv-summarization"]), split="tset", config="section")
 
 
+def test_predict_reads_each_local_dataset_folder_from_its_own_files(hub_standins, tmp_path):
+    """A second folder with the same name (datasets 5.2 keys a local folder's cache by name and config only) must
+    not be read from the first one's cache."""
+    from lsgtrain.predict import read_documents
+
+    first = hub_standins["ccdv/arxiv-summarization"]
+    second = shutil.copytree(first, tmp_path / "copy" / first.name)
+    shard = second / "section" / "test-00000-of-00001.parquet"
+    Dataset.from_list([{"article": "a document only the copy has .", "abstract": "its summary ."}]).to_parquet(shard)
+    read = {folder: read_documents(dataset=str(folder), split="test", config="section", text_column="article")
+            for folder in (first, second)}  # fmt: skip
+    assert len(read[first].texts) == 4 and read[second].texts == ["a document only the copy has ."]
+
+
 def test_classifier_predicts_label_names_and_scores_accuracy_and_f1(classifier, tmp_path, capsys):
     path = _write(_table(6), tmp_path / "docs.jsonl")
     output = tmp_path / "labels.jsonl"

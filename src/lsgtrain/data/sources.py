@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -162,15 +163,8 @@ def _load_hub(
 ) -> tuple[DatasetDict, dict[str, str]]:
     if not dataset_name:
         raise DataSourceError("data.source='hub' needs data.dataset_name (e.g. ccdv/arxiv-summarization)")
-    folder = local_dataset_folder(dataset_name)
-    # datasets (5.2) caches a local folder's arrow files under the folder's NAME and config only: another folder of
-    # the same name (a sample beside the full download) or rewritten files (a new download) would silently load the
-    # first copy's rows. A cache of the folder's own, named by its files' fingerprint, rebuilds when they change.
-    cache_dir = None
-    if folder is not None:
-        cache_dir = Path(datasets_config.HF_DATASETS_CACHE) / "lsgtrain-local" / local_folder_fingerprint(folder)
     try:
-        everything = load_dataset(dataset_name, dataset_config, cache_dir=None if cache_dir is None else str(cache_dir))
+        everything = load_hub_dataset(dataset_name, dataset_config)
     except (OSError, ConnectionError, ValueError) as error:
         if "split" in str(error).lower() and "hub" not in str(error).lower():
             raise
@@ -184,6 +178,21 @@ def _load_hub(
     matched = _match_splits(everything, split_names, where, strict=False)
     splits = DatasetDict({split: everything[name] for split, name in matched.items()})
     return splits, {split: f"{where} split {name}" for split, name in matched.items()}
+
+
+def load_hub_dataset(dataset_name: str, dataset_config: str | None = None, **kwargs: Any) -> Any:
+    """`datasets.load_dataset(dataset_name, dataset_config, **kwargs)`, with a cache of its own for a local folder.
+
+    datasets (5.2) caches a local folder's arrow files under the folder's NAME and config only: another folder of
+    the same name (a sample beside the full download) or rewritten files (a new download) would silently load the
+    first copy's rows. The folder's own cache is named by its files' fingerprint, so it rebuilds when they change.
+    """
+    folder = local_dataset_folder(dataset_name)
+    if folder is not None:
+        kwargs["cache_dir"] = str(
+            Path(datasets_config.HF_DATASETS_CACHE) / "lsgtrain-local" / local_folder_fingerprint(folder)
+        )
+    return load_dataset(dataset_name, dataset_config, **kwargs)
 
 
 def local_dataset_folder(dataset_name: str | None) -> Path | None:
