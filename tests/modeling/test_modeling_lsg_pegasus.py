@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from transformers import PegasusConfig, PegasusForConditionalGeneration
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.models.pegasus.modeling_pegasus import PegasusEncoderLayer
 
 from lsgtrain.modeling.modeling_lsg_pegasus import (
@@ -63,6 +64,37 @@ def test_greedy_generation_equals_step_by_step_argmax(seq2seq):
             logits[:, -1, seq2seq.config.eos_token_id] = -float("inf")  # min_new_tokens
             decoder_ids = torch.cat([decoder_ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(generated, decoder_ids)
+
+
+def test_beam_search_reorders_only_the_self_attention_cache_with_the_same_results(seq2seq, monkeypatch):
+    """Every beam of a document holds the same cross-attention keys/values, so `_reorder_cache` leaves them in place
+    (no copy per step); beam search must give what the full reorder (transformers' default) gives."""
+    input_ids, attention_mask = _inputs()  # 2 documents of different lengths
+    settings = dict(max_new_tokens=12, min_new_tokens=12, num_beams=4, num_return_sequences=2, do_sample=False,
+                    output_scores=True, return_dict_in_generate=True)  # fmt: skip
+    reorder, orders = LSGPegasusForConditionalGeneration._reorder_cache, []
+
+    def recording(model, cache, beam_idx):
+        orders.append(beam_idx.clone())
+        return reorder(model, cache, beam_idx)
+
+    monkeypatch.setattr(LSGPegasusForConditionalGeneration, "_reorder_cache", recording)
+    ours = seq2seq.generate(input_ids, attention_mask=attention_mask, **settings)
+    assert any(not torch.equal(order, torch.arange(8)) for order in orders)  # beams really moved
+    monkeypatch.delattr(LSGPegasusForConditionalGeneration, "_reorder_cache")  # cache.reorder_cache: both caches
+    full = seq2seq.generate(input_ids, attention_mask=attention_mask, **settings)
+    assert torch.equal(ours.sequences, full.sequences)
+    assert torch.equal(ours.sequences_scores, full.sequences_scores)
+    monkeypatch.undo()
+
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    self_keys, cross_keys = torch.arange(4.0).view(4, 1, 1, 1), torch.zeros(4, 1, 5, 1)
+    cache.self_attention_cache.update(self_keys, self_keys.clone(), 0)
+    cache.cross_attention_cache.update(cross_keys, cross_keys.clone(), 0)
+    kept = cache.cross_attention_cache.layers[0].keys
+    seq2seq._reorder_cache(cache, torch.tensor([1, 1, 3, 2]))
+    assert cache.self_attention_cache.layers[0].keys.flatten().tolist() == [1.0, 1.0, 3.0, 2.0]
+    assert cache.cross_attention_cache.layers[0].keys is kept  # not copied
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):

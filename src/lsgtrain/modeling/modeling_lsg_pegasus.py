@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqModelOutput, SequenceClassifierOutput
 from transformers.models.pegasus.modeling_pegasus import (
     PegasusDecoder,
@@ -339,6 +340,18 @@ class LSGPegasusForConditionalGeneration(LSGPegasusPreTrainedModel, PegasusForCo
         self.final_logits_bias = nn.Buffer(torch.zeros((1, config.vocab_size)))
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
+
+    def _reorder_cache(self, cache: Cache, beam_idx: torch.LongTensor) -> Cache:
+        """Beam search: reorder the decoder's self-attention cache only. `beam_idx` moves beams within their
+        document, and every beam of a document holds the same cross-attention keys and values (projected from the
+        same encoder output), so reordering those is a copy that changes nothing: `[beams, heads, source tokens,
+        head dim]` per layer and step (5.4 GB in bf16 at 16,384 source tokens, 5 beams, 16 layers), alive beside
+        the original while it is made."""
+        if isinstance(cache, EncoderDecoderCache):
+            cache.self_attention_cache.reorder_cache(beam_idx)
+        else:
+            cache.reorder_cache(beam_idx)
+        return cache
 
 
 class LSGPegasusEncoderModel(LSGPegasusPreTrainedModel):
