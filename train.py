@@ -1,4 +1,4 @@
-"""`python train.py [experiment=NAME] [key=value ...]`: see conf/train.yaml and README.md."""
+"""`python train.py [experiment=NAME] [key=value ...]`: see conf/train.yaml, README.md and docs/training.md."""
 
 from lsgtrain.train import main
 

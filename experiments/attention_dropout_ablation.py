@@ -6,7 +6,7 @@
 Why: google/pegasus-large and ccdv/lsg-pegasus-large-4096 ship `attention_dropout: 0.1`, but the fast attention
 kernels (CPU flash attention, CUDA flex_attention) have no dropout, so training with it takes the slower
 explicit-scores (CPU) or chunked SDPA (CUDA) path. The recipes set `model.attention_dropout: 0.0` on the strength of
-this measurement (README, "Attention dropout").
+this measurement (docs/training.md, "Attention dropout").
 
 Each run is `python train.py seed=S run_name=adP_sS model.init.attention_dropout=P logger=csv` in its own process
 under `--root` (about 5 minutes each on 2 cores); a run whose `run_summary.json` exists is reused, so an interrupted

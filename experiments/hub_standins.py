@@ -24,7 +24,7 @@ Under OUT, one folder per repository, named as on the hub:
 * `coastalcph/lex_glue/`: `README.md` with an `eurlex` config + `eurlex/*.parquet`; `text`, `labels` (a sequence of
   ClassLabel over 100 EuroVoc concepts).
 
-Point the experiments at them with the documented keys only (README "Running from local copies"), e.g.
+Point the experiments at them with the documented keys only (docs/data.md "Running from local copies"), e.g.
 `python train.py experiment=arxiv_sum model.pretrained=OUT/ccdv/lsg-pegasus-large-4096
 data.dataset_name=OUT/ccdv/arxiv-summarization`.
 """

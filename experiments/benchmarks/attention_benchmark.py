@@ -8,8 +8,8 @@ The plot needs matplotlib, the `bench` extra (`pip install -e '.[bench]'`).
 Every (method, length) runs in a fresh process (fp32, `--threads` threads, batch 1) that reports the median
 forward+backward time over a few repetitions and its peak RSS (the whole process, as `ru_maxrss`). The "floor" is
 the layer's four projections without any attention: what no attention method can avoid. Results go to
-`results/attention.json`, `results/attention.md` (the README table) and `results/attention.png`. Methods that
-cannot fit in memory are reported as skipped.
+`results/attention.json`, `results/attention.md` (the table in docs/performance.md) and
+`results/attention.png`. Methods that cannot fit in memory are reported as skipped.
 """
 
 import argparse

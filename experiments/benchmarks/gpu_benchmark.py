@@ -15,7 +15,7 @@
    on, attention dropout 0 (flex) and 0.1 (the real checkpoints' value: chunked SDPA, which has dropout); training
    tokens/s (input tokens per second) over 5 steps after 2 warm-up steps.
 
-Results go to `results/gpu.json` and `results/gpu.md` (the README's GPU table), with the card's name.
+Results go to `results/gpu.json` and `results/gpu.md` (the GPU table of docs/performance.md), with the card's name.
 """
 
 import argparse

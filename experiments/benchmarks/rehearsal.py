@@ -1,5 +1,5 @@
-"""Full-size rehearsal of the README's arXiv experiment, on the full-size hub stand-ins (568M parameters, random
-weights, 96,103 ids; `python experiments/hub_standins.py HUB --size full`).
+"""Full-size rehearsal of the arXiv experiment (docs/performance.md), on the full-size hub stand-ins (568M
+parameters, random weights, 96,103 ids; `python experiments/hub_standins.py HUB --size full`).
 
     python experiments/benchmarks/rehearsal.py HUB [--runs lsg_4096,converted_4096,lsg_16384] [--steps 2]
         [--batch-size 2] [--max-new-tokens N] [--activation-lengths 1024,2048]

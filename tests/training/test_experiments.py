@@ -1,5 +1,5 @@
-"""Every experiment of the README runs `fast_dev_run` on the tiny hub stand-ins (experiments/hub_standins.py),
-pointed at them only with the documented keys (README "Running from local copies"), as a user with downloaded
+"""Every experiment of docs/training.md runs `fast_dev_run` on the tiny hub stand-ins (experiments/hub_standins.py),
+pointed at them only with the documented keys (docs/data.md "Running from local copies"), as a user with downloaded
 copies would; a run from a checkpoint tokenises with that checkpoint's tokenizer."""
 
 import pytest
@@ -11,8 +11,8 @@ from lsgtrain.train import train
 SAMPLE = "we study @xmath3 sparse attention over long documents .\nglobal tokens summarise every block ."
 LSG, PEGASUS = "ccdv/lsg-pegasus-large-4096", "google/pegasus-large"
 
-# README command -> (overrides, checkpoint folder, dataset folder)
-README_COMMANDS = {
+# docs/data.md command -> (overrides, checkpoint folder, dataset folder)
+DOCUMENTED_COMMANDS = {
     "arxiv_sum": (["experiment=arxiv_sum"], "model.pretrained", LSG, "ccdv/arxiv-summarization"),
     "arxiv_sum converted": (["experiment=arxiv_sum", "model=pegasus_large_converted"], "model.convert_from", PEGASUS,
                             "ccdv/arxiv-summarization"),
@@ -26,9 +26,9 @@ ON_THIS_MACHINE = ["debug=fast_dev_run", "logger=none", "trainer.accelerator=cpu
 SHORT_GENERATION = ["module.generation.max_new_tokens=12", "module.generation.min_new_tokens=2"]
 
 
-@pytest.mark.parametrize("command", sorted(README_COMMANDS))
-def test_readme_experiment_runs_from_local_copies_with_the_checkpoints_tokenizer(make_cfg, hub_standins, command):
-    overrides, model_key, checkpoint, dataset = README_COMMANDS[command]
+@pytest.mark.parametrize("command", sorted(DOCUMENTED_COMMANDS))
+def test_documented_experiment_runs_from_local_copies_with_the_checkpoints_tokenizer(make_cfg, hub_standins, command):
+    overrides, model_key, checkpoint, dataset = DOCUMENTED_COMMANDS[command]
     summarization = "_sum" in overrides[0]
     cfg = make_cfg(
         *overrides,
@@ -49,7 +49,7 @@ def test_readme_experiment_runs_from_local_copies_with_the_checkpoints_tokenizer
     assert objects["model"].config.vocab_size == len(tokenizer)
     assert objects["trainer"].global_step == 1 and metrics["train/loss"] > 0
     # the checkpoints' attention dropout (0.1) is replaced by the recipe's 0 in every attention layer, so the encoder
-    # takes the fast kernels (README "Attention dropout")
+    # takes the fast kernels (docs/training.md "Attention dropout")
     layers = [m for m in objects["model"].modules() if type(m).__name__.endswith("Attention") and hasattr(m, "dropout")]
     assert layers and {layer.dropout for layer in layers} == {0.0} == {objects["model"].config.attention_dropout}
     if summarization:

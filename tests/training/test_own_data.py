@@ -1,5 +1,5 @@
-"""The user's own data (README "Your own data"): optional validation and test splits, split name aliases, per-split
-caps, tokenisation processes and cache, and bad files or rows named before any tokenizer is trained."""
+"""The user's own data (docs/data.md "Your own data"): optional validation and test splits, split name aliases,
+per-split caps, tokenisation processes and cache, and bad files or rows named before any tokenizer is trained."""
 
 import json
 import logging

@@ -220,7 +220,7 @@ def drop_empty_rows(splits: DatasetDict, columns: Mapping[str, str], origins: Ma
     """Drop rows with nothing to learn from or score against: a configured column that is missing, null, or
     blank text; the warning names the file (or hub split) and the first rows, counted from 1 in file order.
 
-    Our documented choice (README "Data with holes"): such rows are dropped from every split and counted in the
+    Our documented choice (docs/data.md "Data with holes"): such rows are dropped from every split and counted in the
     log, rather than trained on (an empty summary teaches the model to stop at once) or failing inside the
     tokenizer; a split left without rows is an error.
     """

@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 # `module.scheduler.name` -> transformers' schedule (each warms up linearly from 0 first); `constant` must be
 # transformers' `constant_with_warmup`, since its own `constant` has no warm-up.
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-# `module.freeze.<key>`: what each option freezes (README "Training controls").
+# `module.freeze.<key>`: what each option freezes (docs/training.md "Training controls").
 FREEZE_OPTIONS = ("token_embeddings", "all_but_global_embeddings")
 
 
