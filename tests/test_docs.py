@@ -17,7 +17,8 @@ What is checked, without running anything:
 * Inline `key=value` overrides of the config (`data.val_fraction=null`) compose alone, or with one of `CONTEXTS`
   (the option that brings the key, e.g. `callbacks/early_stopping=default`); inline dotted keys
   (`data.max_train_samples`) must be in the config composed alone or with one of `KEY_CONTEXTS` (experiments too).
-* Scripts run as `python experiments/....py` exist.
+* Scripts run as `python experiments/....py` exist; relative links (`[...](data.md#data-with-holes)`) lead to an
+  existing file and heading.
 """
 
 import contextlib
@@ -267,3 +268,31 @@ def test_documented_config_key_exists(entry):
 def test_documented_script_exists(entry):
     where, script = entry.split(": ", 1)
     assert (ROOT / script).is_file(), f"{where}: {script} does not exist"
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors for the headings of a markdown file: lowercase, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def _relative_links() -> list[str]:
+    links = []
+    for path in [*DOCS, ROOT / "CHANGELOG.md"]:
+        prose = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if not re.match(r"[a-z]+://", target):
+                links.append(f"{path.relative_to(ROOT)}: {target}")
+    return sorted(set(links))
+
+
+@pytest.mark.parametrize("entry", _relative_links())
+def test_documented_link_leads_somewhere(entry):
+    """A link between the guides names an existing file and, after `#`, one of its headings."""
+    where, target = entry.split(": ", 1)
+    file, _, anchor = target.partition("#")
+    path = (ROOT / where).parent / file if file else ROOT / where
+    assert path.exists(), f"{where}: the link {target} leads to no file"
+    if anchor:
+        assert anchor in _anchors(path), f"{where}: {path.name} has no heading #{anchor} ({sorted(_anchors(path))})"
