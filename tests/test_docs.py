@@ -40,6 +40,15 @@ from lsgtrain.train import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+GUIDES = (
+    "training.md",
+    "data.md",
+    "after-training.md",
+    "cluster.md",
+    "performance.md",
+    "model.md",
+    "troubleshooting.md",
+)
 HYDRA_ENTRIES = {  # how a command starts -> the config it composes
     ("python", "train.py"): "train",
     ("python", "-m", "lsgtrain.train"): "train",
@@ -222,6 +231,23 @@ def test_readme_two_commands_are_what_ci_runs():
     )
     assert test_command in readme and test_command in ci
     assert ".venv/bin/pip install -q torch==2.13.0 -e . && .venv/bin/python train.py" in readme
+
+
+def test_readme_is_a_short_entry_page_linking_the_guides():
+    """The README stays short (at most 250 lines) and leads to every guide; the manual lives in docs/."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    sections = re.findall(r"^## (.+)$", readme, flags=re.M)
+    assert sections == [
+        "Two commands",
+        "Installation",
+        "A one-minute smoke run",
+        "Outputs",
+        "Command cheat-sheet",
+        "Guides",
+    ]
+    guides = {path.name for path in (ROOT / "docs").glob("*.md")}
+    assert guides >= set(GUIDES) and all(f"(docs/{guide})" in readme for guide in guides)
 
 
 @pytest.mark.parametrize("entry", documented()["commands"], ids=str)
