@@ -193,6 +193,43 @@ def test_encoder_attention_weights_follow_the_documented_layout(tiny_config):
     torch.testing.assert_close(maps[:, 2:, 26 + 1], expected[:, 2:], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("length", [13, 64])
+def test_encoder_attention_gradients_are_those_of_the_context(tiny_config, length):
+    """The maps are the tensor the context is computed from: d loss / d map[q, key] = d loss / d context[q] . v[key]
+    for every entry checked, in the dense (13 tokens) and the block layout (64 tokens), globals' rows included."""
+    config = tiny_config(sparsity_type="none", encoder_layers=1, num_global_tokens=2)
+    model = _build(LSGPegasusEncoderModel, config)
+    attention = model.encoder.layers[0].self_attn
+    recorded = {}
+    hooks = [
+        attention.v_proj.register_forward_hook(lambda module, args, output: recorded.update(value=output)),
+        attention.out_proj.register_forward_hook(lambda module, args, output: recorded.update(context=args[0])),
+    ]
+    input_ids, attention_mask = padded_batch(length, 5)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+    for hook in hooks:
+        hook.remove()
+    maps = out.attentions[0]  # [n, h, g + t, *]
+    loss = (out.last_hidden_state**2).sum()
+    grad_maps, grad_context = torch.autograd.grad(loss, [maps, recorded["context"]])
+
+    def heads(x):
+        return x.view(2, -1, 4, 8).transpose(1, 2)  # [n, h, g + t, d]
+
+    products = heads(grad_context) @ heads(recorded["value"]).transpose(-1, -2)  # [n, h, query, key]
+    assert grad_maps.abs().sum() > 0
+    if length <= 2 * config.block_size:
+        torch.testing.assert_close(grad_maps, products, atol=1e-5, rtol=1e-4)
+        return
+    token, k_len = 21, 2 + 24  # token 21: block 2, local window = tokens 8..31
+    keys = [0, 1, *range(2 + 8, 2 + 32)]
+    own = products[:, :, 2 + token, keys]
+    torch.testing.assert_close(grad_maps[:, :, 2 + token, :k_len], own, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grad_maps[:, :, :2, :2], products[:, :, :2, :2], atol=1e-5, rtol=1e-4)  # global rows
+    given = products[:, :, :2, 2:].transpose(-1, -2)  # global queries -> tokens, as the tokens' last columns
+    torch.testing.assert_close(grad_maps[:, :, 2:, k_len:], given, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "generate_kwargs",
     [

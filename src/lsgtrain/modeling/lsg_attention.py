@@ -10,8 +10,8 @@ The numbers follow the reference implementation (`ccdv-ai/convert_checkpoint_to_
 quirks included, so that existing checkpoints keep their outputs. The computation differs: the reference copies every
 block's `[global | sparse | local]` keys and values at once and materialises all scores; here query blocks are
 processed in chunks, each gathering only its own keys and running a fused flash attention, so memory stays linear
-and bounded per chunk and no tensor of size t x t exists (see `LSGBlockAttention._block_attention`); `output_attentions` takes an eager
-path whose maps keep that layout (`LSGBlockAttention._with_maps`).
+and bounded per chunk and no tensor of size t x t exists (see `LSGBlockAttention._block_attention`);
+`output_attentions` takes an eager path whose maps keep that layout (`LSGBlockAttention._with_maps`).
 Padding masks are boolean `keep` tensors (True = visible) and become `finfo(dtype).min` scores, which is what the
 reference's additive masks give and stays finite in bf16.
 """

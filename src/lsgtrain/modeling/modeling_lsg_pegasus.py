@@ -155,8 +155,9 @@ class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
 
         Returns `last_hidden_state` `[n, g + t, D]` (`[n, t, D]` when `pass_global_tokens_to_decoder=False`); if
         asked, `hidden_states` per layer (embeddings first, final norm last) trimmed exactly as `last_hidden_state`,
-        and `attentions` per layer: the attention probabilities, a row per position of `hidden_states`: `[n, h, r, g + t]`
-        for inputs of at most 2 blocks, `[n, h, r, k_len + g]` (block layout) beyond; docs/model.md.
+        and `attentions` per layer: the attention probabilities, a row per position of `hidden_states` (r rows):
+        `[n, h, r, g + t]` for inputs of at most 2 blocks, `[n, h, r, k_len + g]` (block layout) beyond; see
+        docs/model.md.
         """
         config = self.config
         if (input_ids is None) == (inputs_embeds is None):
