@@ -132,6 +132,8 @@ def test_hidden_states_are_trimmed_like_the_output(tiny_config, model_class, pas
 @pytest.mark.parametrize("sparsity_type", SPARSITY_TYPES)
 @pytest.mark.parametrize("length", LENGTHS)
 def test_encoder_attentions_rows_sum_to_one_and_masked_keys_get_zero(tiny_config, sparsity_type, length):
+    """A row per position of the hidden states (globals included); every query's probabilities sum to one: a token
+    row over its own keys, a global query over the global keys of its row plus its column among the tokens."""
     config = tiny_config(num_global_tokens=2, sparsity_type=sparsity_type)
     model = _build(LSGPegasusForConditionalGeneration, config)
     input_ids, attention_mask = padded_batch(length, 5)
@@ -139,16 +141,24 @@ def test_encoder_attentions_rows_sum_to_one_and_masked_keys_get_zero(tiny_config
     out = _call(model, input_ids, attention_mask, output_attentions=True, output_hidden_states=True)
     g, blk, h = 2, config.block_size, config.encoder_attention_heads
     sparse_keys = 2 * config.sparse_block_size if sparsity_type != "none" else 0
-    keys = g + length if length <= 2 * blk else g + 3 * blk + sparse_keys
+    k_len = g + 3 * blk + sparse_keys
     assert len(out.encoder_attentions) == config.encoder_layers
     for weights in out.encoder_attentions:
-        assert weights.shape == (2, h, length, keys)
-        torch.testing.assert_close(weights.sum(-1), torch.ones(2, h, length))
         assert (weights >= 0).all()
-    if length <= 2 * blk:  # keys [globals | tokens]: row 1's padded tokens get exactly 0
+        if length <= 2 * blk:  # dense: [globals | tokens] on both axes
+            assert weights.shape == (2, h, g + length, g + length)
+            torch.testing.assert_close(weights.sum(-1), torch.ones(2, h, g + length))
+        else:  # blocks: token rows [own k_len keys | given by each global], global rows [global keys | zeros]
+            assert weights.shape == (2, h, g + length, k_len + g)
+            torch.testing.assert_close(weights[:, :, g:, :k_len].sum(-1), torch.ones(2, h, length))
+            global_sums = weights[:, :, :g, :g].sum(-1) + weights[:, :, g:, k_len:].sum(-2)  # [2, h, g]
+            torch.testing.assert_close(global_sums, torch.ones(2, h, g))
+            assert (weights[:, :, :g, g:] == 0).all()
+    if length <= 2 * blk:  # row 1's padded tokens get exactly 0
         assert (out.encoder_attentions[0][1, :, :, g + length - 5 :] == 0).all()
     else:  # local window of the first block starts one block before the sequence: masked
-        assert (out.encoder_attentions[0][:, :, :blk, g : g + blk] == 0).all()
+        assert (out.encoder_attentions[0][:, :, g : g + blk, g : g + blk] == 0).all()
+        assert (out.encoder_attentions[0][1, :, g + length - 5 :, k_len:] == 0).all()  # globals skip the padding
     # The eager path that materialises the weights computes the same encoder as the fused one.
     torch.manual_seed(1)
     fused = _call(model, input_ids, attention_mask, output_hidden_states=True)
@@ -157,8 +167,9 @@ def test_encoder_attentions_rows_sum_to_one_and_masked_keys_get_zero(tiny_config
 
 
 def test_encoder_attention_weights_follow_the_documented_layout(tiny_config):
-    """Row of token q in block b: `[globals | tokens (b-1)*blk .. (b+2)*blk | sparse]`, checked for sparsity 'none'
-    against a softmax computed by hand from the layer's own projections."""
+    """Row of token q in block b: `[globals | tokens (b-1)*blk .. (b+2)*blk | sparse | given by each global]`, and
+    a global row `[global keys | zeros]`, checked for sparsity 'none' against softmaxes computed by hand from the
+    layer's own projections."""
     config = tiny_config(sparsity_type="none", encoder_layers=1, num_global_tokens=2)
     model = _build(LSGPegasusModel, config)
     input_ids, attention_mask = padded_batch(64, 5)  # row 1's padding starts at 59
@@ -170,11 +181,53 @@ def test_encoder_attention_weights_follow_the_documented_layout(tiny_config):
         return projection(x).view(-1, 4, 8).transpose(0, 1)  # [h, g + t, d]
 
     query, key = heads(layer.self_attn.q_proj), heads(layer.self_attn.k_proj)
+    maps = out.encoder_attentions[0][1]  # [h, g + t, k_len + g], k_len = 2 + 24
     token = 21  # in block 2 (block 8): local window = tokens 8..31, all visible
     keys = [0, 1, *range(2 + 8, 2 + 32)]  # globals, then the window
     scores = query[:, 2 + token, None] @ key[:, keys].transpose(-1, -2) / 8**0.5  # [h, 1, g + 3*blk]
-    expected = torch.softmax(scores.squeeze(1), dim=-1)
-    torch.testing.assert_close(out.encoder_attentions[0][1, :, token], expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(maps[:, 2 + token, :26], torch.softmax(scores.squeeze(1), dim=-1), atol=1e-5, rtol=0)
+    # Global query 1 over every key [globals | tokens], padding (59..63) hidden.
+    scores = (query[:, 1, None] @ key.transpose(-1, -2) / 8**0.5).squeeze(1)  # [h, g + t]
+    expected = torch.softmax(scores.masked_fill(torch.arange(66) >= 2 + 59, float("-inf")), dim=-1)
+    torch.testing.assert_close(maps[:, 1, :2], expected[:, :2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(maps[:, 2:, 26 + 1], expected[:, 2:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("length", [13, 64])
+def test_encoder_attention_gradients_are_those_of_the_context(tiny_config, length):
+    """The maps are the tensor the context is computed from: d loss / d map[q, key] = d loss / d context[q] . v[key]
+    for every entry checked, in the dense (13 tokens) and the block layout (64 tokens), globals' rows included."""
+    config = tiny_config(sparsity_type="none", encoder_layers=1, num_global_tokens=2)
+    model = _build(LSGPegasusEncoderModel, config)
+    attention = model.encoder.layers[0].self_attn
+    recorded = {}
+    hooks = [
+        attention.v_proj.register_forward_hook(lambda module, args, output: recorded.update(value=output)),
+        attention.out_proj.register_forward_hook(lambda module, args, output: recorded.update(context=args[0])),
+    ]
+    input_ids, attention_mask = padded_batch(length, 5)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+    for hook in hooks:
+        hook.remove()
+    maps = out.attentions[0]  # [n, h, g + t, *]
+    loss = (out.last_hidden_state**2).sum()
+    grad_maps, grad_context = torch.autograd.grad(loss, [maps, recorded["context"]])
+
+    def heads(x):
+        return x.view(2, -1, 4, 8).transpose(1, 2)  # [n, h, g + t, d]
+
+    products = heads(grad_context) @ heads(recorded["value"]).transpose(-1, -2)  # [n, h, query, key]
+    assert grad_maps.abs().sum() > 0
+    if length <= 2 * config.block_size:
+        torch.testing.assert_close(grad_maps, products, atol=1e-5, rtol=1e-4)
+        return
+    token, k_len = 21, 2 + 24  # token 21: block 2, local window = tokens 8..31
+    keys = [0, 1, *range(2 + 8, 2 + 32)]
+    own = products[:, :, 2 + token, keys]
+    torch.testing.assert_close(grad_maps[:, :, 2 + token, :k_len], own, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grad_maps[:, :, :2, :2], products[:, :, :2, :2], atol=1e-5, rtol=1e-4)  # global rows
+    given = products[:, :, :2, 2:].transpose(-1, -2)  # global queries -> tokens, as the tokens' last columns
+    torch.testing.assert_close(grad_maps[:, :, 2:, k_len:], given, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +250,7 @@ def test_every_generation_mode_returns_its_optional_outputs(tiny_config, generat
         output_attentions=True, output_hidden_states=True, output_scores=True, **generate_kwargs,
     )  # fmt: skip
     assert out.sequences.shape == (2, 5)
-    assert len(out.encoder_attentions) == 2 and out.encoder_attentions[0].shape == (2, 4, 37, 1 + 24 + 16)
+    assert len(out.encoder_attentions) == 2 and out.encoder_attentions[0].shape == (2, 4, 38, 1 + 24 + 16 + 1)
     assert len(out.encoder_hidden_states) == 3 and out.encoder_hidden_states[-1].shape == (2, 38, 32)
     assert len(out.scores) == 4 and len(out.decoder_attentions) == 4 and len(out.cross_attentions) == 4
     # Cross-attention sees the encoder output as trimmed: globals + the 37 tokens.

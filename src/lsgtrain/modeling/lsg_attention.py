@@ -10,7 +10,8 @@ The numbers follow the reference implementation (`ccdv-ai/convert_checkpoint_to_
 quirks included, so that existing checkpoints keep their outputs. The computation differs: the reference copies every
 block's `[global | sparse | local]` keys and values at once and materialises all scores; here query blocks are
 processed in chunks, each gathering only its own keys and running a fused flash attention, so memory stays linear
-and bounded per chunk and no tensor of size t x t exists (see `LSGBlockAttention._block_attention`).
+and bounded per chunk and no tensor of size t x t exists (see `LSGBlockAttention._block_attention`);
+`output_attentions` takes an eager path whose maps keep that layout (`LSGBlockAttention._with_maps`).
 Padding masks are boolean `keep` tensors (True = visible) and become `finfo(dtype).min` scores, which is what the
 reference's additive masks give and stays finite in bf16.
 """
@@ -270,28 +271,33 @@ class LSGBlockAttention(nn.Module):
         self.select_sparse = SparseTokenSelector(config, self.geometry) if self.geometry.uses_sparse_tokens else None
 
     def forward(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, keep: torch.Tensor, output_attentions=False
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        keep: torch.Tensor,
+        output_attentions: bool = False,
+        attention_rows: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend `[n, h, g + t, d]` queries to the same keys/values; `keep` `[n, g + t]` is True where visible.
 
-        Returns the context `[n, h, g + t, d]` and, if `output_attentions`, the attention weights of the token
-        queries `[n, h, t, k]`: over `[globals | tokens]` (`k = g + t`) for short inputs, over each query block's
-        `[globals | local window | sparse before | sparse after]` keys otherwise (see `LSGGeometry`). Asking for them
-        takes an eager path that materialises each chunk's scores.
+        Returns the context `[n, h, g + t, d]` and, if `output_attentions`, the attention probabilities of the
+        positions `attention_rows` (`(first, last)`, default all) from which the context is computed (`_with_maps`).
         """
         g, blk = self.geometry.num_global_tokens, self.geometry.block_size
         t = query.shape[2] - g
         dropout = self.dropout if self.training else 0.0
+        if output_attentions:
+            return self._with_maps(query, key, value, keep, dropout, attention_rows or (0, g + t))
         if t <= 2 * blk:
             # Local windows would cover every token: the reference runs full attention over [globals; tokens].
-            context, weights = _full_attention(query, key, value, keep, dropout)
-            return context, weights[:, :, g:] if output_attentions else None
+            return _full_attention(query, key, value, keep, dropout)[0], None
         if t % blk != 0:
             raise ValueError(f"the LSG path needs a length that is a multiple of block_size ({blk}), got {t}")
         queries = query[:, :, g:]  # [n, h, t, d]
         token_keep = keep[:, None, g:]  # [n, 1, t]
         flex = _use_flex_attention(query, dropout, self.geometry)
-        cpu_function = not output_attentions and not flex and _use_cpu_function(query)
+        cpu_function = not flex and _use_cpu_function(query)
         sparse_keys = sparse_values = sparse_keep = sparse_tokens = None
         if cpu_function and self.select_sparse is not None:
             # Sparse tokens that are a choice of tokens are read from `key` / `value` by index inside the function:
@@ -313,12 +319,11 @@ class LSGBlockAttention(nn.Module):
         # Global queries see every key (reference `not_causal_forward`, "bos" attention).
         global_context, _ = _full_attention(query[:, :, :g], key, value, keep, dropout)  # [n, h, g, d]
         inputs = (queries, key, value, sparse_keys, sparse_values)
-        local_context, weights = self._block_attention(layout, inputs, token_keep, sparse_keep, dropout,
-                                                       output_attentions, flex)  # fmt: skip
-        return torch.cat([global_context, local_context], dim=2), weights
+        local_context = self._block_attention(layout, inputs, token_keep, sparse_keep, dropout, flex)
+        return torch.cat([global_context, local_context], dim=2), None
 
-    def _block_attention(self, layout, inputs, token_keep, sparse_keep, dropout, output_attentions, flex):
-        """Context of the non-global queries `[n, h, t, d]` (and their weights if asked), in chunks of query blocks.
+    def _block_attention(self, layout, inputs, token_keep, sparse_keep, dropout, flex) -> torch.Tensor:
+        """Context of the non-global queries `[n, h, t, d]`, in chunks of query blocks.
 
         Each chunk gathers its blocks' keys and values as `[global | local | sparse before | sparse after]` and runs
         one fused attention over them; no score matrix and no gathered key outlives its chunk, so memory is linear in
@@ -327,13 +332,9 @@ class LSGBlockAttention(nn.Module):
         `_CPUBlockAttention`, which keeps each chunk's softmax statistics and computes the backward directly.)
         """
         queries, key, value, sparse_keys, sparse_values = inputs
-        if output_attentions:
-            chunks = [layout.attend_eager(first, count, *inputs, dropout=dropout) for first, count in layout.chunks()]
-            contexts, weights = zip(*chunks, strict=True)
-            return torch.cat(contexts, dim=2), torch.cat(weights, dim=2)
         if flex:  # `_use_flex_attention`, decided by the caller
             return _flex_block_attention(self.geometry, queries, key, value, token_keep, sparse_keys, sparse_values,
-                                         sparse_keep), None  # fmt: skip
+                                         sparse_keep)  # fmt: skip
         contexts = []
         for first, count in layout.chunks():
             attend = partial(layout.attend, first, count, dropout=dropout)
@@ -341,7 +342,70 @@ class LSGBlockAttention(nn.Module):
                 contexts.append(checkpoint(attend, *inputs, use_reentrant=False))
             else:
                 contexts.append(attend(*inputs))
-        return torch.cat(contexts, dim=2), None
+        return torch.cat(contexts, dim=2)
+
+    def _with_maps(self, query, key, value, keep, dropout, rows: tuple[int, int]):
+        """The eager path of `output_attentions`: context `[n, h, g + t, d]` and the probability maps of the
+        positions `rows` `[first, last)`, laid out as docs/model.md "Encoder attentions" describes.
+
+        The maps are the tensor the context is computed from (the other rows' probabilities are joined to it, then
+        multiplied with the values), so gradients reach them (`retain_grad`, `torch.autograd.grad`). Short inputs
+        (full attention): `[n, h, rows, g + t]` over the keys `[globals | tokens]`. Long inputs (blocks):
+        `[n, h, rows, k_len + g]`; a token row holds its own probabilities over its block's `k_len` keys
+        `[globals | local window | sparse]`, then what each global query gives that token; a global row holds its
+        probabilities over the global keys (what it gives the tokens is in the tokens' rows), then zeros.
+        """
+        g, blk = self.geometry.num_global_tokens, self.geometry.block_size
+        n, h, length, d = query.shape
+        t, (first, last) = length - g, rows
+        if not 0 <= first <= g <= last <= length:
+            raise ValueError(f"attention_rows {rows} must start among the {g} globals and end after them")
+        global_mask = _additive_mask(keep, query.dtype)[:, None, None, :]  # [n, 1, 1, g + t]
+        if t <= 2 * blk:  # full attention over [globals; tokens]
+            probabilities = _probabilities(query, key, global_mask)  # [n, h, g + t, g + t]
+            maps = probabilities[:, :, first:last]
+            used = torch.cat([probabilities[:, :, :first], maps, probabilities[:, :, last:]], dim=2)
+            return _dropout(used, dropout) @ value, maps
+        if t % blk != 0:
+            raise ValueError(f"the LSG path needs a length that is a multiple of block_size ({blk}), got {t}")
+        queries, token_keep = query[:, :, g:], keep[:, None, g:]  # [n, h, t, d], [n, 1, t]
+        sparse_keys = sparse_values = sparse_keep = None
+        if self.select_sparse is not None:
+            sparse_keys, sparse_values, sparse_keep = self.select_sparse(
+                queries, key[:, :, g:], value[:, :, g:], token_keep
+            )  # [n, h, s_len, d], [n, h, s_len]
+        layout = _BlockLayout(self.geometry, token_keep, sparse_keep, dtype=query.dtype)
+        inputs = (queries, key, value, sparse_keys, sparse_values)
+        global_probabilities = _probabilities(query[:, :, :g], key, global_mask)  # [n, h, g, g + t]
+        token_probabilities = torch.cat(
+            [layout.probabilities(*chunk, *inputs) for chunk in layout.chunks()], dim=2
+        )  # [n, h, t, k_len]
+        k_len = token_probabilities.shape[-1]
+        # Reported rows: globals [first, g), tokens [0, last - g).
+        reported_tokens = last - g
+        global_rows = F.pad(global_probabilities[:, :, first:, :g], (0, k_len))  # [n, h, g - first, k_len + g]
+        given_by_globals = global_probabilities[:, :, :, g : g + reported_tokens].transpose(-1, -2)
+        token_rows = torch.cat([token_probabilities[:, :, :reported_tokens], given_by_globals], dim=-1)
+        maps = torch.cat([global_rows, token_rows], dim=2)  # [n, h, last - first, k_len + g]
+        # The probabilities used, rebuilt from the maps (and the rows not reported).
+        global_used = torch.cat(
+            [
+                torch.cat([global_probabilities[:, :, :first, :g], maps[:, :, : g - first, :g]], dim=2),
+                maps[:, :, g - first :, k_len:].transpose(-1, -2),
+                global_probabilities[:, :, :, g + reported_tokens :],
+            ],
+            dim=-1,
+        )  # [n, h, g, g + t]
+        token_used = torch.cat(
+            [maps[:, :, g - first :, :k_len], token_probabilities[:, :, reported_tokens:]], dim=2
+        )  # [n, h, t, k_len]
+        token_used = _dropout(token_used, dropout)
+        contexts = [_dropout(global_used, dropout) @ value]
+        for first_block, count in layout.chunks():
+            block_values = layout.gather(first_block, count, *inputs)[2]  # [n, h*count, k_len, d]
+            chunk = token_used.narrow(2, first_block * blk, count * blk).reshape(n, h * count, blk, k_len)
+            contexts.append((chunk @ block_values).view(n, h, count * blk, d))
+        return torch.cat(contexts, dim=2), maps
 
 
 def _use_flex_attention(query: torch.Tensor, dropout: float, geometry: LSGGeometry) -> bool:
@@ -493,16 +557,11 @@ class _BlockLayout:
         )
         return context.view(n, h, count * self.blk, d)
 
-    def attend_eager(
-        self, first, count, queries, key, value, sparse_keys, sparse_values, dropout=0.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context `[n, h, count*blk, d]` and attention weights `[n, h, count*blk, k_len]` of one chunk."""
+    def probabilities(self, first, count, queries, key, value, sparse_keys, sparse_values) -> torch.Tensor:
+        """Attention probabilities `[n, h, count*blk, k_len]` of one chunk's queries over their keys."""
         n, h, _, d = queries.shape
-        block_queries, block_keys, block_values, mask = self.gather(
-            first, count, queries, key, value, sparse_keys, sparse_values
-        )
-        context, weights = _softmax_attention(block_queries, block_keys, block_values, mask, dropout)
-        return context.view(n, h, count * self.blk, d), weights.view(n, h, count * self.blk, -1)
+        block_queries, block_keys, _, mask = self.gather(first, count, queries, key, value, sparse_keys, sparse_values)
+        return _probabilities(block_queries, block_keys, mask).view(n, h, count * self.blk, -1)
 
     def scatter_grads(self, indices, grads, block_grads) -> None:
         """Add a chunk's key/value gradients `[n, h*count, k_len, d]` back to the full tensors at the chunk's
@@ -775,9 +834,18 @@ def _full_attention(query, key, value, keep, dropout) -> tuple[torch.Tensor, tor
 
 def _softmax_attention(query, key, value, mask, dropout) -> tuple[torch.Tensor, torch.Tensor]:
     """`softmax(q k^T / sqrt(d) + mask) v` (the reference's formula), returning the context and the weights."""
-    scores = (query @ key.transpose(-1, -2)) / math.sqrt(query.shape[-1]) + mask  # [n, h, q, k]
-    weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(value.dtype)
-    return F.dropout(weights, p=dropout, training=dropout > 0) @ value, weights
+    weights = _probabilities(query, key, mask).to(value.dtype)
+    return _dropout(weights, dropout) @ value, weights
+
+
+def _probabilities(query, key, mask) -> torch.Tensor:
+    """`softmax(q k^T / sqrt(d) + mask)` `[n, H, q, k]` in the queries' dtype, the softmax in at least fp32."""
+    scores = (query @ key.transpose(-1, -2)) / math.sqrt(query.shape[-1]) + mask  # [n, H, q, k]
+    return torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
+
+
+def _dropout(weights: torch.Tensor, dropout: float) -> torch.Tensor:
+    return F.dropout(weights, p=dropout, training=dropout > 0)
 
 
 class LSGPegasusEncoderSelfAttention(nn.Module):
@@ -796,19 +864,24 @@ class LSGPegasusEncoderSelfAttention(nn.Module):
         self.attention = LSGBlockAttention(config)
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, output_attentions: bool = False, **kwargs
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        output_attentions: bool = False,
+        attention_rows: tuple[int, int] | None = None,
+        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`hidden_states` `[n, g + t, D]`; `attention_mask` `[n, g + t]` bool, True = visible.
 
-        Returns the attention output `[n, g + t, D]` and, if `output_attentions`, the weights of the token queries
-        (layout in `LSGBlockAttention.forward`), else None.
+        Returns the attention output `[n, g + t, D]` and, if `output_attentions`, the probability maps of the
+        positions `attention_rows` (layout in `LSGBlockAttention._with_maps`), else None.
         """
         n, length, _ = hidden_states.shape
         head_shape = (n, length, self.num_heads, self.head_dim)
         query = self.q_proj(hidden_states).view(head_shape).transpose(1, 2)  # [n, h, g + t, d]
         key = self.k_proj(hidden_states).view(head_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(head_shape).transpose(1, 2)
-        context, weights = self.attention(query, key, value, attention_mask, output_attentions)  # [n, h, g + t, d]
+        context, weights = self.attention(query, key, value, attention_mask, output_attentions, attention_rows)
         context = context.transpose(1, 2).reshape(n, length, self.embed_dim)  # [n, g + t, D]
         return self.out_proj(context), weights
 

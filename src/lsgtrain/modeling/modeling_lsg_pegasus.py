@@ -155,7 +155,9 @@ class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
 
         Returns `last_hidden_state` `[n, g + t, D]` (`[n, t, D]` when `pass_global_tokens_to_decoder=False`); if
         asked, `hidden_states` per layer (embeddings first, final norm last) trimmed exactly as `last_hidden_state`,
-        and `attentions` per layer: the token queries' weights `[n, h, t, k]` (layout in `LSGBlockAttention`).
+        and `attentions` per layer: the attention probabilities, a row per position of `hidden_states` (r rows):
+        `[n, h, r, g + t]` for inputs of at most 2 blocks, `[n, h, r, k_len + g]` (block layout) beyond; see
+        docs/model.md.
         """
         config = self.config
         if (input_ids is None) == (inputs_embeds is None):
@@ -191,14 +193,16 @@ class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
         keep = F.pad(keep, (g, 0), value=True)  # [n, g + t_pad], globals always visible
 
         all_hidden_states, all_attentions = [], []
+        rows = self._kept_positions(t)
         for layer in self.layers:
             if output_hidden_states:
-                all_hidden_states.append(self._trim(hidden_states, t))
+                reported, hidden_states = self._report(hidden_states, rows)
+                all_hidden_states.append(reported)
             if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
                 continue  # LayerDrop (arXiv 1909.11556)
             if output_attentions:
-                hidden_states, weights = self._layer_with_attentions(layer, hidden_states, keep)
-                all_attentions.append(weights[:, :, :t])  # [n, h, t, k], adaptive padding dropped
+                hidden_states, weights = self._layer_with_attentions(layer, hidden_states, keep, rows)
+                all_attentions.append(weights)  # a row per position of hidden_states, adaptive padding dropped
             else:
                 hidden_states = layer(hidden_states, keep)
         hidden_states = self.layer_norm(hidden_states)  # [n, g + t_pad, D]
@@ -216,20 +220,35 @@ class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
             attentions=tuple(all_attentions) if output_attentions else None,
         )
 
+    def _kept_positions(self, length: int) -> tuple[int, int]:
+        """`[first, last)` of `[globals | tokens | adaptive padding]` that the encoder outputs: the `length` tokens
+        given, after the globals when `pass_global_tokens_to_decoder`."""
+        g = self.config.num_global_tokens
+        return 0 if self.config.pass_global_tokens_to_decoder else g, g + length
+
     def _trim(self, hidden_states: torch.Tensor, length: int) -> torch.Tensor:
         """`[n, g + t_pad, D]` -> the encoder's output positions: `[n, g + t, D]`, or `[n, t, D]` without globals."""
-        g = self.config.num_global_tokens
-        first = 0 if self.config.pass_global_tokens_to_decoder else g
-        return hidden_states[:, first : g + length]
+        first, last = self._kept_positions(length)
+        return hidden_states[:, first:last]
 
     @staticmethod
-    def _layer_with_attentions(layer, hidden_states, keep) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run `layer` on the eager attention path, returning its output and its self-attention weights (which
-        Pegasus' layer forward drops)."""
+    def _report(hidden_states: torch.Tensor, rows: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The positions `rows` of a layer's input `[n, g + t_pad, D]`, and the input rebuilt from them, so that the
+        reported tensor is the one the next layer computes from (gradients reach it: `retain_grad`)."""
+        first, last = rows
+        if first == 0 and last == hidden_states.shape[1]:
+            return hidden_states, hidden_states
+        kept = hidden_states[:, first:last]
+        return kept, torch.cat([hidden_states[:, :first], kept, hidden_states[:, last:]], dim=1)
+
+    @staticmethod
+    def _layer_with_attentions(layer, hidden_states, keep, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run `layer` on the eager attention path, returning its output and the self-attention probabilities of
+        the positions `rows` (which Pegasus' layer forward drops): the tensor the layer's output is computed from."""
         recorded = []
         hook = layer.self_attn.register_forward_hook(lambda module, args, output: recorded.append(output[1]))
         try:
-            hidden_states = layer(hidden_states, keep, output_attentions=True)
+            hidden_states = layer(hidden_states, keep, output_attentions=True, attention_rows=rows)
         finally:
             hook.remove()
         return hidden_states, recorded[-1]
