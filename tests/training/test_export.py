@@ -24,7 +24,8 @@ from omegaconf import OmegaConf, open_dict
 from lsgtrain import hub
 from lsgtrain.cli import main as cli_main
 from lsgtrain.model_card import build_model_card
-from lsgtrain.modeling import LSGPegasusConfig
+from lsgtrain.callbacks.hf_export import run_generation_config
+from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
 from lsgtrain.modeling.convert import save_atomically
 from lsgtrain.preflight import ConfigError
 from lsgtrain.train import CONFIG_DIR, _push_export, train
@@ -317,3 +318,16 @@ def test_card_names_the_base_checkpoint_and_data_and_takes_the_base_license(make
         assert "names no license in a model card that could be read here" in card.text
     assert "8 x CPU" in card.text and "(2 nodes x 4 devices)" in card.text and "2.0 h (the last session" in card.text
     assert "effective batch: 32" in card.text  # 2 per device x 8 devices x 2 accumulated
+
+
+def test_the_export_bounds_new_tokens_without_the_checkpoints_max_length(tiny_checkpoint, tmp_path):
+    """Before, a checkpoint's `max_length: 256` (google/pegasus-large) stayed beside the run's `max_new_tokens`, and
+    transformers warned on every generate()."""
+    model = LSGPegasusForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    model.generation_config.update(max_length=256, min_length=4, num_beams=8, length_penalty=0.8)  # pegasus-large's
+    module = SimpleNamespace(model=model, generation_settings=lambda **overrides: {"max_new_tokens": 16, **overrides})
+    config = run_generation_config(SimpleNamespace(callbacks=[]), module)
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "generation_config.json").read_text())
+    assert saved["max_new_tokens"] == 16 and "max_length" not in saved
+    assert saved["min_length"] == 4 and saved["length_penalty"] == 0.8  # the checkpoint's other settings stay

@@ -32,8 +32,10 @@ def test_summarization_run_leaves_checkpoints_predictions_and_export(make_cfg, t
     assert {p.name for p in (run / "checkpoints").iterdir()} >= {"last.ckpt"}
     assert len(list((run / "checkpoints").glob("epoch*.ckpt"))) == 1
     test_rows = [json.loads(line) for line in (run / "predictions" / "test.jsonl").read_text().splitlines()]
-    assert [row["idx"] for row in test_rows] == list(range(8))
+    assert [row["id"] for row in test_rows] == list(range(8))
     assert all(row["reference"] and "prediction" in row for row in test_rows)
+    per_row = [row["rougeLsum"] for row in test_rows]  # each row's own ROUGE; their mean is the logged one
+    assert sum(per_row) / len(per_row) == pytest.approx(metrics["test/rougeLsum"], abs=0.01)
     assert (run / "predictions" / "val_epoch1.jsonl").is_file()
     assert {"config.json", "model.safetensors", "modeling_lsg_pegasus.py", "tokenizer.json"} <= {
         p.name for p in (run / "hf_model").iterdir()
@@ -210,5 +212,6 @@ def test_summarize_cli_writes_a_summary_per_file(make_cfg, tmp_path):
     assert code == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(row["id"] for row in rows) == [str(d) for d in documents]
-    assert all(isinstance(row["summary"], str) and row["input_tokens"] > 100 for row in rows)
+    assert all(isinstance(row["prediction"], str) and row["input_tokens"] > 100 for row in rows)
+    assert all(row["reference"] is None and "rougeLsum" not in row for row in rows)  # no reference, no score
     assert cli_main(["summarize", str(tmp_path / "nowhere"), str(documents[0])]) == 2

@@ -18,6 +18,9 @@ from .rouge_evaluation import RougeEvaluation
 
 logger = logging.getLogger(__name__)
 
+# Generation settings that bound the same length two ways: the run's one replaces the checkpoint's other one.
+LENGTH_BOUNDS = (("max_new_tokens", "max_length"), ("min_new_tokens", "min_length"))
+
 
 class HFExport(Callback):
     """After `fit`, write the best model (by the checkpoint callback's monitor; the last one if none) to `dirpath`.
@@ -106,6 +109,12 @@ def run_generation_config(trainer: Trainer, pl_module: LightningModule) -> Gener
     settings = pl_module.generation_settings(**(rouge.generation if rouge else {}))
     values = {k: v for k, v in model.generation_config.to_diff_dict().items() if not k.startswith("_")}
     values.pop("transformers_version", None)  # rewritten on save; the rest is the model's own
+    # A checkpoint's `max_length` (256 in google/pegasus-large) beside the run's `max_new_tokens` makes transformers
+    # warn on every generate(); the run's own bound replaces the checkpoint's.
+    for pair in LENGTH_BOUNDS:
+        for run_key, checkpoint_key in (pair, pair[::-1]):
+            if run_key in settings:
+                values.pop(checkpoint_key, None)
     config = GenerationConfig(**values)
     unknown = config.update(**settings)
     if unknown:

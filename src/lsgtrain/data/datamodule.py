@@ -402,6 +402,10 @@ class ClassificationDataModule(LongDocumentDataModule):
         id2label = {i: str(label) for i, label in enumerate(self.labels)}
         return {"num_labels": self.num_labels, "problem_type": problem_type, "id2label": id2label}
 
+    def references(self, split: str) -> list:
+        """The label (a list of labels for multi-label data) of each row of a split, by `idx`."""
+        return list(self.raw[split][self.label_column])
+
     def encode(self, rows: dict[str, list]) -> dict[str, list]:
         encoded = super().encode(rows)
         index = {label: i for i, label in enumerate(self.labels)}
