@@ -146,7 +146,7 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     Settings in only one of them are not changes (see `settings_in_one_config`): a run started with an older
     lsgtrain lacks the keys added since, whose defaults keep the old behaviour, except `VALUES_BEFORE_THE_KEY`.
     """
-    before, now = _saved_settings(saved), _flatten(current)
+    before, now = _saved_settings(saved), flatten_config(current)
     return [
         f"{key}: {before[key]!r} in the checkpoint, {now[key]!r} now"
         for key in sorted(set(before) & set(now))
@@ -156,7 +156,7 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str
 
 def settings_in_one_config(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The `RESUME_FIXED` settings that only the checkpoint's run config or only the current one has."""
-    before, now = _saved_settings(saved), _flatten(current)
+    before, now = _saved_settings(saved), flatten_config(current)
     only_now = [f"{key}={now[key]!r} (not in the checkpoint)" for key in sorted(set(now) - set(before))]
     only_before = [f"{key}={before[key]!r} (only in the checkpoint)" for key in sorted(set(before) - set(now))]
     return [setting for setting in only_now + only_before if _is_fixed(setting.split("=", 1)[0])]
@@ -164,7 +164,7 @@ def settings_in_one_config(saved: dict[str, Any], current: dict[str, Any]) -> li
 
 def _saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's flattened run config, with `VALUES_BEFORE_THE_KEY` for the keys it predates."""
-    return {**VALUES_BEFORE_THE_KEY, **_flatten(saved)}
+    return {**VALUES_BEFORE_THE_KEY, **flatten_config(saved)}
 
 
 def _is_fixed(key: str) -> bool:
@@ -174,12 +174,13 @@ def _is_fixed(key: str) -> bool:
     return under(RESUME_FIXED) and not under(RESUME_FREE)
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as `{dotted key: leaf value}` (lists are leaves)."""
     if not isinstance(tree, dict):
         return {prefix: tree}
     flat: dict[str, Any] = {}
     for name, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}.{name}" if prefix else str(name)))
+        flat.update(flatten_config(value, f"{prefix}.{name}" if prefix else str(name)))
     return flat
 
 

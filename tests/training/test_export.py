@@ -2,6 +2,7 @@
 (against a stand-in `HfApi`: no network in tests)."""
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -22,7 +23,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from lsgtrain import hub
+from lsgtrain.checkpointing import CheckpointError
 from lsgtrain.cli import main as cli_main
+from lsgtrain.evaluate import evaluate
 from lsgtrain.model_card import build_model_card
 from lsgtrain.callbacks.hf_export import run_generation_config
 from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
@@ -331,3 +334,64 @@ def test_the_export_bounds_new_tokens_without_the_checkpoints_max_length(tiny_ch
     saved = json.loads((tmp_path / "generation_config.json").read_text())
     assert saved["max_new_tokens"] == 16 and "max_length" not in saved
     assert saved["min_length"] == 4 and saved["length_penalty"] == 0.8  # the checkpoint's other settings stay
+
+
+def _val_rouge(metrics: dict[str, float]) -> dict[str, float]:
+    scores = {key: value for key, value in metrics.items() if key.startswith("val/rouge")}
+    assert len(scores) == 4, metrics
+    return scores
+
+
+def test_evaluating_a_runs_export_reproduces_its_validation_rouge(run, make_cfg, tmp_path, caplog):
+    """Before, the export decoded with the config's defaults (2 beams, 160 new tokens) and its position table was
+    extended to data.max_source_length=2048: another setup, another score."""
+    exported = json.loads((run["export"] / "tokenizer_config.json").read_text())
+    assert exported["model_max_length"] == 256  # the trained length, which eval reads back
+    cfg = make_cfg(f"model.pretrained={run['export']}", *ONE_EPOCH[:1], config_name="eval", fast=False)
+    with caplog.at_level(logging.INFO, logger="lsgtrain.evaluate"):
+        metrics = evaluate(cfg)
+    validation = run["objects"]["trainer"].callbacks
+    export = next(c for c in validation if type(c).__name__ == "HFExport")
+    assert _val_rouge(metrics) == pytest.approx(_val_rouge(export.validation_metrics), abs=1e-6)
+    assert "data.max_source_length=256" in caplog.text and "model.lsg.block_size=16" in caplog.text
+    assert "decodes with its generation_config.json" in caplog.text and "'num_beams': 3" in caplog.text
+    # a key set on the command line wins over the export's own
+    cfg = make_cfg(f"model.pretrained={run['export']}", *ONE_EPOCH[:1], "module.generation.max_new_tokens=2",
+                   config_name="eval", fast=False)  # fmt: skip
+    evaluate(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert max(len(row["prediction"].split()) for row in rows) <= 2
+
+
+@pytest.fixture
+def run_folder_with_hydra_config(run, tmp_path):
+    """A copy of the run's folder with the `.hydra/config.yaml` Hydra writes for `python train.py` (unresolved)."""
+    folder = tmp_path / "trained"
+    shutil.copytree(run["export"].parent, folder, ignore=shutil.ignore_patterns(".lock"))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[o for o in run["overrides"] if not o.startswith("paths.")])
+    GlobalHydra.instance().clear()
+    (folder / ".hydra").mkdir()
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    return folder
+
+
+def test_evaluating_a_checkpoint_takes_its_runs_settings(run, run_folder_with_hydra_config, make_cfg, tmp_path):
+    """Before, `lsgtrain eval ckpt_path=...` built the config's default model (another size, length and decoding)
+    and failed to load the weights, or scored another setup."""
+    best = next((run_folder_with_hydra_config / "checkpoints").glob("epoch*.ckpt"))
+    metrics = evaluate(make_cfg(f"ckpt_path={best}", config_name="eval", fast=False))
+    export = next(c for c in run["objects"]["trainer"].callbacks if type(c).__name__ == "HFExport")
+    assert _val_rouge(metrics) == pytest.approx(_val_rouge(export.validation_metrics), abs=1e-6)
+    assert (tmp_path / "run" / "predictions" / "test.jsonl").is_file()  # the evaluation's folder, not the run's
+    written = (run_folder_with_hydra_config / "predictions" / "test.jsonl").read_bytes()
+    assert written == (run["export"].parent / "predictions" / "test.jsonl").read_bytes()  # the run's stay as they were
+
+
+def test_a_checkpoint_trained_at_another_length_is_named_as_such(run, run_folder_with_hydra_config, make_cfg):
+    """Before: "it comes from a run with another tokenizer (vocabulary), model size or task"."""
+    best = next((run_folder_with_hydra_config / "checkpoints").glob("epoch*.ckpt"))
+    cfg = make_cfg(f"ckpt_path={best}", "data.max_source_length=512", config_name="eval", fast=False)
+    with pytest.raises(CheckpointError, match=r"was trained at data.max_source_length=256 .* this config builds 512"):
+        evaluate(cfg)

@@ -1,6 +1,7 @@
 """Exports the best checkpoint as a Hugging Face folder (weights, tokenizer, modeling code, the run's generation
 settings) at the end of fit; the entry adds the model card once the test set has run (`lsgtrain.model_card`)."""
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,11 @@ class HFExport(Callback):
                 f"{broken[0]}): not exported to {self.dirpath}. Lower module.optimizer.lr and start a new run."
             )
         if trainer.is_global_zero:
-            save_atomically(pl_module.model, trainer.datamodule.tokenizer, self.dirpath, self.generation_config)
+            # the tokenizer truncates at the length the model was trained at (`lsgtrain eval` reads it back)
+            tokenizer = copy.deepcopy(trainer.datamodule.tokenizer)
+            tokenizer.model_max_length = trainer.datamodule.max_source_length
+            tokenizer.init_kwargs["model_max_length"] = trainer.datamodule.max_source_length  # what is saved
+            save_atomically(pl_module.model, tokenizer, self.dirpath, self.generation_config)
             logger.info("exported %s model to %s", "best" if best else "last", self.dirpath)
         self.exported = True
         trainer.strategy.barrier()
