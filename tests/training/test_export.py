@@ -336,6 +336,12 @@ def test_the_export_bounds_new_tokens_without_the_checkpoints_max_length(tiny_ch
     assert saved["min_length"] == 4 and saved["length_penalty"] == 0.8  # the checkpoint's other settings stay
 
 
+def _predictions(folder: Path, name: str) -> list[str]:
+    """The texts of a predictions file: the same words decoded the same way."""
+    rows = (folder / "predictions" / f"{name}.jsonl").read_text().splitlines()
+    return [json.loads(line)["prediction"] for line in rows]
+
+
 def _val_rouge(metrics: dict[str, float]) -> dict[str, float]:
     scores = {key: value for key, value in metrics.items() if key.startswith("val/rouge")}
     assert len(scores) == 4, metrics
@@ -345,16 +351,17 @@ def _val_rouge(metrics: dict[str, float]) -> dict[str, float]:
 def test_evaluating_a_runs_export_reproduces_its_validation_rouge(run, make_cfg, tmp_path, caplog):
     """Before, the export decoded with the config's defaults (2 beams, 160 new tokens) and its position table was
     extended to data.max_source_length=2048: another setup, another score."""
-    exported = json.loads((run["export"] / "tokenizer_config.json").read_text())
-    assert exported["model_max_length"] == 256  # the trained length, which eval reads back
     cfg = make_cfg(f"model.pretrained={run['export']}", *ONE_EPOCH[:1], config_name="eval", fast=False)
     with caplog.at_level(logging.INFO, logger="lsgtrain.evaluate"):
         metrics = evaluate(cfg)
     validation = run["objects"]["trainer"].callbacks
     export = next(c for c in validation if type(c).__name__ == "HFExport")
     assert _val_rouge(metrics) == pytest.approx(_val_rouge(export.validation_metrics), abs=1e-6)
+    assert _predictions(tmp_path / "run", "val_epoch0") == _predictions(run["export"].parent, "val_epoch0")
     assert "data.max_source_length=256" in caplog.text and "model.lsg.block_size=16" in caplog.text
     assert "decodes with its generation_config.json" in caplog.text and "'num_beams': 3" in caplog.text
+    exported = json.loads((run["export"] / "tokenizer_config.json").read_text())
+    assert exported["model_max_length"] == 256  # the trained length, which eval read back
     # a key set on the command line wins over the export's own
     cfg = make_cfg(f"model.pretrained={run['export']}", *ONE_EPOCH[:1], "module.generation.max_new_tokens=2",
                    config_name="eval", fast=False)  # fmt: skip
@@ -384,7 +391,7 @@ def test_evaluating_a_checkpoint_takes_its_runs_settings(run, run_folder_with_hy
     metrics = evaluate(make_cfg(f"ckpt_path={best}", config_name="eval", fast=False))
     export = next(c for c in run["objects"]["trainer"].callbacks if type(c).__name__ == "HFExport")
     assert _val_rouge(metrics) == pytest.approx(_val_rouge(export.validation_metrics), abs=1e-6)
-    assert (tmp_path / "run" / "predictions" / "test.jsonl").is_file()  # the evaluation's folder, not the run's
+    assert _predictions(tmp_path / "run", "val_epoch0") == _predictions(run["export"].parent, "val_epoch0")
     written = (run_folder_with_hydra_config / "predictions" / "test.jsonl").read_bytes()
     assert written == (run["export"].parent / "predictions" / "test.jsonl").read_bytes()  # the run's stay as they were
 
