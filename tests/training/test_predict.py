@@ -270,13 +270,15 @@ def test_multi_label_classifier_predicts_label_lists_and_scores_them(tiny_checkp
 
 def test_evaluate_scores_a_model_folder_without_a_checkpoint(make_cfg, tiny_checkpoint, tmp_path, caplog):
     caplog.set_level(logging.WARNING)
-    cfg = make_cfg(f"model.pretrained={tiny_checkpoint}", "data.max_samples=4", config_name="eval")
+    cfg = make_cfg(f"model.pretrained={tiny_checkpoint}", "data.max_samples=4", "model.lsg.num_global_tokens=2",
+                   config_name="eval")  # fmt: skip
     cfg.paths.output_dir = str(tmp_path / "eval")
     metrics = evaluate(cfg)
     assert {"val/rougeLsum", "test/rougeLsum"} <= metrics.keys()
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert written["model"] == str(tiny_checkpoint) and written["metrics"]["test/rouge1"] == metrics["test/rouge1"]
     assert (tmp_path / "eval" / "predictions" / "test.jsonl").is_file()
-    assert "num_global_tokens=4 (saved: 1)" in caplog.text and "pass model.lsg.num_global_tokens=1" in caplog.text
+    # the LSG settings not given are the folder's own; one given that differs is named
+    assert "num_global_tokens=2 (saved: 1)" in caplog.text and "pass model.lsg.num_global_tokens=1" in caplog.text
     with pytest.raises(ValueError, match=r"nothing to evaluate: give ckpt_path=PATH .* or model.pretrained=DIR"):
         evaluate(make_cfg(config_name="eval"))
