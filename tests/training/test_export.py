@@ -20,13 +20,14 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from lsgtrain import hub
 from lsgtrain.checkpointing import CheckpointError
 from lsgtrain.cli import main as cli_main
 from lsgtrain.evaluate import evaluate
-from lsgtrain.model_card import build_model_card
+from lsgtrain.model_card import build_model_card, hub_id_of
 from lsgtrain.callbacks.hf_export import run_generation_config
 from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
 from lsgtrain.modeling.convert import save_atomically
@@ -314,8 +315,9 @@ def test_card_names_the_base_checkpoint_and_data_and_takes_the_base_license(make
         seconds=7200, resumed=True, license=None, repo_id=None,
     )  # fmt: skip
     assert card.data.datasets == ["ccdv/arxiv-summarization"]
-    if local:  # a local folder is no hub id: named in the text only
-        assert card.data.license == "mit" and card.data.base_model is None and f"`{base}`" in card.text
+    if local:  # a local folder of unknown origin is no hub id, and its path stays out of the card
+        assert card.data.license == "mit" and card.data.base_model is None and str(base) not in card.text
+        assert "A local checkpoint (folder `base`; its hub id: `callbacks.hf_export.base_model`)" in card.text
     else:  # offline: the hub card cannot be read, so lsgtrain's license, saying so
         assert card.data.license == "apache-2.0" and card.data.base_model == source
         assert "names no license in a model card that could be read here" in card.text
@@ -402,3 +404,72 @@ def test_a_checkpoint_trained_at_another_length_is_named_as_such(run, run_folder
     cfg = make_cfg(f"ckpt_path={best}", "data.max_source_length=512", config_name="eval", fast=False)
     with pytest.raises(CheckpointError, match=r"was trained at data.max_source_length=256 .* this config builds 512"):
         evaluate(cfg)
+
+
+def _card(make_cfg, *overrides: str, **options):
+    """A card for a config, its data read as a run reads it (rows per split), with a stand-in trainer."""
+    cfg = make_cfg(*overrides)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.raw  # noqa: B018  (loads, drops, holds out and caps: what `rows` counts)
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1, num_nodes=1, num_devices=1,
+        global_step=10, current_epoch=1, accumulate_grad_batches=1, precision="32-true",
+    )  # fmt: skip
+    options = {"validation": {"val/rougeLsum": 10.0}, "test": {"test/rougeLsum": 11.0}, **options}
+    return build_model_card(
+        run_config=OmegaConf.to_container(cfg, resolve=True), model_config=LSGPegasusConfig(block_size=16),
+        generation=None, trainer=trainer, seconds=60, resumed=False, license=None, repo_id=None,
+        rows=datamodule.rows, **options,
+    )  # fmt: skip
+
+
+def test_card_states_the_rows_each_split_used_and_model_index_carries_the_caps(make_cfg):
+    """Before, the card read only data.max_samples: per-split caps gave "official splits" and an uncapped
+    model-index; max_train_samples=8 with max_samples=4 said "Only the first 4 rows of each split"."""
+    card = _card(make_cfg, "data.max_train_samples=8", "data.max_eval_samples=4", "data.max_predict_samples=4")
+    assert "- train: 8 rows (the first 8 of 100: data.max_train_samples=8)" in card.text
+    assert "- validation: 4 rows (the first 4 of 50: data.max_eval_samples=4)" in card.text
+    assert "- test: 4 rows (the first 4 of 100: data.max_predict_samples=4)" in card.text
+    arguments = {r.dataset_split: r.dataset_args for r in card.data.eval_results}
+    assert arguments == {"validation": {"rows": 4, "max_eval_samples": 4}, "test": {"rows": 4, "max_predict_samples": 4}}
+    card = _card(make_cfg, "data.max_train_samples=8", "data.max_samples=4")
+    assert "- train: 8 rows (the first 8 of 100: data.max_train_samples=8)" in card.text
+    assert "- test: 4 rows (the first 4 of 100: data.max_samples=4)" in card.text
+    assert "each split" not in card.text
+
+
+def test_card_names_the_held_out_validation_and_why_there_is_no_test(make_cfg, standin_files):
+    """Before: "The test set was not run (`test=false`)" for data without a test split, and no word of the
+    validation rows held out from train."""
+    files = standin_files("summarization", "document", "summary", sizes=(12, 1, 1))
+    card = _card(make_cfg, "data.source=files", f"+data.data_files.train={files['train']}", test={},
+                 untested="the data has no test split")  # fmt: skip
+    assert "- train: 11 rows (1 held out as validation)" in card.text
+    assert "- validation: 1 rows (held out from train: data.val_fraction=0.1, seed 0)" in card.text
+    assert "- test: none (the data has no test split)" in card.text
+    assert "The test set was not run: the data has no test split." in card.text and "test=false" not in card.text
+    assert files["train"] not in card.text and "`summarization-document-summary-train.jsonl`" in card.text
+    (result,) = {r.dataset_split: r for r in card.data.eval_results}.values()
+    assert result.dataset_args == {"rows": 1, "held_out_from_train": 0.1}
+
+
+def test_card_names_the_hub_ids_of_local_copies_and_never_their_paths(make_cfg, tmp_path, hub_standins):
+    """Before, a local base checkpoint and dataset left `base_model` / `datasets` empty and their absolute paths
+    went into the card's text."""
+    cached = tmp_path / "hub" / "models--google--pegasus-large" / "snapshots" / "0123abcd"
+    shutil.copytree(hub_standins["google/pegasus-large"], cached)
+    data = tmp_path / "copy-of-arxiv"
+    shutil.copytree(hub_standins["ccdv/arxiv-summarization"], data)
+    overrides = ["experiment=arxiv_sum", f"model.convert_from={cached}", f"data.dataset_name={data}",
+                 "data.max_samples=2", "data.max_source_length=256"]  # fmt: skip
+    card = _card(make_cfg, *overrides)
+    assert card.data.base_model == "google/pegasus-large" and card.data.datasets is None
+    assert str(tmp_path) not in str(card)
+    assert "A local copy of [`google/pegasus-large`]" in card.text and "folder `copy-of-arxiv`" in card.text
+    card = _card(make_cfg, *overrides, hub_ids={"dataset": "ccdv/arxiv-summarization"})
+    assert card.data.datasets == ["ccdv/arxiv-summarization"] and str(tmp_path) not in str(card)
+    assert hub_id_of(str(tmp_path / "hub" / "datasets--ccdv--pubmed-summarization"), "datasets") is None  # absent
+    (tmp_path / "hub" / "datasets--ccdv--pubmed-summarization").mkdir()
+    assert hub_id_of(str(tmp_path / "hub" / "datasets--ccdv--pubmed-summarization"), "datasets") == (
+        "ccdv/pubmed-summarization"
+    )

@@ -38,15 +38,26 @@ class HFExport(Callback):
             its model card names one, else apache-2.0.
         push_to_hub: `{repo_id, private}`: where the entry pushes the finished export (None or `repo_id: null`:
             nowhere); private unless `private: false`.
+        base_model, dataset: the hub ids the model card names (`base_model`, `datasets`) when the base checkpoint /
+            the dataset is a local copy whose path does not spell it (a hub-cache folder does); None: from the path.
 
     Raises:
         ValueError: a bad `push_to_hub`; generation settings that `generate` does not know or that contradict each
             other (at setup, before training).
     """
 
-    def __init__(self, dirpath: str, license: str | None = None, push_to_hub: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        dirpath: str,
+        license: str | None = None,
+        push_to_hub: dict[str, Any] | None = None,
+        base_model: str | None = None,
+        dataset: str | None = None,
+    ):
         self.dirpath = Path(dirpath)
         self.license = license
+        self.base_model = base_model
+        self.dataset = dataset
         self.push_to_hub = PushTarget.from_config(push_to_hub)
         self.generation_config: GenerationConfig | None = None
         self.exported = False  # the folder was written by this process's fit
