@@ -18,7 +18,6 @@ command line (or by an `experiment=`) win over all of these; what was taken is l
 import json
 import logging
 from pathlib import Path
-
 from typing import Any
 
 import hydra
@@ -140,7 +139,7 @@ def with_run_settings(
         target = f"{group}._target_"
         if _is_set(target, user) and _leaves(run).get(target) != _leaves(cfg).get(target):
             continue  # the user chose another model / data / module config
-        mine = {key: value for key, value in _leaves(cfg).items() if key.startswith(group + ".") and _is_set(key, user)}
+        mine = {k: v for k, v in _leaves(cfg).items() if k.startswith(group + ".") and _is_set(k, user)}
         merged[group] = run[group]
         for key, value in mine.items():
             _put(merged, key, value)
@@ -151,8 +150,9 @@ def with_run_settings(
             taken.append(key)
     for key in EVAL_OWN:
         _put(merged, key, OmegaConf.select(cfg, key))
+    given = ", ".join(sorted(k for k in user if k.startswith(RUN_GROUPS))) or "nothing"
     logger.info("%s: evaluated with its run's settings (%s) for %s; set on the command line: %s", source, where,
-                ", ".join(taken), ", ".join(sorted(k for k in user if k.startswith(RUN_GROUPS))) or "nothing")  # fmt: skip
+                ", ".join(taken), given)  # fmt: skip
     return _config_like(cfg, merged)
 
 

@@ -273,8 +273,8 @@ def describe_data(
             text = f"A local copy of a hub dataset (folder `{name}`; its hub id: `callbacks.hf_export.dataset`)."
     else:
         name = "local data files"
-        text = "Local files: " + ", ".join(f"{split} `{Path(path).name}`" for split, path in data_cfg["data_files"].items())
-        text += "."
+        files = data_cfg["data_files"].items()
+        text = "Local files: " + ", ".join(f"{split} `{Path(path).name}`" for split, path in files) + "."
     if data_cfg["dataset_config"]:
         text += f" Config `{data_cfg['dataset_config']}`."
     target = data_cfg.get("summary_column") or data_cfg["label_column"]  # summarization or classification data
@@ -283,9 +283,9 @@ def describe_data(
         text += f", summaries to {data_cfg['max_target_length']}"
     text += "."
     if rows:
-        text += "\n\nRows used:\n\n" + "\n".join(
-            f"- {SPLIT_NAMES[split]}: {_describe_rows(split, rows[split], data_cfg)}" for split in SPLIT_NAMES if split in rows
-        )
+        used = [f"- {name}: {_describe_rows(split, rows[split], data_cfg)}" for split, name in SPLIT_NAMES.items()
+                if split in rows]  # fmt: skip
+        text += "\n\nRows used:\n\n" + "\n".join(used)
         if "test" not in rows:
             text += "\n- test: none (the data has no test split)"
     return DataDescription(hub_id, name, text)

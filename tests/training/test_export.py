@@ -24,11 +24,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from lsgtrain import hub
+from lsgtrain.callbacks.hf_export import run_generation_config
 from lsgtrain.checkpointing import CheckpointError
 from lsgtrain.cli import main as cli_main
 from lsgtrain.evaluate import evaluate
 from lsgtrain.model_card import build_model_card, hub_id_of
-from lsgtrain.callbacks.hf_export import run_generation_config
 from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
 from lsgtrain.modeling.convert import save_atomically
 from lsgtrain.preflight import ConfigError
@@ -431,7 +431,9 @@ def test_card_states_the_rows_each_split_used_and_model_index_carries_the_caps(m
     assert "- validation: 4 rows (the first 4 of 50: data.max_eval_samples=4)" in card.text
     assert "- test: 4 rows (the first 4 of 100: data.max_predict_samples=4)" in card.text
     arguments = {r.dataset_split: r.dataset_args for r in card.data.eval_results}
-    assert arguments == {"validation": {"rows": 4, "max_eval_samples": 4}, "test": {"rows": 4, "max_predict_samples": 4}}
+    assert arguments == {
+        "validation": {"rows": 4, "max_eval_samples": 4}, "test": {"rows": 4, "max_predict_samples": 4}
+    }  # fmt: skip
     card = _card(make_cfg, "data.max_train_samples=8", "data.max_samples=4")
     assert "- train: 8 rows (the first 8 of 100: data.max_train_samples=8)" in card.text
     assert "- test: 4 rows (the first 4 of 100: data.max_samples=4)" in card.text

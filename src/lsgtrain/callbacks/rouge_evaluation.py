@@ -9,8 +9,8 @@ from lightning import Callback, LightningModule, Trainer
 from typing_extensions import override
 
 from ..metrics.predictions import prediction_row, write_predictions
-from .predictions import gather_by_index, predictions_file
 from ..metrics.rouge import mean_rouge, score_documents
+from .predictions import gather_by_index, predictions_file
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ def prediction_row(row_id: Any, prediction: Any, reference: Any, metrics: dict[s
     """`{"id", "prediction", "reference", ...the row's own metrics}`: ROUGE F1 x 100 (2 decimals) of a summary,
     `correct` of a label."""
     row = {"id": row_id, "prediction": prediction, "reference": reference}
-    row.update({name: round(value, 2) if isinstance(value, float) else value for name, value in (metrics or {}).items()})
+    for name, value in (metrics or {}).items():
+        row[name] = round(value, 2) if isinstance(value, float) else value
     return row
 
 

@@ -15,8 +15,8 @@ import secrets
 import shutil
 import stat
 import tempfile
-from fnmatch import fnmatch
 from collections.abc import Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
