@@ -34,8 +34,8 @@ def warmup_schedule(
     if warmup_ratio > 0 and warmup_steps == 0:
         logger.warning(
             "the run has %d optimizer steps, fewer than one warm-up step needs (module.scheduler.warmup_ratio=%g of "
-            "them rounds to 0): the learning rate starts at its peak. Train longer (trainer.max_epochs), or on more "
-            "rows per step less (effective_batch_size, data.batch_size)", total_steps, warmup_ratio,
+            "them rounds to 0): the learning rate starts at its peak. Train longer (trainer.max_epochs), or with fewer "
+            "rows per step (effective_batch_size, data.batch_size)", total_steps, warmup_ratio,
         )  # fmt: skip
     return get_scheduler(SCHEDULES[name], optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
 
