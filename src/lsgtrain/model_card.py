@@ -222,10 +222,21 @@ def write_model_card(card: ModelCard, folder: str | os.PathLike) -> Path:
 
 
 def reproduce_command() -> str | None:
-    """`python train.py` with this run's command-line overrides (Hydra's task overrides); None outside Hydra."""
+    """`python train.py` with this run's command-line overrides (Hydra's task overrides), local paths made
+    portable (`portable_override`); None outside Hydra."""
     if not HydraConfig.initialized():
         return None
-    return shlex.join(["python", "train.py", *HydraConfig.get().overrides.task])
+    return shlex.join(["python", "train.py", *map(portable_override, HydraConfig.get().overrides.task)])
+
+
+def portable_override(override: str) -> str:
+    """`key=value` with a local path value replaced by the hub id it is a copy of (a hub-cache folder) or by
+    `.../<its last part>`: the card is shared, the paths of the machine that trained are not."""
+    key, sep, value = override.partition("=")
+    if not sep or not value.startswith(("/", "~")):
+        return override
+    kind = "datasets" if key.lstrip("+~").startswith("data.") else "models"
+    return f"{key}={hub_id_of(value, kind) or '.../' + Path(value).name}"
 
 
 def describe_hardware(trainer: L.Trainer) -> str:
@@ -436,6 +447,7 @@ __all__ = [
     "describe_data",
     "describe_hardware",
     "hub_id_of",
+    "portable_override",
     "reproduce_command",
     "write_model_card",
 ]

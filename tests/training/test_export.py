@@ -28,7 +28,7 @@ from lsgtrain.callbacks.hf_export import run_generation_config
 from lsgtrain.checkpointing import CheckpointError
 from lsgtrain.cli import main as cli_main
 from lsgtrain.evaluate import evaluate
-from lsgtrain.model_card import build_model_card, hub_id_of
+from lsgtrain.model_card import build_model_card, hub_id_of, portable_override
 from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
 from lsgtrain.modeling.convert import save_atomically
 from lsgtrain.preflight import ConfigError
@@ -182,8 +182,10 @@ def test_model_card_describes_and_reproduces_the_run(run):
         assert results["test", name] == round(metrics[f"test/{name}"], 4)
         assert ("validation", name) in results
     assert results["validation", "rougeLsum"] == round(metrics["val/rougeLsum"], 4)  # one validation: the best
-    command = "python train.py " + " ".join(run["overrides"])
-    assert command in text
+    command = "python train.py " + " ".join(map(portable_override, run["overrides"]))
+    root = run["export"].parent.parent
+    assert command in text and f"paths.root_dir=.../{root.name}" in command  # no path of the training machine
+    assert str(root) not in str(card)
     assert "| `block_size` | 16 |" in text and "| `sparsity_type` | norm |" in text
     assert "| `num_beams` | 3 |" in text and "| `length_penalty` | 2.0 |" in text
     assert "aclsum" in text and "documents truncated to 256 tokens" in text
@@ -475,3 +477,13 @@ def test_card_names_the_hub_ids_of_local_copies_and_never_their_paths(make_cfg, 
     assert hub_id_of(str(tmp_path / "hub" / "datasets--ccdv--pubmed-summarization"), "datasets") == (
         "ccdv/pubmed-summarization"
     )
+
+
+def test_local_paths_in_the_cards_command_become_hub_ids_or_their_last_part(tmp_path):
+    cached = tmp_path / "models--google--pegasus-large" / "snapshots" / "0123abcd"
+    cached.mkdir(parents=True)
+    assert portable_override(f"model.convert_from={cached}") == "model.convert_from=google/pegasus-large"
+    assert portable_override(f"data.dataset_name={tmp_path / 'arxiv'}") == "data.dataset_name=.../arxiv"
+    hub_name = "data.dataset_name=ccdv/arxiv-summarization"
+    assert portable_override(hub_name) == hub_name
+    assert portable_override("experiment=arxiv_sum") == "experiment=arxiv_sum"
