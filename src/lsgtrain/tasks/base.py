@@ -158,12 +158,13 @@ class LongDocumentModule(LightningModule):
                 {"params": no_decay, "weight_decay": 0.0},
             ]
         )
-        total_steps = self.trainer.estimated_stepping_batches
-        self._warn_epoch_shorter_than_a_step()
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        self._warn_epoch_shorter_than_a_step()
 
     def _warn_epoch_shorter_than_a_step(self) -> None:
         """An epoch with fewer batches than one optimizer step accumulates makes a single, smaller step (Lightning

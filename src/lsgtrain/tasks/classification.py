@@ -40,6 +40,7 @@ class ClassificationModule(LongDocumentModule):
         self.test_metrics = metrics.clone(prefix="test/")
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         self.val_metrics.reset()  # sanity-check batches must not count
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
