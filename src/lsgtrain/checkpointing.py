@@ -37,6 +37,7 @@ RESUME_FREE = (
 # the key: such a run trained with the value given here (null: the checkpoint's own attention dropout), and a resume
 # compares against it. A key whose default keeps the old behaviour does not belong here.
 VALUES_BEFORE_THE_KEY = {"model.attention_dropout": None}
+POSITION_TABLE = "embed_positions.weight"  # the sinusoidal tables, as long as the length a model was built for
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -105,8 +106,10 @@ def check_weights_fit(checkpoint: dict[str, Any], module: L.LightningModule, pat
     if not isinstance(saved, dict):
         raise CheckpointError(f"{key}={path} has no state_dict: it is not a Lightning checkpoint of a training run")
     expected = module.state_dict()
-    problems = [f"{name} is {tuple(saved[name].shape)} there, {tuple(value.shape)} here"
-                for name, value in expected.items() if name in saved and saved[name].shape != value.shape]  # fmt: skip
+    reshaped = [name for name, value in expected.items() if name in saved and saved[name].shape != value.shape]
+    if reshaped and all(name.endswith(POSITION_TABLE) for name in reshaped):
+        raise CheckpointError(_other_length(checkpoint, saved, expected, reshaped[0], path, key))
+    problems = [f"{name} is {tuple(saved[name].shape)} there, {tuple(expected[name].shape)} here" for name in reshaped]
     missing = sorted(set(expected) - set(saved))
     if missing:
         problems.append(f"{len(missing)} weights missing there (e.g. {missing[0]})")
@@ -121,13 +124,29 @@ def check_weights_fit(checkpoint: dict[str, Any], module: L.LightningModule, pat
         )
 
 
+def _other_length(
+    checkpoint: dict[str, Any], saved: dict[str, Any], expected: dict[str, Any], table: str, path: str, key: str
+) -> str:
+    """The error for a checkpoint whose only difference is the length of its position tables: it was trained at
+    another `data.max_source_length` (a random model's tables are that long; a pretrained one's, at least that)."""
+    rows, here = saved[table].shape[0], expected[table].shape[0]
+    run = saved_run_config(checkpoint) or {}
+    trained = run.get("data", {}).get("max_source_length")
+    length = f"data.max_source_length={trained}" if trained else f"a length of {rows} tokens"
+    return (
+        f"{key}={path} was trained at {length} (its position tables have {rows} rows), but this config builds "
+        f"{here}: set data.max_source_length={trained or rows} to use it (a resume must keep the length; to train "
+        f"at another one, start a new run from its exported weights: model.pretrained=<run folder>/hf_model)"
+    )
+
+
 def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The `RESUME_FIXED` settings whose values differ between a checkpoint's run config and the current one.
 
     Settings in only one of them are not changes (see `settings_in_one_config`): a run started with an older
     lsgtrain lacks the keys added since, whose defaults keep the old behaviour, except `VALUES_BEFORE_THE_KEY`.
     """
-    before, now = _saved_settings(saved), _flatten(current)
+    before, now = _saved_settings(saved), flatten_config(current)
     return [
         f"{key}: {before[key]!r} in the checkpoint, {now[key]!r} now"
         for key in sorted(set(before) & set(now))
@@ -137,7 +156,7 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str
 
 def settings_in_one_config(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The `RESUME_FIXED` settings that only the checkpoint's run config or only the current one has."""
-    before, now = _saved_settings(saved), _flatten(current)
+    before, now = _saved_settings(saved), flatten_config(current)
     only_now = [f"{key}={now[key]!r} (not in the checkpoint)" for key in sorted(set(now) - set(before))]
     only_before = [f"{key}={before[key]!r} (only in the checkpoint)" for key in sorted(set(before) - set(now))]
     return [setting for setting in only_now + only_before if _is_fixed(setting.split("=", 1)[0])]
@@ -145,7 +164,7 @@ def settings_in_one_config(saved: dict[str, Any], current: dict[str, Any]) -> li
 
 def _saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's flattened run config, with `VALUES_BEFORE_THE_KEY` for the keys it predates."""
-    return {**VALUES_BEFORE_THE_KEY, **_flatten(saved)}
+    return {**VALUES_BEFORE_THE_KEY, **flatten_config(saved)}
 
 
 def _is_fixed(key: str) -> bool:
@@ -155,12 +174,13 @@ def _is_fixed(key: str) -> bool:
     return under(RESUME_FIXED) and not under(RESUME_FREE)
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as `{dotted key: leaf value}` (lists are leaves)."""
     if not isinstance(tree, dict):
         return {prefix: tree}
     flat: dict[str, Any] = {}
     for name, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}.{name}" if prefix else str(name)))
+        flat.update(flatten_config(value, f"{prefix}.{name}" if prefix else str(name)))
     return flat
 
 

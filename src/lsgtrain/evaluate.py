@@ -1,22 +1,33 @@
 """Evaluation without training, of a Lightning checkpoint or of a model folder:
 
-    python -m lsgtrain.evaluate ckpt_path=PATH [experiment=NAME] [key=value ...]
+    python -m lsgtrain.evaluate ckpt_path=PATH [key=value ...]
     python -m lsgtrain.evaluate model.pretrained=DIR [experiment=NAME]   # an hf_model export, any LSG checkpoint
 
 Restores the checkpoint's weights into the configured model (or takes the folder's weights as they are: a zero-shot
 baseline before fine-tuning, or an export scored on another experiment's data), runs the validation and test sets
 (only the validation set for data without a test split; ROUGE with generation for summarization, accuracy/F1 for
 classification), and writes `metrics.json` and the predictions to the run folder (`outputs/eval/runs/<time>`).
+
+What is evaluated is what was trained, unless a key says otherwise: a checkpoint's run config (`.hydra/config.yaml`
+of its run folder, else the config stored in the checkpoint) gives the model, data, module and callbacks settings;
+an export (or any LSG folder) is read at its trained length (its tokenizer's `model_max_length`, at most its
+position tables), with its saved LSG settings, and decodes with its `generation_config.json`. Keys set on the
+command line (or by an `experiment=`) win over all of these; what was taken is logged.
 """
 
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
 
-from .checkpointing import check_weights_fit, load_checkpoint
+from .checkpointing import check_weights_fit, flatten_config, load_checkpoint, saved_run_config
 from .modeling.factory import read_checkpoint_config
 from .train import CONFIG_DIR, _metrics, build
 
@@ -29,7 +40,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = cfg.ckpt_path
     if ckpt_path:
         checkpoint = load_checkpoint(ckpt_path)  # no code runs from the file (weights_only); before any data work
+        run, where = _run_config(Path(ckpt_path), checkpoint)
+        cfg = with_run_settings(cfg, run, where, source=f"ckpt_path={ckpt_path}", user=user_settings(cfg))
     elif cfg.model.pretrained or cfg.model.convert_from:
+        if cfg.model.pretrained and Path(cfg.model.pretrained).expanduser().is_dir():
+            cfg = as_exported(cfg, Path(cfg.model.pretrained).expanduser())
         _warn_lsg_overrides(cfg)
     else:
         raise ValueError(
@@ -57,6 +72,149 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         print("\n".join(f"  {key:<20} {value:.4f}" for key, value in sorted(metrics.items())))
         print(f"metrics and predictions written to {output.parent}")
     return metrics
+
+
+# What a run's config decides for its evaluation (the rest: where and how this evaluation runs).
+RUN_GROUPS = ("model", "data", "module", "callbacks")
+RUN_KEYS = ("seed",)
+EVAL_OWN = ("callbacks.hf_export",)  # an evaluation exports nothing
+LENGTH_KEY = "data.max_source_length"
+
+
+def user_settings(cfg: DictConfig) -> set[str]:
+    """The dotted keys the user set: on Hydra's command line, or (any entry) where `cfg` differs from the default
+    `eval` config (an `experiment=` sets many)."""
+    defaults = _leaves(_default_eval_config())
+    given = _leaves(cfg)
+    keys = {key for key, value in given.items() if key not in defaults or defaults[key] != value}
+    if HydraConfig.initialized():
+        parser = OverridesParser.create()
+        keys |= {o.key_or_group.lstrip("+~") for o in parser.parse_overrides(list(HydraConfig.get().overrides.task))}
+    return keys
+
+
+def _default_eval_config() -> DictConfig:
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="eval")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="eval")
+
+
+def _leaves(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    return flatten_config(tree)
+
+
+def _is_set(key: str, user: set[str]) -> bool:
+    """Whether the user set `key`, a key above it, or one below it (`module.generation` is set by
+    `module.generation.num_beams=4`)."""
+    return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in user)
+
+
+def _run_config(ckpt_path: Path, checkpoint: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The config of the run that wrote `ckpt_path`: its run folder's `.hydra/config.yaml` (unresolved, so paths
+    follow this evaluation), else the resolved one the checkpoint stores; and where it came from."""
+    for folder in ckpt_path.resolve().parents[:3]:
+        saved = folder / ".hydra" / "config.yaml"
+        if saved.is_file():
+            return OmegaConf.to_container(OmegaConf.load(saved), resolve=False), str(saved)
+    return saved_run_config(checkpoint), "the checkpoint's stored run config"
+
+
+def with_run_settings(
+    cfg: DictConfig, run: dict[str, Any] | None, where: str, *, source: str, user: set[str]
+) -> DictConfig:
+    """`cfg` with the run's model, data, module and callbacks settings (and seed) wherever the user set nothing;
+    a group the user replaced (another `_target_`) stays the user's. The run's `callbacks` come only from an
+    unresolved `.hydra/config.yaml`: resolved, they would write into the run's own folder. `user`: the keys the
+    user set (`user_settings`)."""
+    if run is None:
+        logger.warning("%s holds no run config (older lsgtrain): evaluated with this config's settings", source)
+        return cfg
+    merged = OmegaConf.to_container(cfg, resolve=False)
+    taken = []
+    for group in RUN_GROUPS:
+        if group not in run or (group == "callbacks" and not where.endswith("config.yaml")):
+            continue
+        target = f"{group}._target_"
+        if _is_set(target, user) and _leaves(run).get(target) != _leaves(cfg).get(target):
+            continue  # the user chose another model / data / module config
+        mine = {k: v for k, v in _leaves(cfg).items() if k.startswith(group + ".") and _is_set(k, user)}
+        merged[group] = run[group]
+        for key, value in mine.items():
+            _put(merged, key, value)
+        taken.append(group)
+    for key in RUN_KEYS:
+        if key in run and not _is_set(key, user):
+            merged[key] = run[key]
+            taken.append(key)
+    for key in EVAL_OWN:
+        _put(merged, key, OmegaConf.select(cfg, key))
+    given = ", ".join(sorted(k for k in user if k.startswith(RUN_GROUPS))) or "nothing"
+    logger.info("%s: evaluated with its run's settings (%s) for %s; set on the command line: %s", source, where,
+                ", ".join(taken), given)  # fmt: skip
+    return _config_like(cfg, merged)
+
+
+def as_exported(cfg: DictConfig, folder: Path) -> DictConfig:
+    """`cfg` evaluating a model folder as it was trained, for every key the user did not set: the run's settings
+    when the folder is a run's export (`<run>/hf_model`), its trained length, its saved LSG settings, and its own
+    `generation_config.json` (the module's and the ROUGE callback's generation settings are dropped)."""
+    user = user_settings(cfg)
+    run_file = folder.parent / ".hydra" / "config.yaml"
+    if run_file.is_file() and folder.name == "hf_model":
+        run = OmegaConf.to_container(OmegaConf.load(run_file), resolve=False)
+        run["model"] = {**run["model"], "pretrained": str(folder), "convert_from": None}
+        cfg = with_run_settings(cfg, run, str(run_file), source=f"model.pretrained={folder}", user=user)
+    merged = OmegaConf.to_container(cfg, resolve=False)
+    saved = read_checkpoint_config(str(folder), "model.pretrained")
+    used = {}
+    for name in cfg.model.lsg:
+        if name in saved and not _is_set(f"model.lsg.{name}", user):
+            merged["model"]["lsg"][name] = used[f"model.lsg.{name}"] = saved[name]
+    if not _is_set(LENGTH_KEY, user):
+        merged["data"]["max_source_length"] = used[LENGTH_KEY] = trained_length(folder, saved)
+    decoding = {}
+    for key in ("module.generation", "callbacks.rouge.generation"):
+        if OmegaConf.select(cfg, key) is not None:
+            mine = {k: v for k, v in (OmegaConf.select(cfg, key) or {}).items() if _is_set(f"{key}.{k}", user)}
+            _put(merged, key, mine)
+            decoding.update(mine)
+    generation_file = folder / "generation_config.json"
+    if generation_file.is_file() and "generation" in cfg.module:
+        settings = {k: v for k, v in json.loads(generation_file.read_text()).items() if not k.startswith("_")}
+        settings.pop("transformers_version", None)
+        logger.info("model.pretrained=%s decodes with its generation_config.json %s%s", folder, settings,
+                    f", overridden by {decoding}" if decoding else "")  # fmt: skip
+    logger.info("model.pretrained=%s evaluated as saved: %s (keys set on the command line win)", folder,
+                ", ".join(f"{key}={value}" for key, value in used.items()))  # fmt: skip
+    return _config_like(cfg, merged)
+
+
+def trained_length(folder: Path, saved: dict[str, Any]) -> int:
+    """The length a model folder was trained at: its tokenizer's `model_max_length` (an lsgtrain export sets it to
+    the run's `data.max_source_length`), at most its position tables' `max_position_embeddings`."""
+    positions = saved["max_position_embeddings"]
+    tokenizer_config = folder / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        length = json.loads(tokenizer_config.read_text()).get("model_max_length")
+        if isinstance(length, int) and 0 < length <= positions:
+            return length
+    return positions
+
+
+def _put(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[last] = value
+
+
+def _config_like(cfg: DictConfig, tree: dict[str, Any]) -> DictConfig:
+    """A DictConfig of `tree`, open like `cfg` (keys may be added: the run's groups have others)."""
+    merged = OmegaConf.create(tree)
+    OmegaConf.set_struct(merged, OmegaConf.is_struct(cfg))
+    return merged
 
 
 def _warn_lsg_overrides(cfg: DictConfig) -> None:

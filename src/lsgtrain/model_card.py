@@ -19,6 +19,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from hydra.core.hydra_config import HydraConfig
 from transformers import GenerationConfig, PretrainedConfig
 
+from .data.sources import SplitRows
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_LICENSE = "apache-2.0"  # lsgtrain's own; a base checkpoint's card may name another
@@ -138,6 +140,9 @@ def build_model_card(
     resumed: bool,
     license: str | None,
     repo_id: str | None,
+    rows: dict[str, SplitRows] | None = None,
+    untested: str | None = None,
+    hub_ids: dict[str, str | None] | None = None,
 ) -> ModelCard:
     """The card of an export.
 
@@ -150,22 +155,28 @@ def build_model_card(
         seconds: wall time of this process; resumed: whether it continued an earlier process's checkpoint.
         license: a hub license id; None: the base checkpoint's, else apache-2.0.
         repo_id: where it will be pushed (the usage example's model id).
+        rows: per split, the rows the run used and how (the datamodule's `rows`); None: not known.
+        untested: why the test set did not run (None: it ran, or the test metrics say it did).
+        hub_ids: `{"base_model", "dataset"}`: the hub ids of a local base checkpoint / dataset copy
+            (`callbacks.hf_export.base_model` / `.dataset`), where the folder cannot tell.
     """
     model_cfg, data_cfg, module_cfg = run_config["model"], run_config["data"], run_config["module"]
     pipeline_tag, task_word = TASKS[model_cfg["task"]]
     base = model_cfg["convert_from"] or model_cfg["pretrained"]
-    data = describe_data(data_cfg)
-    license_id, license_text = _license(license, base)
+    hub_ids = hub_ids or {}
+    base_id = hub_id_of(base, "models", hub_ids.get("base_model"))
+    data = describe_data(data_cfg, rows or {}, hub_ids.get("dataset"))
+    license_id, license_text = _license(license, base, base_id)
     card_data = ModelCardData(
         language="en",
         license=license_id,
         library_name="transformers",
         pipeline_tag=pipeline_tag,
-        base_model=base if base and not _is_local(base) else None,
+        base_model=base_id,
         datasets=[data.hub_id] if data.hub_id else None,
         tags=["lsg", "pegasus", "long-document", pipeline_tag, "lsgtrain"],
         model_name=repo_id or f"lsg-pegasus-{run_config['task_name']}",
-        eval_results=_eval_results(pipeline_tag, data, data_cfg["dataset_config"], validation, test) or None,
+        eval_results=_eval_results(pipeline_tag, data, data_cfg, rows or {}, validation, test) or None,
     )
     optimizer = module_cfg["optimizer"]
     per_step = data_cfg["batch_size"] * trainer.world_size * trainer.accumulate_grad_batches
@@ -182,11 +193,11 @@ def build_model_card(
         model_id=repo_id or "path/to/hf_model",
         generation=_generation_settings(generation),
         multi_label=model_config.problem_type == "multi_label_classification",
-        base_text=_describe_base(base, converted=bool(model_cfg["convert_from"])),
+        base_text=_describe_base(base, base_id, converted=bool(model_cfg["convert_from"])),
         lsg={key: getattr(model_config, key) for key in LSG_CARD_KEYS},
         data_text=data.text,
         results=_results_rows(validation, test),
-        results_note=_results_note(validation, test),
+        results_note=_results_note(validation, test, untested),
         command=reproduce_command(),
         optimizer=f"{optimizer['_target_'].rsplit('.', 1)[-1]}, lr {optimizer['lr']}, weight decay "
         f"{module_cfg['weight_decay']}",
@@ -211,10 +222,21 @@ def write_model_card(card: ModelCard, folder: str | os.PathLike) -> Path:
 
 
 def reproduce_command() -> str | None:
-    """`python train.py` with this run's command-line overrides (Hydra's task overrides); None outside Hydra."""
+    """`python train.py` with this run's command-line overrides (Hydra's task overrides), local paths made
+    portable (`portable_override`); None outside Hydra."""
     if not HydraConfig.initialized():
         return None
-    return shlex.join(["python", "train.py", *HydraConfig.get().overrides.task])
+    return shlex.join(["python", "train.py", *map(portable_override, HydraConfig.get().overrides.task)])
+
+
+def portable_override(override: str) -> str:
+    """`key=value` with a local path value replaced by the hub id it is a copy of (a hub-cache folder) or by
+    `.../<its last part>`: the card is shared, the paths of the machine that trained are not."""
+    key, sep, value = override.partition("=")
+    if not sep or not value.startswith(("/", "~")):
+        return override
+    kind = "datasets" if key.lstrip("+~").startswith("data.") else "models"
+    return f"{key}={hub_id_of(value, kind) or '.../' + Path(value).name}"
 
 
 def describe_hardware(trainer: L.Trainer) -> str:
@@ -230,30 +252,40 @@ def describe_hardware(trainer: L.Trainer) -> str:
 
 @dataclass(frozen=True)
 class DataDescription:
-    """The training data as the card names it: a hub dataset id (None for local or embedded data), a short name,
-    and a paragraph."""
+    """The training data as the card names it: a hub dataset id (None for local data of unknown origin or
+    embedded data), a short name, and a paragraph."""
 
     hub_id: str | None
     name: str
     text: str
 
 
-def describe_data(data_cfg: dict[str, Any]) -> DataDescription:
-    """Source, columns, lengths and sample limit of `data` (the run's resolved data config)."""
+# How the card names our splits, and the key that caps each.
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+
+
+def describe_data(
+    data_cfg: dict[str, Any], rows: dict[str, SplitRows] | None = None, hub_id: str | None = None
+) -> DataDescription:
+    """Source, columns, lengths and the rows of each split of `data` (the run's resolved data config); `rows`: the
+    datamodule's per-split `SplitRows`; `hub_id`: the hub id of a local dataset copy when it was given."""
     source, dataset = data_cfg["source"], data_cfg["dataset_name"]
-    hub_id = None
     if source == "aclsum":
         name = "aclsum (ACL papers)"
-        text = "The ACL papers shipped by the [`aclsum`](https://pypi.org/project/aclsum/) package, official splits."
-    elif source == "hub" and _is_local(dataset):
-        name = Path(dataset).name
-        text = f"A local copy of a hub dataset at `{dataset}`."
+        text = "The ACL papers shipped by the [`aclsum`](https://pypi.org/project/aclsum/) package (its splits)."
     elif source == "hub":
-        hub_id = name = dataset
-        text = f"[`{dataset}`](https://huggingface.co/datasets/{dataset})."
+        hub_id = hub_id_of(dataset, "datasets", hub_id)
+        name = hub_id or Path(dataset).name
+        if hub_id and _is_local(dataset):
+            text = f"A local copy of [`{hub_id}`](https://huggingface.co/datasets/{hub_id})."
+        elif hub_id:
+            text = f"[`{hub_id}`](https://huggingface.co/datasets/{hub_id})."
+        else:
+            text = f"A local copy of a hub dataset (folder `{name}`; its hub id: `callbacks.hf_export.dataset`)."
     else:
         name = "local data files"
-        text = "Local files: " + ", ".join(f"{split} `{path}`" for split, path in data_cfg["data_files"].items()) + "."
+        files = data_cfg["data_files"].items()
+        text = "Local files: " + ", ".join(f"{split} `{Path(path).name}`" for split, path in files) + "."
     if data_cfg["dataset_config"]:
         text += f" Config `{data_cfg['dataset_config']}`."
     target = data_cfg.get("summary_column") or data_cfg["label_column"]  # summarization or classification data
@@ -261,31 +293,84 @@ def describe_data(data_cfg: dict[str, Any]) -> DataDescription:
     if "max_target_length" in data_cfg:
         text += f", summaries to {data_cfg['max_target_length']}"
     text += "."
-    if data_cfg["max_samples"]:
-        text += f" Only the first {data_cfg['max_samples']} rows of each split."
+    if rows:
+        used = [f"- {name}: {_describe_rows(split, rows[split], data_cfg)}" for split, name in SPLIT_NAMES.items()
+                if split in rows]  # fmt: skip
+        text += "\n\nRows used:\n\n" + "\n".join(used)
+        if "test" not in rows:
+            text += "\n- test: none (the data has no test split)"
     return DataDescription(hub_id, name, text)
 
 
-def _describe_base(base: str | None, *, converted: bool) -> str:
+def _describe_rows(split: str, rows: SplitRows, data_cfg: dict[str, Any]) -> str:
+    """`8 rows (the first 8 of 90: data.max_train_samples=8; 10 held out as validation)`."""
+    notes = []
+    if rows.cap_key is not None:
+        notes.append(f"the first {rows.used} of {rows.available}: data.{rows.cap_key}={rows.cap}")
+    if split == "val" and rows.held_out and not rows.loaded:
+        notes.append(f"held out from train: data.val_fraction={data_cfg['val_fraction']}, seed {data_cfg['seed']}")
+    elif rows.held_out:
+        notes.append(f"{rows.held_out} held out as validation")
+    if rows.dropped:
+        notes.append(f"{rows.dropped} of {rows.loaded} dropped: an empty or null column")
+    return f"{rows.used} rows" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def hub_id_of(source: str | None, kind: str, given: str | None = None) -> str | None:
+    """The hub id of a model (`kind="models"`) or dataset (`"datasets"`): `given` (a config key), a hub name as it
+    is, or the one a hub-cache folder's path spells (`.../models--org--name/snapshots/<sha>`); None for a local
+    folder of unknown origin, whose path never goes into the card."""
+    if given:
+        return given
+    if not source:
+        return None
+    if not _is_local(source):  # a hub name, or a path that is not there (never a hub id)
+        return None if source.startswith((".", "/", "~")) or source.count("/") > 1 else source
+    for part in reversed(Path(source).expanduser().resolve().parts):
+        if part.startswith(f"{kind}--"):
+            return part.removeprefix(f"{kind}--").replace("--", "/", 1)
+    return None
+
+
+def _describe_base(base: str | None, base_id: str | None, *, converted: bool) -> str:
     if base is None:
         return "None: trained from random initialisation (dimensions in `config.json`)."
-    where = f"A local copy at `{base}`" if _is_local(base) else f"[`{base}`](https://huggingface.co/{base})"
+    if base_id is None:
+        where = f"A local checkpoint (folder `{Path(base).name}`; its hub id: `callbacks.hf_export.base_model`)"
+    elif _is_local(base):
+        where = f"A local copy of [`{base_id}`](https://huggingface.co/{base_id})"
+    else:
+        where = f"[`{base_id}`](https://huggingface.co/{base_id})"
     return f"{where}, plain Pegasus converted to LSG-Pegasus at load time." if converted else f"{where}."
 
 
 def _eval_results(
-    task: str, data: DataDescription, config: str | None, validation: dict[str, float], test: dict[str, float]
+    task: str,
+    data: DataDescription,
+    data_cfg: dict[str, Any],
+    rows: dict[str, SplitRows],
+    validation: dict[str, float],
+    test: dict[str, float],
 ) -> list[EvalResult]:
-    """`model-index` entries, one per metric and split (the loss is in the card's table only)."""
+    """`model-index` entries, one per metric and split (the loss is in the card's table only); `dataset_args`
+    carry the rows scored and the cap that chose them, so a capped score is never read as the split's."""
     results = []
-    for split, metrics in (("validation", validation), ("test", test)):
+    for split, card_split, metrics in (("val", "validation", validation), ("test", "test", test)):
+        arguments = None
+        if split in rows:
+            arguments = {"rows": rows[split].used}
+            if rows[split].cap_key is not None:
+                arguments[rows[split].cap_key] = rows[split].cap
+            if split == "val" and rows[split].held_out and not rows[split].loaded:
+                arguments["held_out_from_train"] = data_cfg["val_fraction"]
         for key, value in sorted(metrics.items()):
             name = key.split("/", 1)[1]
             if name == "loss":
                 continue
             results.append(EvalResult(
-                task_type=task, dataset_type=data.hub_id or data.name, dataset_name=data.name, dataset_config=config,
-                dataset_split=split, metric_type=name, metric_name=f"{name} ({split})", metric_value=round(value, 4),
+                task_type=task, dataset_type=data.hub_id or data.name, dataset_name=data.name,
+                dataset_config=data_cfg["dataset_config"], dataset_split=card_split, dataset_args=arguments,
+                metric_type=name, metric_name=f"{name} ({card_split})", metric_value=round(value, 4),
             ))  # fmt: skip
     return results
 
@@ -295,12 +380,13 @@ def _results_rows(validation: dict[str, float], test: dict[str, float]) -> list[
     return [(name, _number(validation.get(f"val/{name}")), _number(test.get(f"test/{name}"))) for name in names]
 
 
-def _results_note(validation: dict[str, float], test: dict[str, float]) -> str:
-    notes = ["Metrics of the exported weights (ROUGE: F1 x 100, rouge-score with stemming; F1 and accuracy in 0-1)."]
+def _results_note(validation: dict[str, float], test: dict[str, float], untested: str | None) -> str:
+    notes = ["Metrics of the exported weights (ROUGE: F1 x 100, rouge-score with stemming; F1 and accuracy in 0-1),"
+             " over the rows listed under Data."]  # fmt: skip
     if not validation:
         notes.append("Its checkpoint recorded no validation metrics.")
     if not test:
-        notes.append("The test set was not run (`test=false`).")
+        notes.append(f"The test set was not run: {untested or 'no test metrics were recorded'}.")
     return " ".join(notes)
 
 
@@ -310,7 +396,7 @@ def _generation_settings(generation: GenerationConfig | None) -> dict[str, Any] 
     return {key: value for key, value in sorted(generation.to_diff_dict().items()) if key not in METADATA_KEYS}
 
 
-def _license(license: str | None, base: str | None) -> tuple[str, str]:
+def _license(license: str | None, base: str | None, base_id: str | None) -> tuple[str, str]:
     """(hub license id, the card's sentence): the one given, else the base checkpoint's card's, else ours."""
     if license:
         return license, f"`{license}` (set by `callbacks.hf_export.license`)."
@@ -318,11 +404,16 @@ def _license(license: str | None, base: str | None) -> tuple[str, str]:
         return DEFAULT_LICENSE, f"`{DEFAULT_LICENSE}`, lsgtrain's license (trained from scratch)."
     inherited = _base_license(base)
     if inherited:
-        return inherited, f"`{inherited}`, the license of the base checkpoint `{base}`."
+        return inherited, f"`{inherited}`, the license of the base checkpoint {_shown(base, base_id)}."
     return DEFAULT_LICENSE, (
-        f"`{DEFAULT_LICENSE}` (lsgtrain's default): the base checkpoint `{base}` names no license in a model card "
-        "that could be read here; check its terms, and set `callbacks.hf_export.license` if they differ."
+        f"`{DEFAULT_LICENSE}` (lsgtrain's default): the base checkpoint {_shown(base, base_id)} names no license in "
+        "a model card that could be read here; check its terms, and set `callbacks.hf_export.license` if they differ."
     )
+
+
+def _shown(base: str, base_id: str | None) -> str:
+    """How the card names a base checkpoint: its hub id, else its folder's name (never a local path)."""
+    return f"`{base_id}`" if base_id else f"(folder `{Path(base).name}`)"
 
 
 def _base_license(base: str) -> str | None:
@@ -355,6 +446,8 @@ __all__ = [
     "build_model_card",
     "describe_data",
     "describe_hardware",
+    "hub_id_of",
+    "portable_override",
     "reproduce_command",
     "write_model_card",
 ]

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .data.sources import FILE_FORMATS, TEXT_FORMATS, check_utf8, load_hub_dataset
-from .metrics.rouge import compute_rouge
+from .metrics.predictions import prediction_row
+from .metrics.rouge import compute_rouge, score_documents
 from .modeling.convert import load_checkpoint_tokenizer
 from .tasks.classification import classification_metrics
 
@@ -239,9 +240,12 @@ def predict(
 ) -> PredictionReport:
     """Summarize (seq2seq model) or classify (sequence-classification model) every non-empty document.
 
-    Each row written is `{"id", "summary" | "label", "input_tokens", "document_tokens", "truncated"[, "reference"]}`
-    (`input_tokens`: what the model read, `document_tokens`: the whole document). With references, the metrics
-    also go to `<output>.metrics.json` (`out.jsonl` -> `out.metrics.json`).
+    Each row written is `{"id", "prediction", "reference", <the row's metrics>, "input_tokens", "document_tokens",
+    "truncated"}`, the format of a training run's predictions (`lsgtrain.metrics.predictions`): `prediction` is a
+    summary, a label or a list of labels; `reference` is null without `--reference-column`; the row's metrics are
+    its ROUGE (`rouge1` .. `rougeLsum`, F1 x 100) or `correct` (labels), only with a reference; `input_tokens`: what
+    the model read, `document_tokens`: the whole document. With references, the metrics over every row also go to
+    `<output>.metrics.json` (`out.jsonl` -> `out.metrics.json`).
 
     Args:
         model_dir: an exported `hf_model` folder, or any (LSG-)Pegasus / seq2seq checkpoint folder.
@@ -304,11 +308,12 @@ def predict(
                 else:
                     predictions = _summarize(model, tokenizer, encoded, generation_config)
                 for k, prediction in zip(batch, predictions, strict=True):
-                    row = {"id": documents.ids[todo[k]], "label" if classify else "summary": prediction,
-                           "input_tokens": min(lengths[k], max_length), "document_tokens": lengths[k],
-                           "truncated": lengths[k] > max_length}  # fmt: skip
-                    if documents.references is not None:
-                        row["reference"] = documents.references[todo[k]]
+                    reference = documents.references[todo[k]] if documents.references is not None else None
+                    row = prediction_row(
+                        documents.ids[todo[k]], prediction, reference, _row_metrics(prediction, reference, classify)
+                    )
+                    row.update(input_tokens=min(lengths[k], max_length), document_tokens=lengths[k],
+                               truncated=lengths[k] > max_length)  # fmt: skip
                     sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                     rows.append(row)
                 sink.flush()  # finished rows survive a crash
@@ -419,6 +424,11 @@ def _finished_rows(output: Path | None, resume: bool) -> dict[str, dict[str, Any
         text = text[: text.rfind("\n") + 1]
         output.write_text(text, encoding="utf-8")
     rows = [json.loads(line) for line in text.splitlines()]
+    if any("prediction" not in row for row in rows):
+        raise PredictionError(
+            f"{output} holds rows without a `prediction` (an older lsgtrain wrote `summary` / `label`): --resume "
+            "cannot add to it; choose another --output"
+        )
     return {json.dumps(row["id"]): row for row in rows}
 
 
@@ -475,6 +485,17 @@ def _classify(model: PreTrainedModel, encoded, labels: list[str], *, multi_label
     return [labels[j] for j in logits.argmax(dim=-1).tolist()]
 
 
+def _row_metrics(prediction: str | list[str], reference: Any, classify: bool) -> dict[str, Any]:
+    """A row's own score: its summary's ROUGE, or whether its label(s) are right; none without a reference."""
+    if reference is None or not str(reference).strip():
+        return {}
+    if not classify:
+        return score_documents([prediction], [str(reference)])[0]
+    if isinstance(prediction, list):
+        return {"correct": set(prediction) == {str(value) for value in reference}}
+    return {"correct": prediction == str(reference)}
+
+
 def _metrics(rows: list[dict[str, Any]], labels: list[str] | None, *, multi_label: bool) -> dict[str, float]:
     """ROUGE (summaries) or accuracy / F1 (labels) over the rows that have a reference."""
     scored = [row for row in rows if row.get("reference") is not None and str(row["reference"]).strip()]
@@ -483,16 +504,16 @@ def _metrics(rows: list[dict[str, Any]], labels: list[str] | None, *, multi_labe
     if not scored:
         return {}
     if labels is None:
-        return compute_rouge([row["summary"] for row in scored], [str(row["reference"]) for row in scored])
+        return compute_rouge([row["prediction"] for row in scored], [str(row["reference"]) for row in scored])
     index = {label: i for i, label in enumerate(labels)}
     metrics = classification_metrics(num_labels=len(labels), multi_label=multi_label)
     if multi_label:
         predicted = torch.zeros(len(scored), len(labels))
         target = torch.zeros(len(scored), len(labels), dtype=torch.long)
         for i, row in enumerate(scored):
-            predicted[i, [index[label] for label in row["label"]]] = 1.0
+            predicted[i, [index[label] for label in row["prediction"]]] = 1.0
             target[i, [index[str(value)] for value in row["reference"]]] = 1
     else:
-        predicted = torch.tensor([index[row["label"]] for row in scored])
+        predicted = torch.tensor([index[row["prediction"]] for row in scored])
         target = torch.tensor([index[str(row["reference"])] for row in scored])
     return {name: float(value) for name, value in metrics(predicted, target).items()}

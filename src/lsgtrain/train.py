@@ -174,7 +174,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         elapsed = time.perf_counter() - started
         export = next((c for c in trainer.callbacks if isinstance(c, HFExport) and c.exported), None)
         if export is not None:
-            _write_model_card(cfg, objects, export, metrics, elapsed, resumed=bool(resume))
+            _write_model_card(cfg, objects, export, metrics, elapsed, resumed=bool(resume), untested=untested)
         _write_summary(cfg, trainer, metrics, elapsed, untested)
         if export is not None and export.push_to_hub.repo_id:
             _push_export(export)
@@ -226,9 +226,16 @@ def _refuse_changed_settings(checkpoint: dict[str, Any], cfg: DictConfig, path: 
 
 
 def _write_model_card(
-    cfg: DictConfig, objects: dict[str, Any], export: HFExport, metrics: dict[str, float], elapsed: float, resumed: bool
+    cfg: DictConfig,
+    objects: dict[str, Any],
+    export: HFExport,
+    metrics: dict[str, float],
+    elapsed: float,
+    resumed: bool,
+    untested: str | None,
 ) -> None:
-    """Add the model card to the export, now that the test set has run on the exported weights."""
+    """Add the model card to the export, now that the test set has run on the exported weights (`untested`: why
+    it did not)."""
     card = build_model_card(
         run_config=OmegaConf.to_container(cfg, resolve=True),
         model_config=objects["model"].config,
@@ -240,6 +247,9 @@ def _write_model_card(
         resumed=resumed,
         license=export.license,
         repo_id=export.push_to_hub.repo_id,
+        rows=objects["datamodule"].rows,
+        untested=untested,
+        hub_ids={"base_model": export.base_model, "dataset": export.dataset},
     )
     logger.info("model card written to %s", write_model_card(card, export.dirpath))
 

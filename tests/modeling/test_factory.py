@@ -1,5 +1,6 @@
 """One decision for model and tokenizer (`build_model`), on checkpoints laid out like the hub's."""
 
+import logging
 import shutil
 
 import pytest
@@ -140,3 +141,22 @@ def test_model_attention_dropout_replaces_the_checkpoints_in_every_attention_lay
     if not key:
         with pytest.raises(ValueError, match=r"model\.attention_dropout or model\.init\.attention_dropout"):
             build_model(attention_dropout=0.2, **{**build, "init": {"attention_dropout": 0.1}})
+
+
+def test_the_expected_missing_weights_of_a_conversion_are_one_line_not_a_load_report(hub_standins, caplog, capfd):
+    """Before, transformers' LOAD REPORT listed the position tables and global_embeddings as MISSING, "newly
+    initialized ... Consider training", on every conversion and every hub LSG checkpoint."""
+    with caplog.at_level(logging.INFO, logger="lsgtrain.modeling.convert"):
+        convert_checkpoint(hub_standins[PEGASUS], None, max_sequence_length=1024)
+        build_model(task="seq2seq", max_source_length=4096, lsg={}, pretrained=str(hub_standins[LSG]))
+    assert "Consider training" not in capfd.readouterr().err + caplog.text  # the report's own words
+    lines = [r.getMessage() for r in caplog.records if "not in the checkpoint, as expected" in r.getMessage()]
+    assert len(lines) == 2
+    assert "the sinusoidal position tables (computed from the length); the global embeddings" in lines[0]
+    assert "global embeddings" not in lines[1]  # an LSG checkpoint brings its own
+
+
+def test_a_load_report_with_a_real_problem_is_shown(hub_standins, capfd, caplog):
+    with caplog.at_level(logging.WARNING), pytest.raises(ConversionError, match="1 weights missing"):
+        build_model(task="seq2seq", max_source_length=1024, lsg={}, pretrained=str(hub_standins[PEGASUS]))
+    assert "Consider training" in capfd.readouterr().err + caplog.text

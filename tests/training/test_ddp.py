@@ -43,5 +43,5 @@ def test_two_process_ddp_rouge_equals_one_process(make_cfg, tmp_path, cache_dir)
         name: [json.loads(line) for line in (tmp_path / name / "predictions" / "val_epoch0.jsonl").open()]
         for name in ("single", "ddp")
     }
-    assert [row["idx"] for row in rows["ddp"]] == list(range(5))  # each document exactly once
+    assert [row["id"] for row in rows["ddp"]] == list(range(5))  # each document exactly once
     assert rows["ddp"] == rows["single"]

@@ -2,6 +2,7 @@
 (against a stand-in `HfApi`: no network in tests)."""
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -19,12 +20,16 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from lsgtrain import hub
+from lsgtrain.callbacks.hf_export import run_generation_config
+from lsgtrain.checkpointing import CheckpointError
 from lsgtrain.cli import main as cli_main
-from lsgtrain.model_card import build_model_card
-from lsgtrain.modeling import LSGPegasusConfig
+from lsgtrain.evaluate import evaluate
+from lsgtrain.model_card import build_model_card, hub_id_of, portable_override
+from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
 from lsgtrain.modeling.convert import save_atomically
 from lsgtrain.preflight import ConfigError
 from lsgtrain.train import CONFIG_DIR, _push_export, train
@@ -177,8 +182,10 @@ def test_model_card_describes_and_reproduces_the_run(run):
         assert results["test", name] == round(metrics[f"test/{name}"], 4)
         assert ("validation", name) in results
     assert results["validation", "rougeLsum"] == round(metrics["val/rougeLsum"], 4)  # one validation: the best
-    command = "python train.py " + " ".join(run["overrides"])
-    assert command in text
+    command = "python train.py " + " ".join(map(portable_override, run["overrides"]))
+    root = run["export"].parent.parent
+    assert command in text and f"paths.root_dir=.../{root.name}" in command  # no path of the training machine
+    assert str(root) not in str(card)
     assert "| `block_size` | 16 |" in text and "| `sparsity_type` | norm |" in text
     assert "| `num_beams` | 3 |" in text and "| `length_penalty` | 2.0 |" in text
     assert "aclsum" in text and "documents truncated to 256 tokens" in text
@@ -310,10 +317,173 @@ def test_card_names_the_base_checkpoint_and_data_and_takes_the_base_license(make
         seconds=7200, resumed=True, license=None, repo_id=None,
     )  # fmt: skip
     assert card.data.datasets == ["ccdv/arxiv-summarization"]
-    if local:  # a local folder is no hub id: named in the text only
-        assert card.data.license == "mit" and card.data.base_model is None and f"`{base}`" in card.text
+    if local:  # a local folder of unknown origin is no hub id, and its path stays out of the card
+        assert card.data.license == "mit" and card.data.base_model is None and str(base) not in card.text
+        assert "A local checkpoint (folder `base`; its hub id: `callbacks.hf_export.base_model`)" in card.text
     else:  # offline: the hub card cannot be read, so lsgtrain's license, saying so
         assert card.data.license == "apache-2.0" and card.data.base_model == source
         assert "names no license in a model card that could be read here" in card.text
     assert "8 x CPU" in card.text and "(2 nodes x 4 devices)" in card.text and "2.0 h (the last session" in card.text
     assert "effective batch: 32" in card.text  # 2 per device x 8 devices x 2 accumulated
+
+
+def test_the_export_bounds_new_tokens_without_the_checkpoints_max_length(tiny_checkpoint, tmp_path):
+    """Before, a checkpoint's `max_length: 256` (google/pegasus-large) stayed beside the run's `max_new_tokens`, and
+    transformers warned on every generate()."""
+    model = LSGPegasusForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    model.generation_config.update(max_length=256, min_length=4, num_beams=8, length_penalty=0.8)  # pegasus-large's
+    module = SimpleNamespace(model=model, generation_settings=lambda **overrides: {"max_new_tokens": 16, **overrides})
+    config = run_generation_config(SimpleNamespace(callbacks=[]), module)
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "generation_config.json").read_text())
+    assert saved["max_new_tokens"] == 16 and "max_length" not in saved
+    assert saved["min_length"] == 4 and saved["length_penalty"] == 0.8  # the checkpoint's other settings stay
+
+
+def _predictions(folder: Path, name: str) -> list[str]:
+    """The texts of a predictions file: the same words decoded the same way."""
+    rows = (folder / "predictions" / f"{name}.jsonl").read_text().splitlines()
+    return [json.loads(line)["prediction"] for line in rows]
+
+
+def _val_rouge(metrics: dict[str, float]) -> dict[str, float]:
+    scores = {key: value for key, value in metrics.items() if key.startswith("val/rouge")}
+    assert len(scores) == 4, metrics
+    return scores
+
+
+def test_evaluating_a_runs_export_reproduces_its_validation_rouge(run, make_cfg, tmp_path, caplog):
+    """Before, the export decoded with the config's defaults (2 beams, 160 new tokens) and its position table was
+    extended to data.max_source_length=2048: another setup, another score."""
+    cfg = make_cfg(f"model.pretrained={run['export']}", *ONE_EPOCH[:1], config_name="eval", fast=False)
+    with caplog.at_level(logging.INFO, logger="lsgtrain.evaluate"):
+        metrics = evaluate(cfg)
+    validation = run["objects"]["trainer"].callbacks
+    export = next(c for c in validation if type(c).__name__ == "HFExport")
+    assert _val_rouge(metrics) == pytest.approx(_val_rouge(export.validation_metrics), abs=1e-6)
+    assert _predictions(tmp_path / "run", "val_epoch0") == _predictions(run["export"].parent, "val_epoch0")
+    assert "data.max_source_length=256" in caplog.text and "model.lsg.block_size=16" in caplog.text
+    assert "decodes with its generation_config.json" in caplog.text and "'num_beams': 3" in caplog.text
+    exported = json.loads((run["export"] / "tokenizer_config.json").read_text())
+    assert exported["model_max_length"] == 256  # the trained length, which eval read back
+    # a key set on the command line wins over the export's own
+    cfg = make_cfg(f"model.pretrained={run['export']}", *ONE_EPOCH[:1], "module.generation.max_new_tokens=2",
+                   config_name="eval", fast=False)  # fmt: skip
+    evaluate(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert max(len(row["prediction"].split()) for row in rows) <= 2
+
+
+@pytest.fixture
+def run_folder_with_hydra_config(run, tmp_path):
+    """A copy of the run's folder with the `.hydra/config.yaml` Hydra writes for `python train.py` (unresolved)."""
+    folder = tmp_path / "trained"
+    shutil.copytree(run["export"].parent, folder, ignore=shutil.ignore_patterns(".lock"))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[o for o in run["overrides"] if not o.startswith("paths.")])
+    GlobalHydra.instance().clear()
+    (folder / ".hydra").mkdir()
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    return folder
+
+
+def test_evaluating_a_checkpoint_takes_its_runs_settings(run, run_folder_with_hydra_config, make_cfg, tmp_path):
+    """Before, `lsgtrain eval ckpt_path=...` built the config's default model (another size, length and decoding)
+    and failed to load the weights, or scored another setup."""
+    best = next((run_folder_with_hydra_config / "checkpoints").glob("epoch*.ckpt"))
+    metrics = evaluate(make_cfg(f"ckpt_path={best}", config_name="eval", fast=False))
+    export = next(c for c in run["objects"]["trainer"].callbacks if type(c).__name__ == "HFExport")
+    assert _val_rouge(metrics) == pytest.approx(_val_rouge(export.validation_metrics), abs=1e-6)
+    assert _predictions(tmp_path / "run", "val_epoch0") == _predictions(run["export"].parent, "val_epoch0")
+    written = (run_folder_with_hydra_config / "predictions" / "test.jsonl").read_bytes()
+    assert written == (run["export"].parent / "predictions" / "test.jsonl").read_bytes()  # the run's stay as they were
+
+
+def test_a_checkpoint_trained_at_another_length_is_named_as_such(run, run_folder_with_hydra_config, make_cfg):
+    """Before: "it comes from a run with another tokenizer (vocabulary), model size or task"."""
+    best = next((run_folder_with_hydra_config / "checkpoints").glob("epoch*.ckpt"))
+    cfg = make_cfg(f"ckpt_path={best}", "data.max_source_length=512", config_name="eval", fast=False)
+    with pytest.raises(CheckpointError, match=r"was trained at data.max_source_length=256 .* this config builds 512"):
+        evaluate(cfg)
+
+
+def _card(make_cfg, *overrides: str, **options):
+    """A card for a config, its data read as a run reads it (rows per split), with a stand-in trainer."""
+    cfg = make_cfg(*overrides)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.raw  # noqa: B018  (loads, drops, holds out and caps: what `rows` counts)
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1, num_nodes=1, num_devices=1,
+        global_step=10, current_epoch=1, accumulate_grad_batches=1, precision="32-true",
+    )  # fmt: skip
+    options = {"validation": {"val/rougeLsum": 10.0}, "test": {"test/rougeLsum": 11.0}, **options}
+    return build_model_card(
+        run_config=OmegaConf.to_container(cfg, resolve=True), model_config=LSGPegasusConfig(block_size=16),
+        generation=None, trainer=trainer, seconds=60, resumed=False, license=None, repo_id=None,
+        rows=datamodule.rows, **options,
+    )  # fmt: skip
+
+
+def test_card_states_the_rows_each_split_used_and_model_index_carries_the_caps(make_cfg):
+    """Before, the card read only data.max_samples: per-split caps gave "official splits" and an uncapped
+    model-index; max_train_samples=8 with max_samples=4 said "Only the first 4 rows of each split"."""
+    card = _card(make_cfg, "data.max_train_samples=8", "data.max_eval_samples=4", "data.max_predict_samples=4")
+    assert "- train: 8 rows (the first 8 of 100: data.max_train_samples=8)" in card.text
+    assert "- validation: 4 rows (the first 4 of 50: data.max_eval_samples=4)" in card.text
+    assert "- test: 4 rows (the first 4 of 100: data.max_predict_samples=4)" in card.text
+    arguments = {r.dataset_split: r.dataset_args for r in card.data.eval_results}
+    assert arguments == {
+        "validation": {"rows": 4, "max_eval_samples": 4}, "test": {"rows": 4, "max_predict_samples": 4}
+    }  # fmt: skip
+    card = _card(make_cfg, "data.max_train_samples=8", "data.max_samples=4")
+    assert "- train: 8 rows (the first 8 of 100: data.max_train_samples=8)" in card.text
+    assert "- test: 4 rows (the first 4 of 100: data.max_samples=4)" in card.text
+    assert "each split" not in card.text
+
+
+def test_card_names_the_held_out_validation_and_why_there_is_no_test(make_cfg, standin_files):
+    """Before: "The test set was not run (`test=false`)" for data without a test split, and no word of the
+    validation rows held out from train."""
+    files = standin_files("summarization", "document", "summary", sizes=(12, 1, 1))
+    card = _card(make_cfg, "data.source=files", f"+data.data_files.train={files['train']}", test={},
+                 untested="the data has no test split")  # fmt: skip
+    assert "- train: 11 rows (1 held out as validation)" in card.text
+    assert "- validation: 1 rows (held out from train: data.val_fraction=0.1, seed 0)" in card.text
+    assert "- test: none (the data has no test split)" in card.text
+    assert "The test set was not run: the data has no test split." in card.text and "test=false" not in card.text
+    assert files["train"] not in card.text and "`summarization-document-summary-train.jsonl`" in card.text
+    (result,) = {r.dataset_split: r for r in card.data.eval_results}.values()
+    assert result.dataset_args == {"rows": 1, "held_out_from_train": 0.1}
+
+
+def test_card_names_the_hub_ids_of_local_copies_and_never_their_paths(make_cfg, tmp_path, hub_standins):
+    """Before, a local base checkpoint and dataset left `base_model` / `datasets` empty and their absolute paths
+    went into the card's text."""
+    cached = tmp_path / "hub" / "models--google--pegasus-large" / "snapshots" / "0123abcd"
+    shutil.copytree(hub_standins["google/pegasus-large"], cached)
+    data = tmp_path / "copy-of-arxiv"
+    shutil.copytree(hub_standins["ccdv/arxiv-summarization"], data)
+    overrides = ["experiment=arxiv_sum", f"model.convert_from={cached}", f"data.dataset_name={data}",
+                 "data.max_samples=2", "data.max_source_length=256"]  # fmt: skip
+    card = _card(make_cfg, *overrides)
+    assert card.data.base_model == "google/pegasus-large" and card.data.datasets is None
+    assert str(tmp_path) not in str(card)
+    assert "A local copy of [`google/pegasus-large`]" in card.text and "folder `copy-of-arxiv`" in card.text
+    card = _card(make_cfg, *overrides, hub_ids={"dataset": "ccdv/arxiv-summarization"})
+    assert card.data.datasets == ["ccdv/arxiv-summarization"] and str(tmp_path) not in str(card)
+    assert hub_id_of(str(tmp_path / "hub" / "datasets--ccdv--pubmed-summarization"), "datasets") is None  # absent
+    (tmp_path / "hub" / "datasets--ccdv--pubmed-summarization").mkdir()
+    assert hub_id_of(str(tmp_path / "hub" / "datasets--ccdv--pubmed-summarization"), "datasets") == (
+        "ccdv/pubmed-summarization"
+    )
+
+
+def test_local_paths_in_the_cards_command_become_hub_ids_or_their_last_part(tmp_path):
+    cached = tmp_path / "models--google--pegasus-large" / "snapshots" / "0123abcd"
+    cached.mkdir(parents=True)
+    assert portable_override(f"model.convert_from={cached}") == "model.convert_from=google/pegasus-large"
+    assert portable_override(f"data.dataset_name={tmp_path / 'arxiv'}") == "data.dataset_name=.../arxiv"
+    hub_name = "data.dataset_name=ccdv/arxiv-summarization"
+    assert portable_override(hub_name) == hub_name
+    assert portable_override("experiment=arxiv_sum") == "experiment=arxiv_sum"

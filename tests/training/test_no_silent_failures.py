@@ -125,7 +125,7 @@ def test_summarize_does_not_run_a_model_folders_code_unless_asked(tiny_checkpoin
     options = [str(folder), str(document), "--num-beams", "1", "--max-new-tokens", "3"]
     result = _cli("summarize", *options, home=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "summary" in json.loads(result.stdout.splitlines()[-1])
+    assert "prediction" in json.loads(result.stdout.splitlines()[-1])
     assert not marker.exists()
     result = _cli("summarize", *options, "--trust-remote-code", home=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -164,8 +164,10 @@ def test_predict_reads_jsonl_csv_and_parquet_with_ids_and_rouge(tiny_checkpoint,
     rows = _rows(output)
     assert sorted(row["id"] for row in rows) == [f"p{i}" for i in range(5)]
     references = dict(zip(_table()["doc_id"], _table()["abstract"], strict=True))
-    assert all(row["reference"] == references[row["id"]] and isinstance(row["summary"], str) for row in rows)
-    expected = compute_rouge([row["summary"] for row in rows], [row["reference"] for row in rows])
+    assert all(row["reference"] == references[row["id"]] and isinstance(row["prediction"], str) for row in rows)
+    expected = compute_rouge([row["prediction"] for row in rows], [row["reference"] for row in rows])
+    for row in rows:  # each row's own ROUGE, as a training run's predictions carry it
+        assert row["rougeLsum"] == round(compute_rouge([row["prediction"]], [row["reference"]])["rougeLsum"], 2)
     saved = _metrics_file(output)
     assert saved["metrics"] == pytest.approx(expected) and saved["rows"] == 5
     assert saved["generation"]["num_beams"] == 1 and saved["generation"]["max_new_tokens"] == 3
@@ -236,9 +238,10 @@ def test_classifier_predicts_label_names_and_scores_accuracy_and_f1(classifier, 
                      "venue", "--output", str(output)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     rows = _rows(output)
-    assert len(rows) == 6 and {row["label"] for row in rows} <= set(VENUES)
+    assert len(rows) == 6 and {row["prediction"] for row in rows} <= set(VENUES)
+    assert all(row["correct"] == (row["prediction"] == row["reference"]) for row in rows)
     saved = _metrics_file(output)["metrics"]
-    accuracy = sum(row["label"] == row["reference"] for row in rows) / len(rows)
+    accuracy = sum(row["prediction"] == row["reference"] for row in rows) / len(rows)
     assert saved["acc"] == pytest.approx(accuracy) and 0.0 <= saved["f1_macro"] <= 1.0
     unknown = _write(Dataset.from_list([{"text": "a paper", "venue": "coling"}]), tmp_path / "unknown.jsonl")
     assert cli_main(["predict", str(classifier), "--input", str(unknown), "--text-column", "text",
@@ -258,21 +261,24 @@ def test_multi_label_classifier_predicts_label_lists_and_scores_them(tiny_checkp
                                reference_column="venues")  # fmt: skip
     report = predict(model, documents, output=tmp_path / "labels.jsonl")
     rows = _rows(tmp_path / "labels.jsonl")
-    assert all(isinstance(row["label"], list) and set(row["label"]) <= set(VENUES) for row in rows)
-    exact = [[float(venue in row["label"]) == float(venue in row["reference"]) for venue in VENUES] for row in rows]
+    assert all(isinstance(row["prediction"], list) and set(row["prediction"]) <= set(VENUES) for row in rows)
+    exact = [[float(venue in row["prediction"]) == float(venue in row["reference"]) for venue in VENUES]
+             for row in rows]  # fmt: skip
     assert report.metrics["acc"] == pytest.approx(sum(map(sum, exact)) / (3 * len(rows)))  # per-label accuracy
     assert _metrics_file(tmp_path / "labels.jsonl")["metrics"] == report.metrics
 
 
 def test_evaluate_scores_a_model_folder_without_a_checkpoint(make_cfg, tiny_checkpoint, tmp_path, caplog):
     caplog.set_level(logging.WARNING)
-    cfg = make_cfg(f"model.pretrained={tiny_checkpoint}", "data.max_samples=4", config_name="eval")
+    cfg = make_cfg(f"model.pretrained={tiny_checkpoint}", "data.max_samples=4", "model.lsg.num_global_tokens=2",
+                   config_name="eval")  # fmt: skip
     cfg.paths.output_dir = str(tmp_path / "eval")
     metrics = evaluate(cfg)
     assert {"val/rougeLsum", "test/rougeLsum"} <= metrics.keys()
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert written["model"] == str(tiny_checkpoint) and written["metrics"]["test/rouge1"] == metrics["test/rouge1"]
     assert (tmp_path / "eval" / "predictions" / "test.jsonl").is_file()
-    assert "num_global_tokens=4 (saved: 1)" in caplog.text and "pass model.lsg.num_global_tokens=1" in caplog.text
+    # the LSG settings not given are the folder's own; one given that differs is named
+    assert "num_global_tokens=2 (saved: 1)" in caplog.text and "pass model.lsg.num_global_tokens=1" in caplog.text
     with pytest.raises(ValueError, match=r"nothing to evaluate: give ckpt_path=PATH .* or model.pretrained=DIR"):
         evaluate(make_cfg(config_name="eval"))

@@ -1,6 +1,7 @@
 """Runs pair weights with the tokenizer they were trained with: a checkpoint's own, or the one a resumed run saved."""
 
 import json
+import logging
 import random
 import shutil
 
@@ -81,3 +82,15 @@ def test_a_t5_checkpoint_is_refused_before_any_data_work(make_cfg, tmp_path):
     cfg = make_cfg(f"model.pretrained={t5}", "data.max_samples=4")
     assert_refused_before_data_work(cfg, tmp_path, CheckpointError, rf"model.pretrained={t5} is a 't5' checkpoint")
     assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+def test_a_tokenizer_smaller_than_asked_is_named(tmp_path, caplog):
+    """Before, an 8000-piece tokenizer trained on 8 short texts came out with a few hundred ids without a word."""
+    from lsgtrain.data.tokenizer import cached_pegasus_tokenizer
+
+    texts = [f"paper {i} studies long documents and sparse attention." for i in range(8)]
+    with caplog.at_level(logging.WARNING, logger="lsgtrain.data.tokenizer"):
+        tokenizer = cached_pegasus_tokenizer(texts, 8000, tmp_path)
+    assert len(tokenizer) < 8000
+    assert f"the tokenizer trained on 8 texts has {len(tokenizer):,} pieces, not the 8,000 asked" in caplog.text
+    assert f"data.tokenizer.vocab_size={len(tokenizer)}" in caplog.text

@@ -32,8 +32,10 @@ def test_summarization_run_leaves_checkpoints_predictions_and_export(make_cfg, t
     assert {p.name for p in (run / "checkpoints").iterdir()} >= {"last.ckpt"}
     assert len(list((run / "checkpoints").glob("epoch*.ckpt"))) == 1
     test_rows = [json.loads(line) for line in (run / "predictions" / "test.jsonl").read_text().splitlines()]
-    assert [row["idx"] for row in test_rows] == list(range(8))
+    assert [row["id"] for row in test_rows] == list(range(8))
     assert all(row["reference"] and "prediction" in row for row in test_rows)
+    per_row = [row["rougeLsum"] for row in test_rows]  # each row's own ROUGE; their mean is the logged one
+    assert sum(per_row) / len(per_row) == pytest.approx(metrics["test/rougeLsum"], abs=0.01)
     assert (run / "predictions" / "val_epoch1.jsonl").is_file()
     assert {"config.json", "model.safetensors", "modeling_lsg_pegasus.py", "tokenizer.json"} <= {
         p.name for p in (run / "hf_model").iterdir()
@@ -124,7 +126,8 @@ def test_wandb_offline_writes_a_run(make_cfg, tmp_path, monkeypatch):
     assert list(runs[0].glob("*.wandb"))
 
 
-def test_classification_trains_and_reports_f1(make_cfg):
+def test_classification_trains_and_reports_f1_and_writes_its_predictions(make_cfg, tmp_path):
+    """Before, classification runs wrote no predictions at all."""
     metrics, objects = train(make_cfg("experiment=aclsum_venue_cls", "trainer.max_epochs=2", "data.max_samples=12"))
     assert objects["trainer"].global_step == 12
     for stage in ("val", "test"):
@@ -132,6 +135,15 @@ def test_classification_trains_and_reports_f1(make_cfg):
         assert 0.0 <= metrics[f"{stage}/f1_micro"] <= 1.0
         assert 0.0 <= metrics[f"{stage}/acc"] <= 1.0
     assert objects["model"].config.num_labels == objects["datamodule"].num_labels
+    predictions = tmp_path / "run" / "predictions"
+    assert sorted(p.name for p in predictions.iterdir()) == ["test.jsonl", "val_epoch0.jsonl", "val_epoch1.jsonl"]
+    rows = [json.loads(line) for line in (predictions / "test.jsonl").read_text().splitlines()]
+    references = objects["datamodule"].references("test")
+    assert [row["id"] for row in rows] == list(range(len(references)))  # the format of summarization runs
+    assert [row["reference"] for row in rows] == references
+    assert all(row["prediction"] in objects["datamodule"].labels for row in rows)
+    assert all(row["correct"] == (row["prediction"] == row["reference"]) for row in rows)
+    assert sum(row["correct"] for row in rows) / len(rows) == pytest.approx(metrics["test/acc"])
 
 
 def test_evaluate_entry_writes_metrics_without_training(make_cfg, tmp_path):
@@ -210,5 +222,6 @@ def test_summarize_cli_writes_a_summary_per_file(make_cfg, tmp_path):
     assert code == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(row["id"] for row in rows) == [str(d) for d in documents]
-    assert all(isinstance(row["summary"], str) and row["input_tokens"] > 100 for row in rows)
+    assert all(isinstance(row["prediction"], str) and row["input_tokens"] > 100 for row in rows)
+    assert all(row["reference"] is None and "rougeLsum" not in row for row in rows)  # no reference, no score
     assert cli_main(["summarize", str(tmp_path / "nowhere"), str(documents[0])]) == 2

@@ -93,9 +93,20 @@ def test_frozen_token_embeddings_stay_bit_identical_and_leave_the_optimizer(make
     assert id(model.model.shared.weight) not in optimized
     assert optimized == {id(p) for p in model.parameters() if p.requires_grad}
     loaded = LSGPegasusForConditionalGeneration.from_pretrained(tiny_checkpoint)  # the same weights, unfrozen
-    total = sum(p.numel() for p in loaded.parameters())
-    trainable = sum(p.numel() for p in loaded.parameters() if p.requires_grad) - loaded.model.shared.weight.numel()
+    tables = sum(table.weight.numel() for table in loaded.get_position_embeddings())  # computed, never trained
+    total = sum(p.numel() for p in loaded.parameters()) - tables
+    trainable = total - loaded.model.shared.weight.numel()
     assert f"trainable parameters: {trainable:,} of {total:,}" in caplog.text
+    assert f"not counted: {tables:,} in the sinusoidal position tables" in caplog.text
+
+
+def test_trainable_share_leaves_out_the_sinusoidal_tables(make_cfg, caplog):
+    """Before, a model with nothing frozen logged 17% trainable: the frozen sinusoidal tables counted as parameters."""
+    with caplog.at_level(logging.INFO, logger="lsgtrain.tasks.base"):
+        objects = build(make_cfg("data.max_samples=4"))
+    model = objects["model"]
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert f"trainable parameters: {total:,} of {total:,} (100.00%); module.freeze: nothing" in caplog.text
 
 
 def test_training_only_global_embeddings_changes_nothing_else(make_cfg, tiny_checkpoint):
@@ -189,3 +200,13 @@ def test_a_pretrained_model_trains_with_dropout_and_fixed_position_tables(make_c
     for name, p in model.named_parameters():
         if name in tables:
             assert torch.equal(p, tables[name]) and not p.requires_grad, name
+
+
+def test_fewer_optimizer_steps_than_an_epoch_or_a_warm_up_are_warned(make_cfg, caplog):
+    """Before, effective_batch_size=32 on 4 rows (2 batches) trained 1 optimizer step without a word."""
+    cfg = make_cfg(*QUICK, "effective_batch_size=32")
+    with caplog.at_level(logging.WARNING, logger="lsgtrain.tasks.base"):
+        _, objects = train(cfg)
+    assert objects["trainer"].global_step == 1
+    assert "an epoch is 2 batches, fewer than the 16 that one optimizer step accumulates" in caplog.text
+    assert "the run has 1 optimizer steps, fewer than one warm-up step needs" in caplog.text

@@ -1,6 +1,7 @@
 from .divergence import StopOnNonFinite, TrainingDiverged
 from .early_stopping import EarlyStoppingEveryNEpochs
 from .hf_export import HFExport
+from .predictions import LabelPredictions
 from .preemption import RequeueOnPreemption
 from .random_state import RandomStateCheckpoint
 from .rouge_evaluation import RougeEvaluation
@@ -8,6 +9,7 @@ from .rouge_evaluation import RougeEvaluation
 __all__ = [
     "EarlyStoppingEveryNEpochs",
     "HFExport",
+    "LabelPredictions",
     "RandomStateCheckpoint",
     "RequeueOnPreemption",
     "RougeEvaluation",

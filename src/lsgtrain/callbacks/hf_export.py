@@ -1,6 +1,7 @@
 """Exports the best checkpoint as a Hugging Face folder (weights, tokenizer, modeling code, the run's generation
 settings) at the end of fit; the entry adds the model card once the test set has run (`lsgtrain.model_card`)."""
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from .rouge_evaluation import RougeEvaluation
 
 logger = logging.getLogger(__name__)
 
+# Generation settings that bound the same length two ways: the run's one replaces the checkpoint's other one.
+LENGTH_BOUNDS = (("max_new_tokens", "max_length"), ("min_new_tokens", "min_length"))
+
 
 class HFExport(Callback):
     """After `fit`, write the best model (by the checkpoint callback's monitor; the last one if none) to `dirpath`.
@@ -34,15 +38,26 @@ class HFExport(Callback):
             its model card names one, else apache-2.0.
         push_to_hub: `{repo_id, private}`: where the entry pushes the finished export (None or `repo_id: null`:
             nowhere); private unless `private: false`.
+        base_model, dataset: the hub ids the model card names (`base_model`, `datasets`) when the base checkpoint /
+            the dataset is a local copy whose path does not spell it (a hub-cache folder does); None: from the path.
 
     Raises:
         ValueError: a bad `push_to_hub`; generation settings that `generate` does not know or that contradict each
             other (at setup, before training).
     """
 
-    def __init__(self, dirpath: str, license: str | None = None, push_to_hub: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        dirpath: str,
+        license: str | None = None,
+        push_to_hub: dict[str, Any] | None = None,
+        base_model: str | None = None,
+        dataset: str | None = None,
+    ):
         self.dirpath = Path(dirpath)
         self.license = license
+        self.base_model = base_model
+        self.dataset = dataset
         self.push_to_hub = PushTarget.from_config(push_to_hub)
         self.generation_config: GenerationConfig | None = None
         self.exported = False  # the folder was written by this process's fit
@@ -89,7 +104,11 @@ class HFExport(Callback):
                 f"{broken[0]}): not exported to {self.dirpath}. Lower module.optimizer.lr and start a new run."
             )
         if trainer.is_global_zero:
-            save_atomically(pl_module.model, trainer.datamodule.tokenizer, self.dirpath, self.generation_config)
+            # the tokenizer truncates at the length the model was trained at (`lsgtrain eval` reads it back)
+            tokenizer = copy.deepcopy(trainer.datamodule.tokenizer)
+            tokenizer.model_max_length = trainer.datamodule.max_source_length
+            tokenizer.init_kwargs["model_max_length"] = trainer.datamodule.max_source_length  # what is saved
+            save_atomically(pl_module.model, tokenizer, self.dirpath, self.generation_config)
             logger.info("exported %s model to %s", "best" if best else "last", self.dirpath)
         self.exported = True
         trainer.strategy.barrier()
@@ -106,6 +125,12 @@ def run_generation_config(trainer: Trainer, pl_module: LightningModule) -> Gener
     settings = pl_module.generation_settings(**(rouge.generation if rouge else {}))
     values = {k: v for k, v in model.generation_config.to_diff_dict().items() if not k.startswith("_")}
     values.pop("transformers_version", None)  # rewritten on save; the rest is the model's own
+    # A checkpoint's `max_length` (256 in google/pegasus-large) beside the run's `max_new_tokens` makes transformers
+    # warn on every generate(); the run's own bound replaces the checkpoint's.
+    for pair in LENGTH_BOUNDS:
+        for run_key, checkpoint_key in (pair, pair[::-1]):
+            if run_key in settings:
+                values.pop(checkpoint_key, None)
     config = GenerationConfig(**values)
     unknown = config.update(**settings)
     if unknown:

@@ -1,17 +1,16 @@
 """Generation-based ROUGE on the validation (every N epochs) and test sets, exact under DDP."""
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from lightning import Callback, LightningModule, Trainer
 from typing_extensions import override
 
-from ..metrics.rouge import compute_rouge
+from ..metrics.predictions import prediction_row, write_predictions
+from ..metrics.rouge import mean_rouge, score_documents
+from .predictions import gather_by_index, predictions_file
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +20,8 @@ class RougeEvaluation(Callback):
 
     Each rank generates for its shard; predictions are gathered, de-duplicated by document index (the distributed
     sampler repeats a few documents to even out the shards) and scored on every rank, so each document counts
-    exactly once. Predictions and references are written to `predictions_dir/{stage}[_epoch{N}].jsonl`.
+    exactly once. Predictions, references and each row's ROUGE are written to
+    `predictions_dir/{stage}[_epoch{N}].jsonl` (`lsgtrain.metrics.predictions`).
 
     Args:
         every_n_epochs: run on the validation set every N epochs (and at the last epoch); the test set always.
@@ -62,23 +62,21 @@ class RougeEvaluation(Callback):
     def _finish(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self._active:
             return
-        predictions = self._predictions
-        if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
-            shards: list[dict[int, str]] = [{} for _ in range(trainer.world_size)]
-            dist.all_gather_object(shards, predictions)
-            predictions = {idx: text for shard in shards for idx, text in shard.items()}
+        predictions = gather_by_index(trainer, self._predictions)
         references = trainer.datamodule.references(stage)
         order = sorted(predictions)
         if len(order) != len(references) and not (trainer.fast_dev_run or _limited(trainer, stage)):
             raise RuntimeError(f"{stage}: {len(order)} predictions for {len(references)} documents")
-        scores = compute_rouge([predictions[i] for i in order], [references[i] for i in order])
+        texts, targets = [predictions[i] for i in order], [references[i] for i in order]
+        per_document = score_documents(texts, targets)
+        scores = mean_rouge(per_document)
         for name, value in scores.items():
             pl_module.log(f"{stage}/{name}", value, prog_bar=name == "rougeLsum", sync_dist=False)
         logger.info("%s ROUGE over %d documents: %s", stage, len(order), _format(scores))
         if self.predictions_dir is not None and trainer.is_global_zero:
-            suffix = "" if stage == "test" else f"_epoch{trainer.current_epoch}"
-            rows = [{"idx": i, "prediction": predictions[i], "reference": references[i]} for i in order]
-            _write_jsonl(self.predictions_dir / f"{stage}{suffix}.jsonl", rows)
+            rows = [prediction_row(i, predictions[i], references[i], rouge)
+                    for i, rouge in zip(order, per_document, strict=True)]  # fmt: skip
+            write_predictions(predictions_file(self.predictions_dir, trainer, stage), rows)
         self._predictions = {}
 
     @override
@@ -113,10 +111,3 @@ def _limited(trainer: Trainer, stage: str) -> bool:
 
 def _format(scores: dict[str, float]) -> str:
     return " ".join(f"{name}={value:.2f}" for name, value in scores.items())
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    os.replace(tmp, path)

@@ -21,9 +21,11 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .sources import (
+    SplitRows,
     cap_splits,
     carve_validation,
     check_columns,
+    count_rows,
     drop_empty_rows,
     load_splits,
     local_dataset_folder,
@@ -145,6 +147,7 @@ class LongDocumentDataModule(LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.seed = seed
         self._raw: DatasetDict | None = None
+        self.rows: dict[str, SplitRows] = {}  # per split, how the rows used came to be (set with `raw`)
         self._tokenizer = None
         self.datasets: dict[str, Dataset] = {}
         self._resume_position: tuple[int, int] | None = None
@@ -174,7 +177,8 @@ class LongDocumentDataModule(LightningDataModule):
     @property
     def raw(self) -> DatasetDict:
         """The untokenised splits: columns checked, empty rows dropped, a validation split held out from train if
-        the data has none, then capped. The tokenizer trains on this (capped) train split."""
+        the data has none, then capped (`rows` says how many each step left). The tokenizer trains on this
+        (capped) train split."""
         if self._raw is None:
             raw, origins = load_splits(
                 self.source,
@@ -184,9 +188,11 @@ class LongDocumentDataModule(LightningDataModule):
                 split_names=self.split_names,
             )
             check_columns(raw, self.columns())
-            raw = drop_empty_rows(raw, self.columns(), origins)
-            raw = carve_validation(raw, self.val_fraction, self.seed, origins)
-            self._raw = cap_splits(raw, self.caps)
+            loaded = {split: len(dataset) for split, dataset in raw.items()}
+            kept = drop_empty_rows(raw, self.columns(), origins)
+            carved = carve_validation(kept, self.val_fraction, self.seed, origins)
+            self._raw = cap_splits(carved, self.caps)
+            self.rows = count_rows(loaded, kept, carved, self._raw, self.caps)
             log_lengths(self._raw, self.text_column)
         return self._raw
 
@@ -401,6 +407,10 @@ class ClassificationDataModule(LongDocumentDataModule):
         problem_type = "multi_label_classification" if self.multi_label else "single_label_classification"
         id2label = {i: str(label) for i, label in enumerate(self.labels)}
         return {"num_labels": self.num_labels, "problem_type": problem_type, "id2label": id2label}
+
+    def references(self, split: str) -> list:
+        """The label (a list of labels for multi-label data) of each row of a split, by `idx`."""
+        return list(self.raw[split][self.label_column])
 
     def encode(self, rows: dict[str, list]) -> dict[str, list]:
         encoded = super().encode(rows)

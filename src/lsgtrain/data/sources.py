@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +290,41 @@ def cap_splits(splits: DatasetDict, caps: Mapping[str, tuple[str, int | None]]) 
             dataset = dataset.select(range(cap))
         capped[split] = dataset
     return DatasetDict(capped)
+
+
+@dataclass(frozen=True)
+class SplitRows:
+    """How a split's rows came to be what a run used: the rows the data had, the empty ones dropped, the rows
+    moved between train and val by the hold-out (`held_out`: taken from train / given to val), the rows left
+    before the cap (`available`), the cap applied (`cap_key`: `max_samples` or the split's own key, None when it
+    kept every row) and the rows used."""
+
+    loaded: int
+    dropped: int
+    held_out: int
+    available: int
+    cap_key: str | None
+    cap: int | None
+    used: int
+
+
+def count_rows(
+    loaded: Mapping[str, int], kept: DatasetDict, carved: DatasetDict, capped: DatasetDict,
+    caps: Mapping[str, tuple[str, int | None]],
+) -> dict[str, SplitRows]:  # fmt: skip
+    """Each split's `SplitRows`, from the row counts after loading (`loaded`), `drop_empty_rows` (`kept`),
+    `carve_validation` (`carved`) and `cap_splits` (`capped`)."""
+    rows = {}
+    for split, dataset in capped.items():
+        before_cap = len(carved[split])
+        key, cap = caps[split]
+        held_out = before_cap if split == "val" and "val" not in loaded else len(kept[split]) - before_cap
+        rows[split] = SplitRows(
+            loaded=loaded.get(split, 0), dropped=loaded[split] - len(kept[split]) if split in loaded else 0,
+            held_out=held_out, available=before_cap, cap_key=key if len(dataset) < before_cap else None,
+            cap=cap if len(dataset) < before_cap else None, used=len(dataset),
+        )  # fmt: skip
+    return rows
 
 
 SHORT_DOCUMENT_WORDS = 20  # below this a "long document" is more likely a broken row than a text

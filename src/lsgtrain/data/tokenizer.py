@@ -53,7 +53,15 @@ def cached_pegasus_tokenizer(
     if not (path / "tokenizer.json").is_file():
         logger.info("training a %d-piece tokenizer on %d texts -> %s", vocab_size, len(texts), path)
         save_tokenizer_once(train_pegasus_tokenizer(texts, vocab_size), path)
-    return AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if len(tokenizer) < vocab_size:  # Unigram keeps only the pieces the texts support
+        logger.warning(
+            "the tokenizer trained on %d texts has %s pieces, not the %s asked (data.tokenizer.vocab_size=%d): the "
+            "texts hold too few distinct pieces; the model is sized by the %s. Train on more data "
+            "(data.max_train_samples, data.max_samples), or set data.tokenizer.vocab_size=%d to ask for what they give",
+            len(texts), f"{len(tokenizer):,}", f"{vocab_size:,}", vocab_size, f"{len(tokenizer):,}", len(tokenizer),
+        )  # fmt: skip
+    return tokenizer
 
 
 def save_tokenizer_once(tokenizer, path: str | os.PathLike) -> None:

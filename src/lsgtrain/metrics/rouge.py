@@ -44,14 +44,24 @@ def split_sentences(text: str) -> str:
 
 def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Mean F1 (x100) of ROUGE-1, -2, -L and -Lsum, with Porter stemming."""
+    return mean_rouge(score_documents(predictions, references))
+
+
+def mean_rouge(per_document: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of `score_documents`' scores: the corpus ROUGE that is logged and reported."""
+    return {rouge_type: sum(s[rouge_type] for s in per_document) / len(per_document) for rouge_type in ROUGE_TYPES}
+
+
+def score_documents(predictions: list[str], references: list[str]) -> list[dict[str, float]]:
+    """F1 (x100) of ROUGE-1, -2, -L and -Lsum of each document, with Porter stemming (the predictions files'
+    per-row scores; `compute_rouge` averages them)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not predictions:
         raise ValueError("ROUGE of an empty set")
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    scored = []
     for prediction, reference in zip(predictions, references, strict=True):
         scores = scorer.score(split_sentences(reference), split_sentences(prediction))
-        for rouge_type in ROUGE_TYPES:
-            totals[rouge_type] += scores[rouge_type].fmeasure
-    return {rouge_type: 100 * total / len(predictions) for rouge_type, total in totals.items()}
+        scored.append({rouge_type: 100 * scores[rouge_type].fmeasure for rouge_type in ROUGE_TYPES})
+    return scored

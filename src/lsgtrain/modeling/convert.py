@@ -6,6 +6,7 @@ embeddings start from the old encoder position table (reordered with a stride) p
 embeddings. Outputs are written to a temporary folder and renamed into place, so a failure leaves nothing behind.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ MODEL_FOLDER_FILES = (
     "tokenizer*.json", "tokenizer.model", "spiece.model", "special_tokens_map.json", "added_tokens.json",
     "chat_template.*", "modeling_*.py", "configuration_*.py", "lsg_attention.py",
 )  # fmt: skip
+TRANSFORMERS_LOADING_LOGGER = "transformers.modeling_utils"  # where from_pretrained logs its LOAD REPORT
 # Pegasus' reserved ids before the SentencePiece pieces: pad, eos, <mask_1>, <mask_2>, <unk_2>..<unk_102>.
 PEGASUS_OFFSET = 103
 
@@ -53,28 +56,87 @@ class ConversionError(ValueError):
     """A checkpoint that cannot be converted, with the reason and the fix."""
 
 
-def expected_missing_weights(*, new_global_embeddings: bool, new_classifier_head: bool) -> list[str]:
-    """Weights a load may lack without the checkpoint being the wrong one (regexes for `check_loading_info`)."""
-    expected = [r"embed_positions\.weight$"]  # sinusoidal tables, computed rather than loaded
+def expected_missing_weights(*, new_global_embeddings: bool, new_classifier_head: bool) -> dict[str, str]:
+    """Weights a load may lack without the checkpoint being the wrong one: regex (for `check_loading_info`) -> why."""
+    expected = {r"embed_positions\.weight$": "the sinusoidal position tables (computed from the length)"}
     if new_global_embeddings:
-        expected.append(r"global_embeddings\.weight$")  # initialised by the conversion
+        expected[r"global_embeddings\.weight$"] = "the global embeddings (initialised by the conversion)"
     if new_classifier_head:
-        expected.append(r"^classification_head\.")  # a new head on a seq2seq checkpoint
+        expected[r"^classification_head\."] = "the new classification head (trained by the run)"
     return expected
 
 
+@contextlib.contextmanager
+def _held_load_report() -> Iterator[list[logging.LogRecord]]:
+    """Hold back transformers' LOAD REPORT (a table of MISSING weights with "Consider training on your downstream
+    task"): `check_loading_info` explains the expected entries in one line, and logs the report as transformers
+    wrote it when anything else is there, or when the load fails."""
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            held.append(record)
+            return False
+        return True
+
+    transformers_logger = logging.getLogger(TRANSFORMERS_LOADING_LOGGER)
+    transformers_logger.addFilter(hold)
+    try:
+        yield held
+    except BaseException:
+        transformers_logger.removeFilter(hold)
+        _release(held)
+        raise
+    finally:
+        transformers_logger.removeFilter(hold)
+
+
+def _release(report: list[logging.LogRecord]) -> None:
+    for record in report:
+        logging.getLogger(TRANSFORMERS_LOADING_LOGGER).handle(record)
+
+
+def load_checked(
+    model_class: type[LSGPegasusPreTrainedModel],
+    source: str,
+    expected_missing: dict[str, str],
+    allow: bool,
+    *,
+    name: str | None = None,
+    hint: str = "",
+    **kwargs: Any,
+) -> LSGPegasusPreTrainedModel:
+    """`model_class.from_pretrained(source, **kwargs)` checked by `check_loading_info` (`name`: how messages name
+    the checkpoint, default `source`), with transformers' LOAD REPORT shown only when it reports a problem."""
+    with _held_load_report() as report:
+        model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
+    check_loading_info(info, name or source, expected_missing, allow, hint, report)
+    return model
+
+
 def check_loading_info(
-    info: dict[str, Any], source: str, expected_missing: list[str], allow: bool, hint: str = ""
+    info: dict[str, Any],
+    source: str,
+    expected_missing: dict[str, str],
+    allow: bool,
+    hint: str = "",
+    report: list[logging.LogRecord] | None = None,
 ) -> None:
     """Raise if `from_pretrained(..., output_loading_info=True)` left weights missing or unused beyond the ones
-    expected (regexes over `expected_missing`); with `allow`, log them instead.
+    expected (regexes over `expected_missing`); with `allow`, log them instead. The expected ones are named in one
+    line; transformers' held-back `report` is logged only when there is more.
 
     A missing weight stays random and an unexpected one is dropped: the checkpoint is not the model asked for.
     """
     missing = sorted(k for k in info["missing_keys"] if not any(re.search(p, k) for p in expected_missing))
     unexpected = sorted(info["unexpected_keys"])
     if not missing and not unexpected:
+        found = [why for p, why in expected_missing.items() if any(re.search(p, k) for k in info["missing_keys"])]
+        if found:
+            logger.info("%s: not in the checkpoint, as expected (transformers' LOAD REPORT lists them as MISSING): "
+                        "%s", source, "; ".join(found))  # fmt: skip
         return
+    _release(report or [])
     message = (
         f"{source}: {len(missing)} weights missing from the checkpoint (they would stay random) "
         f"{missing[:5]}{' ...' if len(missing) > 5 else ''} and {len(unexpected)} unexpected (they would be "
@@ -257,13 +319,12 @@ def convert_checkpoint(
     set_seed(seed)
     config = LSGPegasusConfig.from_pretrained(source, **lsg_kwargs)  # invalid LSG keys fail here, before loading
     config.architectures = [f"LSG{name}"]
-    model, info = LSG_CLASSES[name].from_pretrained(source, config=config, output_loading_info=True)
     expected_missing = expected_missing_weights(
         new_global_embeddings=not is_lsg,  # initialised below
         new_classifier_head=name == "PegasusForSequenceClassification"
         and "ForSequenceClassification" not in architectures[0],
     )
-    check_loading_info(info, source, expected_missing, allow_weight_mismatch)
+    model = load_checked(LSG_CLASSES[name], source, expected_missing, allow_weight_mismatch, config=config)
     if max_sequence_length % config.block_size != 0:
         # inputs are padded to a multiple of block_size: past the last position of a table of another length
         lower = (max_sequence_length // config.block_size) * config.block_size
@@ -400,6 +461,7 @@ __all__ = [
     "convert_checkpoint",
     "expected_missing_weights",
     "init_global_embeddings",
+    "load_checked",
     "load_checkpoint_tokenizer",
     "order_positions",
     "save_atomically",

@@ -21,10 +21,10 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from .configuration_lsg_pegasus import LSGPegasusConfig
 from .convert import (
-    check_loading_info,
     convert_checkpoint,
     expected_missing_weights,
     init_global_embeddings,
+    load_checked,
     load_checkpoint_tokenizer,
 )
 from .modeling_lsg_pegasus import (
@@ -213,17 +213,14 @@ def check_tokenizer_fits(
 
 
 def _load_pretrained(model_class, name: str, overrides: dict, attn_implementation: str | None, allow_mismatch: bool):
-    model, info = model_class.from_pretrained(
-        name, attn_implementation=attn_implementation, output_loading_info=True, **overrides
-    )
     expected_missing = expected_missing_weights(
         new_global_embeddings=False, new_classifier_head=model_class is LSGPegasusForSequenceClassification
     )
-    check_loading_info(
-        info, f"model.pretrained={name}", expected_missing, allow_mismatch,
+    return load_checked(
+        model_class, name, expected_missing, allow_mismatch, name=f"model.pretrained={name}",
         hint="a plain Pegasus checkpoint goes to model.convert_from, which initialises the LSG weights",
+        attn_implementation=attn_implementation, **overrides,
     )  # fmt: skip
-    return model
 
 
 def _random_model(model_class, tokenizer, max_length, lsg, init, head, attn_implementation):

@@ -1,6 +1,7 @@
 """What the summarization and classification LightningModules share: the HF model, optimizer, schedule, freezing."""
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,6 +17,8 @@ logger = logging.getLogger(__name__)
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 # `module.freeze.<key>`: what each option freezes (docs/training.md "Training controls").
 FREEZE_OPTIONS = ("token_embeddings", "all_but_global_embeddings")
+# What a step returns: the loss, or a dict with it (`loss`) and what callbacks read (a classifier's predictions).
+StepOutput = torch.Tensor | dict[str, torch.Tensor]
 
 
 def warmup_schedule(
@@ -27,9 +30,14 @@ def warmup_schedule(
         raise ValueError(f"module.scheduler.name={name!r} is unknown; choose one of {', '.join(SCHEDULES)}")
     if not 0.0 <= warmup_ratio < 1.0:
         raise ValueError(f"module.scheduler.warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    return get_scheduler(
-        SCHEDULES[name], optimizer, num_warmup_steps=int(warmup_ratio * total_steps), num_training_steps=total_steps
-    )
+    warmup_steps = int(warmup_ratio * total_steps)
+    if warmup_ratio > 0 and warmup_steps == 0:
+        logger.warning(
+            "the run has %d optimizer steps, fewer than one warm-up step needs (module.scheduler.warmup_ratio=%g of "
+            "them rounds to 0): the learning rate starts at its peak. Train longer (trainer.max_epochs), or with fewer "
+            "rows per step (effective_batch_size, data.batch_size)", total_steps, warmup_ratio,
+        )  # fmt: skip
+    return get_scheduler(SCHEDULES[name], optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
 
 
 def freeze_parameters(
@@ -72,6 +80,14 @@ def freeze_parameters(
     return names
 
 
+def _sinusoidal_parameters(model: PreTrainedModel) -> dict[int, int]:
+    """id -> size of the sinusoidal position tables' weights: computed from the length, never trained (whatever
+    `module.freeze` says), so the trainable share is counted without them."""
+    tables = model.get_position_embeddings() if hasattr(model, "get_position_embeddings") else ()
+    tables = tables if isinstance(tables, tuple) else (tables,)
+    return {id(table.weight): table.weight.numel() for table in tables if not table.weight.requires_grad}
+
+
 class LongDocumentModule(LightningModule):
     """Wraps a transformers model; subclasses define `_shared_step(batch, stage)`.
 
@@ -102,25 +118,27 @@ class LongDocumentModule(LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         frozen = freeze_parameters(model, **(freeze or {}))
+        fixed = _sinusoidal_parameters(model)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
+        total = sum(p.numel() for p in model.parameters() if id(p) not in fixed)
         asked = ", ".join(key for key, value in (freeze or {}).items() if value) or "nothing"
         logger.info(
-            "trainable parameters: %s of %s (%.2f%%); module.freeze: %s (%d tensors frozen)",
-            f"{trainable:,}", f"{total:,}", 100 * trainable / total, asked, len(frozen),
+            "trainable parameters: %s of %s (%.2f%%); module.freeze: %s (%d tensors frozen); not counted: %s in the "
+            "sinusoidal position tables (computed, never trained)", f"{trainable:,}", f"{total:,}",
+            100 * trainable / total, asked, len(frozen), f"{sum(fixed.values()):,}",
         )  # fmt: skip
 
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch without bookkeeping keys (`idx`)."""
         return {key: value for key, value in batch.items() if key != "idx"}
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         return self._shared_step(batch, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> StepOutput:
         return self._shared_step(batch, "test")
 
     def _log_loss(self, loss: torch.Tensor, stage: str, batch_size: int) -> None:
@@ -144,3 +162,19 @@ class LongDocumentModule(LightningModule):
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        self._warn_epoch_shorter_than_a_step()
+
+    def _warn_epoch_shorter_than_a_step(self) -> None:
+        """An epoch with fewer batches than one optimizer step accumulates makes a single, smaller step (Lightning
+        steps at the end of each epoch): the effective batch the user asked for is never reached."""
+        batches, accumulate = self.trainer.num_training_batches, self.trainer.accumulate_grad_batches
+        if not math.isfinite(batches) or batches >= accumulate:
+            return
+        logger.warning(
+            "an epoch is %d batches, fewer than the %d that one optimizer step accumulates (effective_batch_size, "
+            "trainer.accumulate_grad_batches): each epoch makes 1 optimizer step over %d batches, and the effective "
+            "batch asked for is never reached. Lower effective_batch_size to at most the training rows, or train on "
+            "more data", batches, accumulate, batches,
+        )  # fmt: skip

@@ -40,9 +40,12 @@ class ClassificationModule(LongDocumentModule):
         self.test_metrics = metrics.clone(prefix="test/")
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         self.val_metrics.reset()  # sanity-check batches must not count
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        """The loss, and the batch's predictions (class ids, or multi-label probabilities) that
+        `callbacks.LabelPredictions` writes."""
         out = self.model(**self.model_inputs(batch))
         labels = batch["labels"]
         self._log_loss(out.loss, stage, batch_size=labels.shape[0])
@@ -53,4 +56,4 @@ class ClassificationModule(LongDocumentModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(preds, target)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=labels.shape[0])
-        return out.loss
+        return {"loss": out.loss, "predictions": preds.detach()}

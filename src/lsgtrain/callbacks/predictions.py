@@ -1,0 +1,89 @@
+"""The predictions files of classification runs (`predictions/{stage}[_epoch{N}].jsonl`), in the format every
+lsgtrain predictions file has (`lsgtrain.metrics.predictions`), and the DDP gathering the ROUGE callback shares."""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning import Callback, LightningModule, Trainer
+from typing_extensions import override
+
+from ..metrics.predictions import prediction_row, write_predictions
+
+
+def gather_by_index(trainer: Trainer, predictions: dict[int, Any]) -> dict[int, Any]:
+    """Every rank's `{document index: prediction}` on every rank; a document the distributed sampler repeated to
+    even out the shards counts once."""
+    if not (dist.is_available() and dist.is_initialized() and trainer.world_size > 1):
+        return predictions
+    shards: list[dict[int, Any]] = [{} for _ in range(trainer.world_size)]
+    dist.all_gather_object(shards, predictions)
+    return {index: value for shard in shards for index, value in shard.items()}
+
+
+def predictions_file(folder: Path, trainer: Trainer, stage: str) -> Path:
+    """`test.jsonl`, or `val_epoch{N}.jsonl` for the validation of epoch N."""
+    return folder / f"{stage}{'' if stage == 'test' else f'_epoch{trainer.current_epoch}'}.jsonl"
+
+
+class LabelPredictions(Callback):
+    """Writes a classification run's validation and test predictions: `{"id", "prediction", "reference",
+    "correct"}` per document, `prediction` / `reference` being label values (lists of them for multi-label data).
+
+    The module's evaluation steps return `{"loss", "predictions"}` (class ids, or multi-label probabilities).
+
+    Args:
+        predictions_dir: where to write them.
+    """
+
+    def __init__(self, predictions_dir: str):
+        self.predictions_dir = Path(predictions_dir)
+        self._predictions: dict[int, Any] = {}
+
+    def _collect(self, trainer: Trainer, outputs: Any, batch: dict[str, torch.Tensor]) -> None:
+        if trainer.sanity_checking:
+            return
+        labels = trainer.datamodule.labels
+        predicted = outputs["predictions"]
+        if predicted.is_floating_point():  # multi-label probabilities, thresholded as the metrics are
+            values = [[labels[j] for j in row.nonzero().flatten().tolist()] for row in predicted > 0.5]
+        else:
+            values = [labels[j] for j in predicted.tolist()]
+        self._predictions.update(zip(batch["idx"].tolist(), values, strict=True))
+
+    def _write(self, trainer: Trainer, stage: str) -> None:
+        predictions, self._predictions = gather_by_index(trainer, self._predictions), {}
+        if trainer.sanity_checking or not predictions or not trainer.is_global_zero:
+            return
+        references = trainer.datamodule.references(stage)
+        rows = []
+        for index in sorted(predictions):
+            predicted, reference = predictions[index], references[index]
+            correct = set(predicted) == set(reference) if isinstance(predicted, list) else predicted == reference
+            rows.append(prediction_row(index, predicted, reference, {"correct": correct}))
+        write_predictions(predictions_file(self.predictions_dir, trainer, stage), rows)
+
+    @override
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._predictions = {}
+
+    @override
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect(trainer, outputs, batch)
+
+    @override
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, "val")
+
+    @override
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._predictions = {}
+
+    @override
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect(trainer, outputs, batch)
+
+    @override
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, "test")
