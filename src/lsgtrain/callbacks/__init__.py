@@ -1,7 +1,7 @@
 from .divergence import StopOnNonFinite, TrainingDiverged
 from .early_stopping import EarlyStoppingEveryNEpochs
 from .hf_export import HFExport
-from .preemption import RequeueOnPreemption
+from .preemption import RequeueOnPreemption, StopOnSignal
 from .random_state import RandomStateCheckpoint
 from .rouge_evaluation import RougeEvaluation
 
@@ -12,5 +12,6 @@ __all__ = [
     "RequeueOnPreemption",
     "RougeEvaluation",
     "StopOnNonFinite",
+    "StopOnSignal",
     "TrainingDiverged",
 ]

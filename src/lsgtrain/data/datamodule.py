@@ -7,10 +7,13 @@ document of the batch rounded up to a multiple of `block_size`, so LSG never pad
 group documents of similar length.
 """
 
+import contextlib
 import copy
+import fcntl
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,15 @@ from .sources import (
     cap_splits,
     carve_validation,
     check_columns,
+    data_identity,
     drop_empty_rows,
+    hub_revision,
     load_splits,
     local_dataset_folder,
     local_folder_fingerprint,
     log_lengths,
+    refuse_identical_files,
+    warn_split_overlap,
 )
 from .tokenizer import cached_pegasus_tokenizer
 
@@ -87,6 +94,28 @@ class LengthGroupedSampler(ResumableSampler):
         return grouped
 
 
+@contextlib.contextmanager
+def tokenizing_in(folder: Path) -> Iterator[None]:
+    """Tokenise into `folder` holding a shared lock (`.lock`); a process that finds nobody else tokenising there
+    (the lock free for it alone) first removes the temporary files datasets writes before renaming (`tmp*`):
+    what is left of a run killed while tokenising, which nothing else would ever remove."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # another process tokenises here: its temporary files are in use
+        else:
+            for stale in folder.glob("tmp*"):
+                logger.info("removing %s, left by a run stopped while tokenising", stale)
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
 class LongDocumentDataModule(LightningDataModule):
     """Loads a source, tokenises it (cached), and serves padded batches; subclasses say what the labels are."""
 
@@ -115,6 +144,8 @@ class LongDocumentDataModule(LightningDataModule):
         overwrite_cache: bool = False,
         cache_dir: str = "cache",
         seed: int = 0,
+        allow_split_overlap: bool = False,
+        allow_data_change: bool = False,
     ):
         super().__init__()
         self.source = source
@@ -144,6 +175,8 @@ class LongDocumentDataModule(LightningDataModule):
         self.overwrite_cache = overwrite_cache
         self.cache_dir = Path(cache_dir)
         self.seed = seed
+        self.allow_split_overlap = allow_split_overlap
+        self.allow_data_change = allow_data_change  # read by the training entry when it resumes
         self._raw: DatasetDict | None = None
         self._tokenizer = None
         self.datasets: dict[str, Dataset] = {}
@@ -176,6 +209,8 @@ class LongDocumentDataModule(LightningDataModule):
         """The untokenised splits: columns checked, empty rows dropped, a validation split held out from train if
         the data has none, then capped. The tokenizer trains on this (capped) train split."""
         if self._raw is None:
+            if self.source == "files":
+                refuse_identical_files(self.data_files, self.allow_split_overlap)
             raw, origins = load_splits(
                 self.source,
                 dataset_name=self.dataset_name,
@@ -188,7 +223,18 @@ class LongDocumentDataModule(LightningDataModule):
             raw = carve_validation(raw, self.val_fraction, self.seed, origins)
             self._raw = cap_splits(raw, self.caps)
             log_lengths(self._raw, self.text_column)
+            warn_split_overlap(self._raw, self.text_column, origins)
         return self._raw
+
+    def identity(self) -> dict[str, Any]:
+        """What this run trains on (`sources.data_identity`; a hub dataset's revision once it is loaded), stored in
+        every checkpoint so that a resume on other data is refused."""
+        identity = data_identity(
+            self.source, dataset_name=self.dataset_name, dataset_config=self.dataset_config, data_files=self.data_files
+        )
+        if self.source == "hub" and "dataset_name" in identity:
+            identity["revision"] = hub_revision(self.raw)
+        return identity
 
     def has_split(self, split: str) -> bool:
         """Whether the data has this split (`test` is optional: without it a run is not tested)."""
@@ -236,22 +282,22 @@ class LongDocumentDataModule(LightningDataModule):
         # datasets gives a local folder's splits the same fingerprint whatever its files hold: add theirs
         folder = local_dataset_folder(self.dataset_name) if self.source == "hub" else None
         files = local_folder_fingerprint(folder) if folder is not None else None
-        for split, dataset in self.raw.items():
-            key = json.dumps([self.source, self.dataset_name, self.dataset_config, split, dataset._fingerprint, files,
-                              tokenizer_id, self.encoding_key()], default=str)  # fmt: skip
-            digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-            cache_file = self.cache_dir / "tokenized" / f"{digest}.arrow"
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            with_index = dataset.add_column("idx", list(range(len(dataset))))
-            tokenized[split] = with_index.map(
-                self._encoder().encode,
-                batched=True,
-                cache_file_name=str(cache_file),
-                load_from_cache_file=not overwrite,
-                new_fingerprint=digest,  # our key: datasets would otherwise hash the function, datamodule and all
-                num_proc=self.num_proc,
-                desc=f"Tokenising {split}",
-            )
+        with tokenizing_in(self.cache_dir / "tokenized"):
+            for split, dataset in self.raw.items():
+                key = json.dumps([self.source, self.dataset_name, self.dataset_config, split, dataset._fingerprint,
+                                  files, tokenizer_id, self.encoding_key()], default=str)  # fmt: skip
+                digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+                cache_file = self.cache_dir / "tokenized" / f"{digest}.arrow"
+                with_index = dataset.add_column("idx", list(range(len(dataset))))
+                tokenized[split] = with_index.map(
+                    self._encoder().encode,
+                    batched=True,
+                    cache_file_name=str(cache_file),
+                    load_from_cache_file=not overwrite,
+                    new_fingerprint=digest,  # our key: datasets would otherwise hash the function, datamodule and all
+                    num_proc=self.num_proc,
+                    desc=f"Tokenising {split}",
+                )
         return tokenized
 
     def _encoder(self) -> "LongDocumentDataModule":
