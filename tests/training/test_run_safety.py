@@ -210,8 +210,10 @@ def test_a_tokenizer_other_than_the_models_own_is_refused_naming_both(make_cfg, 
     assert objects["datamodule"].tokenizer.get_vocab() == _vocab(other)
 
 
-def test_corrupt_weight_files_are_named_with_the_fix(make_cfg, tiny_checkpoint, tmp_path):
+def test_corrupt_weight_files_are_named_with_the_fix(make_cfg, tiny_checkpoint, tmp_path, capsys):
     import shutil
+
+    from lsgtrain.cli import main as cli_main
 
     folder = tmp_path / "truncated"
     shutil.copytree(tiny_checkpoint, folder)
@@ -221,6 +223,10 @@ def test_corrupt_weight_files_are_named_with_the_fix(make_cfg, tiny_checkpoint, 
     with pytest.raises(CheckpointError, match=rf"model.pretrained={folder}: {weights} is not a readable weight file "
                        r"\(truncated or corrupt.*Download or export it again"):  # fmt: skip
         train(cfg)
+    document = tmp_path / "doc.txt"
+    document.write_text("Long documents need sparse attention. " * 20)
+    assert cli_main(["summarize", str(folder), str(document), "--max-new-tokens", "3"]) == 2
+    assert f"{weights} is not a readable weight file (truncated or corrupt" in capsys.readouterr().err
 
 
 class RunsCode:

@@ -243,13 +243,15 @@ def _file_stamp(path: Path) -> dict[str, Any]:
 
 
 def hub_revision(splits: DatasetDict) -> str | None:
-    """The commit of a hub dataset as loaded (datasets records it in the files' download URLs), or None."""
+    """The commit of a hub dataset as loaded, where datasets records it (in the files' download URLs); else the
+    name of its cache folder, which datasets derives from the builder config and the resolved data files."""
     for dataset in splits.values():
         for url in (dataset.info.download_checksums or {}) if dataset.info else {}:
             found = re.search(r"@([0-9a-f]{40})", url)
             if found:
                 return found.group(1)
-    return None
+    caches = [cache["filename"] for dataset in splits.values() for cache in dataset.cache_files]
+    return Path(caches[0]).parent.name if caches else None
 
 
 def refuse_identical_files(data_files: Mapping[str, str], allow: bool) -> None:
