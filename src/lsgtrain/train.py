@@ -154,7 +154,7 @@ def _no_folder_if_refused(output_dir: Path) -> Iterator[None]:
     fresh = {path.name for path in output_dir.iterdir()} <= {".hydra", "train.log", ".lock"}
     try:
         yield
-    except BaseException:
+    except Exception:  # a refusal; an interrupted start (Ctrl-C while tokenising) keeps its train.log
         if fresh:
             shutil.rmtree(output_dir, ignore_errors=True)
         raise
