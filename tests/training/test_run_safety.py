@@ -189,6 +189,25 @@ def test_resuming_on_rewritten_data_is_refused_unless_allowed_and_keeps_the_toke
     assert objects["datamodule"].tokenizer.get_vocab() == _vocab(run / "tokenizer")
 
 
+def test_a_local_dataset_folder_is_identified_by_its_fingerprint_and_a_hub_dataset_by_name(tmp_path):
+    from lsgtrain.checkpointing import changed_data
+    from lsgtrain.data.sources import data_identity
+
+    folder = tmp_path / "arxiv-summarization"
+    (folder / "section").mkdir(parents=True)
+    (folder / "section" / "train.jsonl").write_text('{"article": "a", "abstract": "b"}\n')
+    before = data_identity("hub", dataset_name=str(folder), dataset_config="section", data_files=None)
+    (folder / "section" / "train.jsonl").write_text('{"article": "c", "abstract": "d"}\n')  # a new download
+    os.utime(folder / "section" / "train.jsonl", ns=(time.time_ns(), time.time_ns() + 10**9))
+    after = data_identity("hub", dataset_name=str(folder), dataset_config="section", data_files=None)
+    assert after["folder"] == str(folder) and after["fingerprint"].startswith("arxiv-summarization-")
+    assert changed_data(before, after) == [
+        f"fingerprint: {before['fingerprint']!r} in the checkpoint, {after['fingerprint']!r} now"
+    ]
+    hub = data_identity("hub", dataset_name="ccdv/arxiv-summarization", dataset_config="section", data_files=None)
+    assert hub == {"dataset_name": "ccdv/arxiv-summarization", "config": "section"}  # + revision once loaded
+
+
 def _vocab(folder: Path) -> dict:
     from transformers import AutoTokenizer
 
