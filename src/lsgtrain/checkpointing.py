@@ -31,6 +31,7 @@ RESUME_FIXED = (
 RESUME_FREE = (
     "data.num_workers", "data.eval_batch_size", "data.cache_dir", "module.generation", "model.gradient_checkpointing",
     "model.attn_implementation", "data.num_proc", "data.overwrite_cache", "data.max_predict_samples",
+    "data.allow_split_overlap", "data.allow_data_change", "model.allow_tokenizer_change",
 )  # fmt: skip
 
 # Keys added since runs were first written, whose configs now set a value other than the behaviour of a run without
@@ -185,19 +186,40 @@ def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 class RunConfigCheckpoint(Callback):
-    """Stores the run's resolved config in every checkpoint, so a resume can say which settings changed."""
+    """Stores the run's resolved config and what it trains on (`data_identity()`, e.g. the datamodule's
+    `identity`) in every checkpoint, so a resume can say which settings, or which data, changed."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], data_identity: Callable[[], dict[str, Any]] | None = None):
         self.config = config
+        self.data_identity = data_identity
 
     def state_dict(self) -> dict[str, Any]:
-        return {"config": self.config}
+        return {"config": self.config, **({"data": self.data_identity()} if self.data_identity else {})}
+
+
+def _saved_state(checkpoint: dict[str, Any], key: str) -> Any:
+    state = checkpoint.get("callbacks", {}).get(RunConfigCheckpoint.__qualname__)
+    return state.get(key) if isinstance(state, dict) else None
 
 
 def saved_run_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     """The run config `RunConfigCheckpoint` stored in a checkpoint (None for checkpoints written without it)."""
-    state = checkpoint.get("callbacks", {}).get(RunConfigCheckpoint.__qualname__)
-    return state.get("config") if isinstance(state, dict) else None
+    return _saved_state(checkpoint, "config")
+
+
+def saved_data_identity(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """What the checkpoint's run trained on (None for checkpoints of an lsgtrain that did not record it)."""
+    return _saved_state(checkpoint, "data")
+
+
+def changed_data(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The parts of two data identities that differ, as `key: before in the checkpoint, now now`."""
+    before, now = _flatten(saved), _flatten(current)
+    return [
+        f"{key}: {before.get(key)!r} in the checkpoint, {now.get(key)!r} now"
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key)
+    ]
 
 
 class RunFolderLock:
@@ -210,8 +232,14 @@ class RunFolderLock:
         self._file: Any = None
 
     def __enter__(self) -> "RunFolderLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+")  # held open: closing it releases the lock
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a+")  # held open: closing it releases the lock
+        except OSError as error:
+            raise RuntimeError(
+                f"paths.output_dir={self.path.parent}: cannot write the run folder there ({error.strerror or error}); "
+                "point LSGTRAIN_ROOT (or paths.root_dir) at a folder you can write"
+            ) from None
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -28,6 +28,7 @@ from .data.sources import FILE_FORMATS, TEXT_FORMATS, check_utf8, load_hub_datas
 from .metrics.predictions import prediction_row
 from .metrics.rouge import compute_rouge, score_documents
 from .modeling.convert import load_checkpoint_tokenizer
+from .modeling.factory import readable_weights
 from .tasks.classification import classification_metrics
 
 logger = logging.getLogger(__name__)
@@ -449,7 +450,8 @@ def _batches(order: list[int], batch_size: int) -> Iterator[list[int]]:
 
 
 def _ready_model(model_dir: Path, trust_remote_code: bool, device: torch.device, dtype: torch.dtype):
-    model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
+    with readable_weights(str(model_dir), "model"):  # a truncated or code-running weight file, named
+        model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
     broken = [name for name, value in model.state_dict().items() if not torch.isfinite(value).all()]
     if broken:
         raise PredictionError(

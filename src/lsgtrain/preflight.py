@@ -5,9 +5,18 @@ value and a value that works.
 """
 
 import difflib
+import inspect
 import logging
+import os
+import tempfile
+import types
+import typing
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpointing import first_process_of_run
@@ -32,7 +41,7 @@ class Number:
 
     key: str
     kind: type
-    minimum: float
+    minimum: float | None  # None: any value of the kind
     example: str
     exclusive: bool = False  # the minimum itself is not allowed (a learning rate of 0)
     below: float | None = None  # values must be smaller than this (a fraction below 1)
@@ -44,13 +53,17 @@ class Number:
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         if self.kind is int:
             numeric = numeric and float(value).is_integer()
-        in_range = numeric and (value > self.minimum if self.exclusive else value >= self.minimum)
+        in_range = numeric and (
+            self.minimum is None or (value > self.minimum if self.exclusive else value >= self.minimum)
+        )
         in_range = in_range and (self.below is None or value < self.below)
         if not in_range:
             what = "an integer" if self.kind is int else "a number"
-            bound = f"> {self.minimum:g}" if self.exclusive else f">= {self.minimum:g}"
+            bound = "" if self.minimum is None else f"> {self.minimum:g}" if self.exclusive else f">= {self.minimum:g}"
             bound += f" and < {self.below:g}" if self.below is not None else ""
-            raise ConfigError(f"{self.key}={value!r} must be {what} {bound}, e.g. {self.key}={self.example}")
+            raise ConfigError(
+                f"{self.key}={value!r} must be {what}{' ' + bound if bound else ''}, e.g. {self.key}={self.example}"
+            )
 
 
 NUMBERS = (
@@ -68,15 +81,30 @@ NUMBERS = (
     Number("module.optimizer.lr", float, 0, "5e-4", exclusive=True),
     Number("module.weight_decay", float, 0, "0.01"),
     Number("module.label_smoothing", float, 0, "0.1"),
+    Number("module.scheduler.warmup_ratio", float, 0, "0.1", below=1),
+    Number("module.generation.num_beams", int, 1, "4"),
+    Number("module.generation.max_new_tokens", int, 1, "256"),
+    Number("module.generation.no_repeat_ngram_size", int, 0, "3"),
+    Number("module.generation.length_penalty", float, None, "1.0"),
     Number("trainer.accumulate_grad_batches", int, 1, "1"),
+    Number("trainer.gradient_clip_val", float, 0, "1.0"),
+    Number("trainer.log_every_n_steps", int, 1, "50"),
+    Number("trainer.check_val_every_n_epoch", int, 1, "1"),
+    Number("trainer.num_nodes", int, 1, "1"),
     Number("effective_batch_size", int, 1, "32"),
 )
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise `ConfigError` for values that cannot work; cheap, so it runs before any data or model work."""
+    for key in ("task_name", "run_name"):
+        check_folder_name(key, cfg.get(key))
     for number in NUMBERS:
         number.check(cfg)
+    for group in ("trainer", "module"):
+        _check_types(cfg, group)
+    _check_makes_steps(cfg)
+    _check_writable(cfg)
     _check_lsg_keys(cfg)
     _check_length_fits_blocks(cfg)
     _check_finite_schedule(cfg)
@@ -84,6 +112,149 @@ def check_config(cfg: DictConfig) -> None:
     _check_freeze(cfg)
     _check_fp16(cfg)
     _check_push_to_hub(cfg)
+
+
+def check_folder_name(key: str, name: Any) -> str:
+    """`task_name` and `run_name` name folders under `outputs/`: a path there (`../..`, `/tmp/x`) would write the
+    run, its checkpoints and its export outside the outputs folder. Returns the name; also the resolver
+    `${lsgtrain.folder_name:KEY,VALUE}` that names the run folder in `conf/hydra/default.yaml`, so Hydra creates
+    nothing for a bad name."""
+    text = str(name) if name is not None else ""
+    separators = {"/", "\\", "\0", os.sep, os.altsep} - {None}
+    if text.strip() in ("", ".", "..") or any(sep in text for sep in separators):
+        raise ConfigError(
+            f"{key}={text!r} is not a folder name: it names the run's folder under outputs/, so it must be a plain "
+            f"name without '/', '\\' or '..', e.g. {key}=arxiv-lr3e-4"
+        )
+    return text
+
+
+OmegaConf.register_new_resolver("lsgtrain.folder_name", check_folder_name, replace=True)
+
+# Annotations of numbers (and flags): a config value for such a parameter is checked against them.
+NUMBER_KINDS = (int, float, bool, type(None), torch.Tensor)
+
+
+def _check_types(cfg: DictConfig, key: str) -> None:
+    """Check every setting of the `_target_` config at `key` (and of the `_target_` configs inside it) that its
+    target annotates as a number or flag, and that the target takes the setting at all: `trainer.max_steps=abc`
+    would otherwise fail inside Lightning after the tokenizer was trained and the data tokenised."""
+    node = OmegaConf.select(cfg, key, default=None)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    target = get_object(node._target_)
+    signature = inspect.signature(target)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    hints = _annotations(target)
+    for name, value in node.items():
+        path = f"{key}.{name}"
+        if str(name).startswith("_"):
+            continue
+        if isinstance(value, DictConfig) and "_target_" in value:
+            _check_types(cfg, path)
+        elif not takes_any and name not in signature.parameters:
+            close = difflib.get_close_matches(str(name), list(signature.parameters), n=1)
+            hint = f"did you mean {key}.{close[0]}? " if close else ""
+            raise ConfigError(f"{path} is not a setting of {node._target_}; {hint}remove it or fix its name")
+        elif name in hints and not _fits(value, hints[name]):
+            raise ConfigError(
+                f"{path}={value!r} must be {_describe(hints[name])} ({node._target_} takes {name}: "
+                f"{_spell(hints[name])})"
+            )
+
+
+def _annotations(target: Any) -> dict[str, Any]:
+    """Parameter annotations of a function, or of a class's `__init__` and its bases' (the class's own win)."""
+    functions = (
+        [c.__init__ for c in reversed(inspect.getmro(target)) if "__init__" in vars(c)]
+        if inspect.isclass(target)
+        else [target]
+    )
+    hints: dict[str, Any] = {}
+    for function in functions:
+        try:
+            hints.update(typing.get_type_hints(function))
+        except (NameError, TypeError):  # annotations that do not resolve (foreign code): those are not checked
+            continue
+    return hints
+
+
+def _kinds(annotation: Any) -> tuple[type, ...] | None:
+    """The members of a number / flag annotation (`Optional[int]` -> (int, NoneType)); None for other ones."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = typing.get_args(annotation) if union else (annotation,)
+    return members if all(member in NUMBER_KINDS for member in members) else None
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    kinds = _kinds(annotation)
+    if kinds is None:
+        return True
+    if value is None or isinstance(value, bool):
+        return type(value) in kinds
+    numbers = (float, torch.Tensor)
+    if isinstance(value, int):
+        return int in kinds or any(kind in kinds for kind in numbers)
+    return isinstance(value, float) and any(kind in kinds for kind in numbers)
+
+
+def _describe(annotation: Any) -> str:
+    kinds = _kinds(annotation) or ()
+    words = ["a number" if float in kinds or torch.Tensor in kinds else "an integer" if int in kinds else None]
+    words += ["true or false" if bool in kinds else None, "null" if type(None) in kinds else None]
+    return " or ".join(word for word in words if word)
+
+
+def _spell(annotation: Any) -> str:
+    kinds = _kinds(annotation) or ()
+    return " | ".join("None" if kind is type(None) else kind.__name__ for kind in kinds)
+
+
+def _check_makes_steps(cfg: DictConfig) -> None:
+    """A run whose settings allow no optimizer step would end "finished" with its random weights exported."""
+    if not cfg.get("train", True):
+        return
+    none = [
+        f"trainer.{key}={value!r}"
+        for key in ("max_epochs", "max_steps", "limit_train_batches")
+        for value in [OmegaConf.select(cfg, f"trainer.{key}", default=None)]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+    ]
+    if none:
+        raise ConfigError(
+            f"{none[0]} leaves the run no optimizer step: it would export and mark finished an untrained model. "
+            "Train at least one step (e.g. trainer.max_epochs=1, trainer.limit_train_batches=1.0), or evaluate "
+            "without training: python -m lsgtrain.evaluate ckpt_path=PATH"
+        )
+
+
+def _check_writable(cfg: DictConfig) -> None:
+    """Caches and run outputs are written long after the start (the tokenizer, checkpoints): check now."""
+    for key, variable in (("paths.cache_dir", "LSGTRAIN_CACHE"), ("paths.output_dir", "LSGTRAIN_ROOT")):
+        folder = OmegaConf.select(cfg, key, default=None)
+        problem = folder is not None and unwritable(Path(folder))
+        if problem:
+            raise ConfigError(
+                f"{key}={folder}: {problem}. Point it at a folder you can write, e.g. "
+                f"{variable}=/scratch/$USER/lsgtrain"
+            )
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why nothing can be written in `folder` (or, while it does not exist, in its nearest existing parent, where
+    it would be created), or None. Probes with a temporary file: permissions, read-only mounts and full quotas alike;
+    creates no folder."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"cannot write in {existing} ({error.strerror or error})"
+    return None
 
 
 def _check_lsg_keys(cfg: DictConfig) -> None:

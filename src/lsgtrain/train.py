@@ -11,8 +11,10 @@ import logging
 import math
 import os
 import pickle
+import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,17 +31,20 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from .callbacks import HFExport
+from .callbacks.hf_export import refuse_untrained
 from .checkpointing import (
     RUN_TOKENIZER_DIR,
     AtomicCheckpointIO,
     CheckpointError,
     RunConfigCheckpoint,
     RunFolderLock,
+    changed_data,
     changed_settings,
     check_weights_fit,
     first_process_of_run,
     load_checkpoint,
     resolve_resume_checkpoint,
+    saved_data_identity,
     saved_run_config,
     settings_in_one_config,
     tokenizer_choice,
@@ -108,7 +113,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     save_tokenizer_once(datamodule.tokenizer, Path(cfg.paths.output_dir) / RUN_TOKENIZER_DIR)
     module = instantiate(cfg.module, _convert_="all", model=model)
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    callbacks.append(RunConfigCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
+    callbacks.append(RunConfigCheckpoint(OmegaConf.to_container(cfg, resolve=True), datamodule.identity))
     loggers = _instantiate_group(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -134,29 +139,53 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     The run folder is locked for the whole run (a second run with the same `run_name` is refused), a finished run
     is not re-entered, and a checkpoint to resume from is read and checked before any data is tokenised.
     """
-    lock = RunFolderLock(cfg.paths.output_dir) if first_process_of_run() else contextlib.nullcontext()
-    with lock:
-        return _train(cfg)
+    first = first_process_of_run()
+    with RunFolderLock(cfg.paths.output_dir) if first else contextlib.nullcontext():
+        started = time.perf_counter()
+        with _no_folder_if_refused(Path(cfg.paths.output_dir)) if first else contextlib.nullcontext():
+            objects, resume = _prepare(cfg)
+        return _fit_and_test(cfg, objects, resume, started)
 
 
-def _train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    started = time.perf_counter()
+@contextlib.contextmanager
+def _no_folder_if_refused(output_dir: Path) -> Iterator[None]:
+    """A new run refused before training (a bad setting, data or checkpoint) leaves no run folder behind: only the
+    error says it ran. A folder that held more than Hydra's and the lock's files (a run to resume) is kept."""
+    fresh = {path.name for path in output_dir.iterdir()} <= {".hydra", "train.log", ".lock"}
+    try:
+        yield
+    except Exception:  # a refusal; an interrupted start (Ctrl-C while tokenising) keeps its train.log
+        if fresh:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
+def _prepare(cfg: DictConfig) -> tuple[dict[str, Any], str | None]:
+    """Everything before training: the objects built and the checkpoint to resume from, checked against them."""
     _refuse_finished_run(Path(cfg.paths.output_dir))
     given = cfg.get("ckpt_path")
     checkpoint = load_checkpoint(given) if given and given != "last" else None  # before the tokenizer is built
     objects = build(cfg)
-    trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
-    resume = resolve_resume_checkpoint(given, trainer)
+    resume = resolve_resume_checkpoint(given, objects["trainer"])
     if resume:
         logger.info("Resuming from %s", resume)
         checkpoint = checkpoint or load_checkpoint(resume)
-        check_weights_fit(checkpoint, module, resume)
+        check_weights_fit(checkpoint, objects["module"], resume)
         if cfg.get("train", True):
             _refuse_changed_settings(checkpoint, cfg, resume)
+            _refuse_changed_data(checkpoint, objects["datamodule"], resume)
         del checkpoint
+    return objects, resume
+
+
+def _fit_and_test(
+    cfg: DictConfig, objects: dict[str, Any], resume: str | None, started: float
+) -> tuple[dict[str, float], dict[str, Any]]:
+    trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
     test_ckpt = resume
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        refuse_untrained(trainer)
         test_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
     elif cfg.get("test", True) and not datamodule.has_split("test"):
         raise ValueError(
@@ -223,6 +252,27 @@ def _refuse_changed_settings(checkpoint: dict[str, Any], cfg: DictConfig, path: 
             "values, or start a new run (another run_name, or ckpt_path=null), e.g. from its exported weights "
             "with model.pretrained=<run folder>/hf_model"
         )
+
+
+def _refuse_changed_data(checkpoint: dict[str, Any], datamodule: "LongDocumentDataModule", path: str) -> None:
+    """A resume goes on with the checkpoint's tokenizer and data order: on other data (a rewritten file, a new
+    download) it would train on rows the run never chose, without a word. Refused unless data.allow_data_change."""
+    saved = saved_data_identity(checkpoint)
+    if saved is None:
+        logger.warning("%s records no data identity (older lsgtrain): cannot check that the data is unchanged", path)
+        return
+    changed = changed_data(saved, datamodule.identity())
+    if not changed:
+        return
+    message = f"ckpt_path={path} was trained on other data than this run reads: {'; '.join(changed)}"
+    if datamodule.allow_data_change:
+        logger.warning("%s. data.allow_data_change=true: resuming on the data as it is now, with the checkpoint's "
+                       "tokenizer", message)  # fmt: skip
+        return
+    raise CheckpointError(
+        f"{message}. Put the data back as it was, or start a new run (another run_name, or ckpt_path=null); to "
+        "resume on the changed data on purpose (the checkpoint's tokenizer is kept), add data.allow_data_change=true"
+    )
 
 
 def _write_model_card(

@@ -62,7 +62,10 @@ def test_a_resumed_run_keeps_its_tokenizer_after_the_data_changed(make_cfg, tmp_
 
     (tmp_path / "run" / "run_summary.json").unlink()  # as if it had been killed after its last checkpoint
     _write_papers(tmp_path, seed=1)  # same settings, other papers: a tokenizer trained now would differ
-    _, resumed = train(make_cfg(*ONE_EPOCH, *data, "trainer.max_epochs=2"))  # same run folder: resumes last.ckpt
+    with pytest.raises(CheckpointError, match=r"trained on other data than this run reads"):  # unless asked for
+        train(make_cfg(*ONE_EPOCH, *data, "trainer.max_epochs=2"))
+    resume = [*ONE_EPOCH, *data, "trainer.max_epochs=2", "data.allow_data_change=true"]
+    _, resumed = train(make_cfg(*resume))  # same run folder: resumes last.ckpt
     assert resumed["trainer"].global_step == 4  # 2 restored + 2 new: it did resume
     assert resumed["datamodule"].tokenizer.get_vocab() == saved
     assert resumed["datamodule"].train_tokenizer().get_vocab() != saved
@@ -71,7 +74,7 @@ def test_a_resumed_run_keeps_its_tokenizer_after_the_data_changed(make_cfg, tmp_
     shutil.rmtree(tmp_path / "run" / "tokenizer")
     (tmp_path / "run" / "run_summary.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"whose run folder has no saved tokenizer .* data\.tokenizer\.pre"):
-        train(make_cfg(*ONE_EPOCH, *data, "trainer.max_epochs=3"))
+        train(make_cfg(*ONE_EPOCH, *data, "trainer.max_epochs=3", "data.allow_data_change=true"))
 
 
 def test_a_t5_checkpoint_is_refused_before_any_data_work(make_cfg, tmp_path):

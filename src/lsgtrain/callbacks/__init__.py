@@ -2,7 +2,7 @@ from .divergence import StopOnNonFinite, TrainingDiverged
 from .early_stopping import EarlyStoppingEveryNEpochs
 from .hf_export import HFExport
 from .predictions import LabelPredictions
-from .preemption import RequeueOnPreemption
+from .preemption import RequeueOnPreemption, StopOnSignal
 from .random_state import RandomStateCheckpoint
 from .rouge_evaluation import RougeEvaluation
 
@@ -14,5 +14,6 @@ __all__ = [
     "RequeueOnPreemption",
     "RougeEvaluation",
     "StopOnNonFinite",
+    "StopOnSignal",
     "TrainingDiverged",
 ]

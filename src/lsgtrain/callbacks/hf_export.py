@@ -88,6 +88,7 @@ class HFExport(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.fast_dev_run or trainer.interrupted:
             return
+        refuse_untrained(trainer)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         self.validation_metrics = self._last_validation
         if best:
@@ -112,6 +113,22 @@ class HFExport(Callback):
             logger.info("exported %s model to %s", "best" if best else "last", self.dirpath)
         self.exported = True
         trainer.strategy.barrier()
+
+
+class UntrainedModel(RuntimeError):
+    """A fit that made no optimizer step: its model must not be exported or reported as trained."""
+
+
+def refuse_untrained(trainer: Trainer) -> None:
+    """Raise if the fit made no optimizer step at all (a time limit reached at once, no batch to train on): the
+    weights are the initial ones, and exporting them or writing run_summary.json would call them trained."""
+    if trainer.global_step == 0:
+        raise UntrainedModel(
+            f"the run made no optimizer step (trainer.max_epochs={trainer.max_epochs}, trainer.max_steps="
+            f"{trainer.max_steps}, {trainer.num_training_batches} training batches, trainer.max_time if set): its "
+            "model is untrained, so it is not exported and the run is not marked finished. Give it steps to take "
+            "(more epochs, steps, time or training data)"
+        )
 
 
 def run_generation_config(trainer: Trainer, pl_module: LightningModule) -> GenerationConfig | None:

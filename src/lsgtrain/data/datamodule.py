@@ -7,10 +7,13 @@ document of the batch rounded up to a multiple of `block_size`, so LSG never pad
 group documents of similar length.
 """
 
+import contextlib
 import copy
+import fcntl
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,11 +29,15 @@ from .sources import (
     carve_validation,
     check_columns,
     count_rows,
+    data_identity,
     drop_empty_rows,
+    hub_revision,
     load_splits,
     local_dataset_folder,
     local_folder_fingerprint,
     log_lengths,
+    refuse_identical_files,
+    warn_split_overlap,
 )
 from .tokenizer import cached_pegasus_tokenizer
 
@@ -89,6 +96,28 @@ class LengthGroupedSampler(ResumableSampler):
         return grouped
 
 
+@contextlib.contextmanager
+def tokenizing_in(folder: Path) -> Iterator[None]:
+    """Tokenise into `folder` holding a shared lock (`.lock`); a process that finds nobody else tokenising there
+    (the lock free for it alone) first removes the temporary files datasets writes before renaming (`tmp*`):
+    what is left of a run killed while tokenising, which nothing else would ever remove."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # another process tokenises here: its temporary files are in use
+        else:
+            for stale in folder.glob("tmp*"):
+                logger.info("removing %s, left by a run stopped while tokenising", stale)
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
 class LongDocumentDataModule(LightningDataModule):
     """Loads a source, tokenises it (cached), and serves padded batches; subclasses say what the labels are."""
 
@@ -117,6 +146,8 @@ class LongDocumentDataModule(LightningDataModule):
         overwrite_cache: bool = False,
         cache_dir: str = "cache",
         seed: int = 0,
+        allow_split_overlap: bool = False,
+        allow_data_change: bool = False,
     ):
         super().__init__()
         self.source = source
@@ -146,6 +177,8 @@ class LongDocumentDataModule(LightningDataModule):
         self.overwrite_cache = overwrite_cache
         self.cache_dir = Path(cache_dir)
         self.seed = seed
+        self.allow_split_overlap = allow_split_overlap
+        self.allow_data_change = allow_data_change  # read by the training entry when it resumes
         self._raw: DatasetDict | None = None
         self.rows: dict[str, SplitRows] = {}  # per split, how the rows used came to be (set with `raw`)
         self._tokenizer = None
@@ -180,6 +213,8 @@ class LongDocumentDataModule(LightningDataModule):
         the data has none, then capped (`rows` says how many each step left). The tokenizer trains on this
         (capped) train split."""
         if self._raw is None:
+            if self.source == "files":
+                refuse_identical_files(self.data_files, self.allow_split_overlap)
             raw, origins = load_splits(
                 self.source,
                 dataset_name=self.dataset_name,
@@ -194,7 +229,18 @@ class LongDocumentDataModule(LightningDataModule):
             self._raw = cap_splits(carved, self.caps)
             self.rows = count_rows(loaded, kept, carved, self._raw, self.caps)
             log_lengths(self._raw, self.text_column)
+            warn_split_overlap(self._raw, self.text_column, origins)
         return self._raw
+
+    def identity(self) -> dict[str, Any]:
+        """What this run trains on (`sources.data_identity`; a hub dataset's revision once it is loaded), stored in
+        every checkpoint so that a resume on other data is refused."""
+        identity = data_identity(
+            self.source, dataset_name=self.dataset_name, dataset_config=self.dataset_config, data_files=self.data_files
+        )
+        if self.source == "hub" and "dataset_name" in identity:
+            identity["revision"] = hub_revision(self.raw)
+        return identity
 
     def has_split(self, split: str) -> bool:
         """Whether the data has this split (`test` is optional: without it a run is not tested)."""
@@ -242,22 +288,22 @@ class LongDocumentDataModule(LightningDataModule):
         # datasets gives a local folder's splits the same fingerprint whatever its files hold: add theirs
         folder = local_dataset_folder(self.dataset_name) if self.source == "hub" else None
         files = local_folder_fingerprint(folder) if folder is not None else None
-        for split, dataset in self.raw.items():
-            key = json.dumps([self.source, self.dataset_name, self.dataset_config, split, dataset._fingerprint, files,
-                              tokenizer_id, self.encoding_key()], default=str)  # fmt: skip
-            digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-            cache_file = self.cache_dir / "tokenized" / f"{digest}.arrow"
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            with_index = dataset.add_column("idx", list(range(len(dataset))))
-            tokenized[split] = with_index.map(
-                self._encoder().encode,
-                batched=True,
-                cache_file_name=str(cache_file),
-                load_from_cache_file=not overwrite,
-                new_fingerprint=digest,  # our key: datasets would otherwise hash the function, datamodule and all
-                num_proc=self.num_proc,
-                desc=f"Tokenising {split}",
-            )
+        with tokenizing_in(self.cache_dir / "tokenized"):
+            for split, dataset in self.raw.items():
+                key = json.dumps([self.source, self.dataset_name, self.dataset_config, split, dataset._fingerprint,
+                                  files, tokenizer_id, self.encoding_key()], default=str)  # fmt: skip
+                digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+                cache_file = self.cache_dir / "tokenized" / f"{digest}.arrow"
+                with_index = dataset.add_column("idx", list(range(len(dataset))))
+                tokenized[split] = with_index.map(
+                    self._encoder().encode,
+                    batched=True,
+                    cache_file_name=str(cache_file),
+                    load_from_cache_file=not overwrite,
+                    new_fingerprint=digest,  # our key: datasets would otherwise hash the function, datamodule and all
+                    num_proc=self.num_proc,
+                    desc=f"Tokenising {split}",
+                )
         return tokenized
 
     def _encoder(self) -> "LongDocumentDataModule":

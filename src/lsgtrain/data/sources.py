@@ -7,9 +7,12 @@ carves a validation split from train when there is none (`carve_validation`) and
 """
 
 import codecs
+import datetime
 import hashlib
+import importlib.metadata
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,6 +218,92 @@ def local_folder_fingerprint(folder: Path) -> str:
     stats = [(str(path.relative_to(folder)), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
     digest = hashlib.sha256(repr([str(folder), stats]).encode()).hexdigest()[:16]
     return f"{folder.name}-{digest}"
+
+
+def data_identity(
+    source: str, *, dataset_name: str | None, dataset_config: str | None, data_files: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """What a run trains on, cheap to compute before reading it: each data file's path, size and modification
+    time, a local dataset folder's `local_folder_fingerprint`, a hub dataset's name and config (its revision:
+    `hub_revision`). A checkpoint stores it, so that a resume on rewritten data is noticed."""
+    if source == "files":
+        files = data_files or {}
+        return {"data_files": {key: _file_stamp(Path(os.path.expanduser(path))) for key, path in files.items()}}
+    folder = local_dataset_folder(dataset_name) if source == "hub" else None
+    if folder is not None:
+        return {"folder": str(folder), "fingerprint": local_folder_fingerprint(folder), "config": dataset_config}
+    if source == "hub":
+        return {"dataset_name": dataset_name, "config": dataset_config}
+    return {"source": source, "version": importlib.metadata.version(source)}  # aclsum: the package's papers
+
+
+def _file_stamp(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    modified = datetime.datetime.fromtimestamp(stat.st_mtime_ns / 1e9).isoformat(timespec="microseconds")
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "modified": modified}
+
+
+def hub_revision(splits: DatasetDict) -> str | None:
+    """The commit of a hub dataset as loaded, where datasets records it (in the files' download URLs); else the
+    name of its cache folder, which datasets derives from the builder config and the resolved data files."""
+    for dataset in splits.values():
+        for url in (dataset.info.download_checksums or {}) if dataset.info else {}:
+            found = re.search(r"@([0-9a-f]{40})", url)
+            if found:
+                return found.group(1)
+    caches = [cache["filename"] for dataset in splits.values() for cache in dataset.cache_files]
+    return Path(caches[0]).parent.name if caches else None
+
+
+def refuse_identical_files(data_files: Mapping[str, str], allow: bool) -> None:
+    """Two splits read from one file (or two files with the same bytes): the test or validation score would be
+    measured on training rows. Refused unless `allow` (data.allow_split_overlap), which only warns."""
+    by_size: dict[int, list[tuple[str, Path]]] = {}
+    for key, name in data_files.items():
+        path = Path(os.path.expanduser(name))
+        if path.is_file():
+            by_size.setdefault(path.stat().st_size, []).append((f"data.data_files.{key}={name}", path))
+    same = []
+    for files in (files for files in by_size.values() if len(files) > 1):  # only equal sizes are read and hashed
+        by_content: dict[str, list[str]] = {}
+        for key, path in files:
+            by_content.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), []).append(key)
+        same += [keys for keys in by_content.values() if len(keys) > 1]
+    if not same:
+        return
+    message = f"{' and '.join(same[0])} hold the same rows (the same file or identical bytes)"
+    if allow:
+        logger.warning("%s; data.allow_split_overlap=true: going on, scores on that split are not held-out", message)
+        return
+    raise DataSourceError(
+        f"{message}: a split scored on training rows says nothing about unseen documents. Give each split its own "
+        "rows; to go on anyway (e.g. a smoke test), set data.allow_split_overlap=true"
+    )
+
+
+def warn_split_overlap(splits: DatasetDict, text_column: str, origins: Mapping[str, str]) -> dict[str, int]:
+    """Count the validation and test rows whose text (whitespace collapsed) is also a training row's, by hash so
+    that it stays cheap on arXiv-sized data, and warn naming the first ones; returns split -> count."""
+    train = {_text_hash(text) for text in splits["train"][text_column]}
+    counts = {}
+    for split in ("val", "test"):
+        if split not in splits:
+            continue
+        shared = [i for i, text in enumerate(splits[split][text_column]) if _text_hash(text) in train]
+        counts[split] = len(shared)
+        if shared:
+            named = ", ".join(str(i + 1) for i in shared[:MAX_ROWS_NAMED])
+            more = f" and {len(shared) - MAX_ROWS_NAMED} more" if len(shared) > MAX_ROWS_NAMED else ""
+            logger.warning(
+                "%s: %d of %d rows are also in the training split (same %s after collapsing whitespace; %s rows %s%s):"
+                " their scores are not held-out", split, len(shared), len(splits[split]), text_column,
+                origins[split], named, more,
+            )  # fmt: skip
+    return counts
+
+
+def _text_hash(text: str) -> bytes:
+    return hashlib.blake2b(" ".join(text.split()).encode(), digest_size=16).digest()
 
 
 def drop_empty_rows(splits: DatasetDict, columns: Mapping[str, str], origins: Mapping[str, str]) -> DatasetDict:

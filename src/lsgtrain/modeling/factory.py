@@ -10,13 +10,17 @@
 Knows nothing of Lightning or data: training a tokenizer and the head keys the data decides are callables.
 """
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import pickle
+import re
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from safetensors import SafetensorError
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from .configuration_lsg_pegasus import LSGPegasusConfig
@@ -64,6 +68,7 @@ def build_model(
     gradient_checkpointing: bool = False,
     attn_implementation: str | None = "sdpa",
     allow_weight_mismatch: bool = False,
+    allow_tokenizer_change: bool = False,
     tokenizer: str | os.PathLike | None = None,
     train_tokenizer: Callable[[], PreTrainedTokenizerBase] | None = None,
     data_head: Callable[[], dict[str, Any]] | None = None,
@@ -84,6 +89,8 @@ def build_model(
         attn_implementation: the decoder's attention backend (`sdpa`, `eager`, `flash_attention_2`).
         allow_weight_mismatch: load a checkpoint even where weights are missing (left random) or unexpected
             (dropped); by default that is an error, since it means the checkpoint is not the model configured.
+        allow_tokenizer_change: use an explicit `tokenizer` that is not the checkpoint's own (another vocabulary or
+            special ids; warned): by default that is an error, since the embeddings belong to the own one's ids.
         tokenizer: an explicit tokenizer folder or hub name; checked against a checkpoint, sizes a random model.
         train_tokenizer: trains a tokenizer on the data; called only for a random model without `tokenizer`.
         data_head: head config keys the data decides (the classifier's labels); called after the tokenizer check,
@@ -99,6 +106,7 @@ def build_model(
         config = read_checkpoint_config(checkpoint, key)
         if tokenizer:
             chosen = load_tokenizer(tokenizer, "data.tokenizer.pretrained")
+            check_own_tokenizer(chosen, tokenizer, checkpoint, key, allow_tokenizer_change)
         else:
             chosen = checkpoint_tokenizer(checkpoint, key)
         check_tokenizer_fits(chosen, config, tokenizer or checkpoint, f"{key}={checkpoint}")
@@ -122,10 +130,11 @@ def build_model(
             model.resize_position_embeddings(max_source_length)
     elif convert_from:
         architecture = "PegasusForConditionalGeneration" if task == "seq2seq" else "PegasusForSequenceClassification"
-        model, _ = convert_checkpoint(
-            convert_from, None, max_sequence_length=max_source_length, architecture=architecture,
-            allow_weight_mismatch=allow_weight_mismatch, **lsg, **head,
-        )  # fmt: skip
+        with readable_weights(convert_from, "model.convert_from"):
+            model, _ = convert_checkpoint(
+                convert_from, None, max_sequence_length=max_source_length, architecture=architecture,
+                allow_weight_mismatch=allow_weight_mismatch, **lsg, **head,
+            )  # fmt: skip
     else:
         model = _random_model(model_class, chosen, max_source_length, lsg, init or {}, head, attn_implementation)
     if gradient_checkpointing:
@@ -188,6 +197,47 @@ def checkpoint_tokenizer(name: str, key: str) -> PreTrainedTokenizerBase:
     return load_tokenizer(name, key)
 
 
+SPECIAL_IDS = ("pad_token_id", "eos_token_id", "unk_token_id", "mask_token_id")
+
+
+def check_own_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, tokenizer_name: Any, checkpoint: str, key: str, allow: bool
+) -> None:
+    """Raise unless an explicit tokenizer is the checkpoint's own (same pieces at the same ids, same special ids),
+    when the checkpoint has one: the id range alone lets an unrelated, smaller vocabulary through, and the model
+    then reads every id as another piece. `allow` (model.allow_tokenizer_change) turns the error into a warning."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir() and not any((path / file).is_file() for file in TOKENIZER_FILES):
+        return  # no own tokenizer to compare with: check_tokenizer_fits still checks ids against the embeddings
+    try:
+        own = load_checkpoint_tokenizer(checkpoint)
+    except (OSError, ValueError) as error:  # a hub checkpoint offline: only the id range is checked
+        logger.warning("%s=%s: its own tokenizer could not be loaded to compare (%s)", key, checkpoint, error)
+        return
+    problems = []
+    vocab, own_vocab = tokenizer.get_vocab(), own.get_vocab()
+    if vocab != own_vocab:
+        moved = sorted(piece for piece in set(vocab) | set(own_vocab) if vocab.get(piece) != own_vocab.get(piece))
+        problems.append(f"{len(vocab)} ids against the model's {len(own_vocab)}, {len(moved)} pieces differ "
+                        f"(e.g. {moved[0]!r}: id {vocab.get(moved[0])} against {own_vocab.get(moved[0])})")  # fmt: skip
+    problems += [
+        f"{name} {getattr(tokenizer, name)} against {getattr(own, name)}"
+        for name in SPECIAL_IDS
+        if getattr(tokenizer, name) != getattr(own, name)
+    ]
+    if not problems:
+        return
+    message = f"the tokenizer {tokenizer_name} is not the model's own ({checkpoint}): {'; '.join(problems)}"
+    if allow:
+        logger.warning("%s. model.allow_tokenizer_change=true: training with it anyway", message)
+        return
+    raise CheckpointError(
+        f"{message}. The model's embeddings belong to its own tokenizer's ids; use it (data.tokenizer.pretrained="
+        "null), or, for a deliberate change (a vocabulary extended for your domain), add "
+        "model.allow_tokenizer_change=true"
+    )
+
+
 def check_tokenizer_fits(
     tokenizer: PreTrainedTokenizerBase, config: Mapping[str, Any], tokenizer_name: Any, model_name: str
 ) -> None:
@@ -212,15 +262,47 @@ def check_tokenizer_fits(
         )
 
 
+# Weight files of a Hugging Face checkpoint folder (whole or sharded).
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+
+
+@contextlib.contextmanager
+def readable_weights(source: str, key: str) -> Iterator[None]:
+    """Name the weight file and the fix when a checkpoint's weights cannot be read: a truncated or corrupt file
+    (safetensors' and torch's errors name no file), or a pickle holding more than tensors. The error chain is cut:
+    torch's message for the latter advises `weights_only=False`, which would run the file's code."""
+    folder = Path(source).expanduser()
+    files = sorted(path for pattern in WEIGHT_FILES for path in folder.glob(pattern)) if folder.is_dir() else []
+    where = f"{files[0]}" if len(files) == 1 else f"the weight files of {source}"
+    try:
+        yield
+    except pickle.UnpicklingError as error:
+        refused = re.search(r"WeightsUnpickler error: ([^.]*)", str(error))
+        raise CheckpointError(
+            f"{key}={source}: {where} holds objects other than tensors ({refused.group(1) if refused else error}); "
+            "lsgtrain reads weights so that no code in a file can run. Get the model's safetensors weights "
+            "(model.safetensors) from where it came, or re-save the weights as plain tensors where you trust them"
+        ) from None
+    except (SafetensorError, EOFError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "PytorchStreamReader" not in str(error):
+            raise
+        raise CheckpointError(
+            f"{key}={source}: {where} is not a readable weight file (truncated or corrupt: {error}). Download or "
+            "export it again (an interrupted copy or download leaves such files), e.g. `hf download REPO "
+            "--local-dir DIR`"
+        ) from None
+
+
 def _load_pretrained(model_class, name: str, overrides: dict, attn_implementation: str | None, allow_mismatch: bool):
     expected_missing = expected_missing_weights(
         new_global_embeddings=False, new_classifier_head=model_class is LSGPegasusForSequenceClassification
     )
-    return load_checked(
-        model_class, name, expected_missing, allow_mismatch, name=f"model.pretrained={name}",
-        hint="a plain Pegasus checkpoint goes to model.convert_from, which initialises the LSG weights",
-        attn_implementation=attn_implementation, **overrides,
-    )  # fmt: skip
+    with readable_weights(name, "model.pretrained"):
+        return load_checked(
+            model_class, name, expected_missing, allow_mismatch, name=f"model.pretrained={name}",
+            hint="a plain Pegasus checkpoint goes to model.convert_from, which initialises the LSG weights",
+            attn_implementation=attn_implementation, **overrides,
+        )  # fmt: skip
 
 
 def _random_model(model_class, tokenizer, max_length, lsg, init, head, attn_implementation):

@@ -1,0 +1,330 @@
+"""No silent failures, round two (issue 19): run names that escape, resumes on rewritten data, untrained exports,
+SIGTERM / SIGINT, leaked test data, mismatched tokenizers, late type errors, unwritable folders, refused runs'
+leftovers, corrupt weight files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lsgtrain.callbacks.hf_export import UntrainedModel
+from lsgtrain.checkpointing import CheckpointError
+from lsgtrain.data.sources import DataSourceError
+from lsgtrain.preflight import ConfigError
+from lsgtrain.train import train
+
+from ..slurm.step_recorder import read_steps
+from .conftest import FAST, QUICK, TINY_INIT, assert_refused_before_data_work
+from .test_train import SHORT
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+
+
+def _train_py(tmp_path: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
+    paths = [f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache"]
+    command = [sys.executable, "train.py", *QUICK, *overrides, *paths]  # a quick run where it is not refused
+    return subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_a_run_name_that_is_a_path_is_refused_before_hydra_creates_anything(tmp_path):
+    result = _train_py(tmp_path / "root", "run_name=../../../../escaped")
+    assert result.returncode != 0
+    assert "run_name='../../../../escaped' is not a folder name" in result.stderr
+    assert not (tmp_path / "escaped").exists()
+    assert not (tmp_path / "root").exists()  # not even the outputs folder
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ".", "/tmp/x", "a\\b", ""])
+def test_run_and_task_names_must_be_plain_folder_names(make_cfg, tmp_path, name):
+    cfg = make_cfg(*QUICK)
+    cfg.run_name = name
+    assert_refused_before_data_work(cfg, tmp_path, ConfigError, "is not a folder name")
+    cfg = make_cfg(*QUICK, "task_name=../t")
+    assert_refused_before_data_work(cfg, tmp_path, ConfigError, r"task_name='../t' is not a folder name")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.max_epochs=abc"], r"trainer.max_epochs='abc' must be an integer or null \(lightning.pytorch."),
+        (["+trainer.max_steps=abc"], r"trainer.max_steps='abc' must be an integer \(lightning.pytorch.Trainer takes "),
+        (["trainer.gradient_clip_val=abc"], r"trainer.gradient_clip_val='abc' must be a number >= 0"),
+        (["+trainer.min_steps=1.5"], r"trainer.min_steps=1.5 must be an integer or null"),
+        (["+trainer.max_epochz=3"], r"trainer.max_epochz is not a setting of lightning.pytorch.Trainer; did you mean "
+         r"trainer.max_epochs\?"),
+        (["module.optimizer.betas=[0.9,0.99]", "+module.optimizer.eps=tiny"], r"module.optimizer.eps='tiny' must be a "
+         r"number \(torch.optim.AdamW takes eps: float\)"),
+        (["module.scheduler.warmup_ratio=x"], r"module.scheduler.warmup_ratio='x' must be a number >= 0 and < 1"),
+        (["module.generation.no_repeat_ngram_size=x"], r"no_repeat_ngram_size='x' must be an integer >= 0"),
+        (["trainer.max_epochs=0", "+trainer.max_steps=4"], r"trainer.max_epochs=0 leaves the run no optimizer step"),
+        (["+trainer.max_steps=0"], r"trainer.max_steps=0 leaves the run no optimizer step"),
+        (["trainer.limit_train_batches=0"], r"trainer.limit_train_batches=0 leaves the run no optimizer step"),
+    ],
+)  # fmt: skip
+def test_trainer_and_module_numbers_are_checked_before_any_data_work(make_cfg, tmp_path, overrides, message):
+    assert_refused_before_data_work(make_cfg(*QUICK, *overrides), tmp_path, ConfigError, message)
+
+
+def test_a_run_that_makes_no_step_exports_nothing_and_is_not_marked_finished(make_cfg, tmp_path):
+    cfg = make_cfg(*SHORT, "test=false", "+trainer.max_time='00:00:00:00'")
+    with pytest.raises(UntrainedModel, match=r"the run made no optimizer step .*not exported"):
+        train(cfg)
+    assert not (tmp_path / "run" / "hf_model").exists()
+    assert not (tmp_path / "run" / "run_summary.json").exists()
+    cfg = make_cfg(*SHORT, "test=false", "callbacks.hf_export=null", "+trainer.max_time='00:00:00:00'")
+    cfg.paths.output_dir = str(tmp_path / "no-export")
+    with pytest.raises(UntrainedModel):
+        train(cfg)
+    assert not (tmp_path / "no-export" / "run_summary.json").exists()
+
+
+def test_unwritable_cache_or_outputs_are_refused_before_any_work(make_cfg, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = make_cfg(*QUICK)
+    cfg.paths.cache_dir = str(blocker / "cache")
+    with pytest.raises(ConfigError, match=rf"paths.cache_dir={blocker}/cache: {blocker} is a file, not a folder"):
+        train(cfg)
+    cfg = make_cfg(*QUICK)
+    cfg.paths.output_dir = str(blocker / "run")
+    with pytest.raises(RuntimeError, match=rf"paths.output_dir={blocker}/run: cannot write the run folder there "
+                       r"\(Not a directory\); point LSGTRAIN_ROOT"):  # fmt: skip
+        train(cfg)
+    if os.geteuid() != 0:  # permissions bind only other users than root
+        read_only = tmp_path / "read-only"
+        read_only.mkdir(mode=0o555)
+        cfg = make_cfg(*QUICK)
+        cfg.paths.cache_dir = str(read_only)
+        with pytest.raises(ConfigError, match=r"cannot write in"):
+            train(cfg)
+
+
+def test_a_refused_run_leaves_no_run_folder_but_a_resumable_one_is_kept(tmp_path):
+    result = _train_py(tmp_path, "run_name=refused", "trainer.max_epochs=abc")
+    assert result.returncode == 1 and "trainer.max_epochs='abc' must be an integer" in result.stderr
+    assert not (tmp_path / "outputs" / "train" / "runs" / "refused").exists()
+
+
+def _files(files: dict) -> str:
+    return "data.data_files={" + ",".join(f"{split}:{path}" for split, path in files.items()) + "}"
+
+
+def test_the_same_file_as_two_splits_is_refused_unless_allowed(make_cfg, standin_files, tmp_path, caplog):
+    files = standin_files("summarization", "document", "summary")
+    same = {**files, "test": files["train"]}
+    cfg = make_cfg(*QUICK, "data.source=files", _files(same))
+    with pytest.raises(DataSourceError, match=r"data.data_files.train=.* and data.data_files.test=.* hold the same "
+                       r"rows.*data.allow_split_overlap=true"):  # fmt: skip
+        train(cfg)
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(Path(files["train"]).read_bytes())
+    cfg = make_cfg(*QUICK, "data.source=files", _files({**files, "val": str(copy)}))
+    with pytest.raises(DataSourceError, match=r"data.data_files.val=.*copy.jsonl hold the same rows"):
+        train(cfg)
+    from hydra.utils import instantiate
+
+    cfg = make_cfg("data.source=files", _files(same), "data.allow_split_overlap=true")
+    with caplog.at_level("WARNING"):
+        assert len(instantiate(cfg.data, _convert_="all").raw["test"]) == 6
+    assert "data.allow_split_overlap=true: going on" in caplog.text
+    assert "test: 6 of 6 rows are also in the training split" in caplog.text
+
+
+def test_test_rows_that_are_also_training_rows_are_counted_and_named(make_cfg, standin_files, tmp_path, caplog):
+    from hydra.utils import instantiate
+
+    files = standin_files("summarization", "document", "summary")
+    train_rows = [json.loads(line) for line in Path(files["train"]).read_text().splitlines()]
+    test_rows = [json.loads(line) for line in Path(files["test"]).read_text().splitlines()]
+    test_rows[1]["document"] = "  " + train_rows[3]["document"].replace(" ", "\n  ", 3) + "\n"  # whitespace differs
+    test_rows[4]["document"] = train_rows[0]["document"]
+    test_rows[2]["document"] = train_rows[2]["document"] + " More."  # not the same text
+    leaked = tmp_path / "leaked.jsonl"
+    leaked.write_text("".join(json.dumps(row) + "\n" for row in test_rows))
+    cfg = make_cfg("data.source=files", _files({**files, "test": str(leaked)}))
+    with caplog.at_level("WARNING"):
+        assert len(instantiate(cfg.data, _convert_="all").raw["test"]) == 5
+    assert (f"test: 2 of 5 rows are also in the training split (same document after collapsing whitespace; {leaked} "
+            "rows 2, 5)") in caplog.text  # fmt: skip
+    assert "val:" not in caplog.text
+
+
+def _rewrite(path: Path) -> None:
+    """Other rows in the same file (its rows reversed), written after the run saw it."""
+    path.write_text("\n".join(reversed(path.read_text().splitlines())) + "\n")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+
+
+def test_resuming_on_rewritten_data_is_refused_unless_allowed_and_keeps_the_tokenizer(
+    make_cfg, standin_files, tmp_path, caplog
+):
+    files = standin_files("summarization", "document", "summary")
+    data = tmp_path / "data"
+    data.mkdir()
+    local = {split: data / f"{split}.jsonl" for split in files}
+    for split, path in local.items():
+        path.write_text(Path(files[split]).read_text())
+    common = [*SHORT, "test=false", "callbacks.hf_export=null", "data.source=files", _files(local)]
+    train(make_cfg(*common, "trainer.max_epochs=1"))
+    run = tmp_path / "run"
+    (run / "run_summary.json").unlink()  # as if killed after its last checkpoint
+    tokenizer_before = (run / "tokenizer" / "tokenizer.json").read_bytes()
+    _rewrite(local["train"])
+    changed = r"other data than this run reads: data_files.train.modified: '[^']+' in the checkpoint, '[^']+' now"
+    with pytest.raises(CheckpointError, match=changed + ".*data.allow_data_change=true"):
+        train(make_cfg(*common, "trainer.max_epochs=2"))
+    assert (run / "checkpoints" / "last.ckpt").is_file()  # the run to resume is kept
+    with caplog.at_level("WARNING"):
+        _, objects = train(make_cfg(*common, "trainer.max_epochs=2", "data.allow_data_change=true"))
+    assert "data.allow_data_change=true: resuming on the data as it is now" in caplog.text
+    assert objects["trainer"].global_step > 3
+    assert (run / "tokenizer" / "tokenizer.json").read_bytes() == tokenizer_before
+    assert objects["datamodule"].tokenizer.get_vocab() == _vocab(run / "tokenizer")
+
+
+def test_a_local_dataset_folder_is_identified_by_its_fingerprint_and_a_hub_dataset_by_name(tmp_path):
+    from lsgtrain.checkpointing import changed_data
+    from lsgtrain.data.sources import data_identity
+
+    folder = tmp_path / "arxiv-summarization"
+    (folder / "section").mkdir(parents=True)
+    (folder / "section" / "train.jsonl").write_text('{"article": "a", "abstract": "b"}\n')
+    before = data_identity("hub", dataset_name=str(folder), dataset_config="section", data_files=None)
+    (folder / "section" / "train.jsonl").write_text('{"article": "c", "abstract": "d"}\n')  # a new download
+    os.utime(folder / "section" / "train.jsonl", ns=(time.time_ns(), time.time_ns() + 10**9))
+    after = data_identity("hub", dataset_name=str(folder), dataset_config="section", data_files=None)
+    assert after["folder"] == str(folder) and after["fingerprint"].startswith("arxiv-summarization-")
+    assert changed_data(before, after) == [
+        f"fingerprint: {before['fingerprint']!r} in the checkpoint, {after['fingerprint']!r} now"
+    ]
+    hub = data_identity("hub", dataset_name="ccdv/arxiv-summarization", dataset_config="section", data_files=None)
+    assert hub == {"dataset_name": "ccdv/arxiv-summarization", "config": "section"}  # + revision once loaded
+
+
+def _vocab(folder: Path) -> dict:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder).get_vocab()
+
+
+def test_a_tokenizer_other_than_the_models_own_is_refused_naming_both(make_cfg, tiny_checkpoint, tmp_path):
+    from lsgtrain.data.tokenizer import train_pegasus_tokenizer
+
+    other = tmp_path / "other-tokenizer"
+    texts = [f"term{i} of paper {i * 7} ." for i in range(2000)]
+    train_pegasus_tokenizer(texts, vocab_size=60).save_pretrained(other)  # fewer ids than the model's embedding
+    cfg = make_cfg(*QUICK, f"model.pretrained={tiny_checkpoint}", f"data.tokenizer.pretrained={other}")
+    message = rf"the tokenizer {other} is not the model's own \({tiny_checkpoint}\): .*model.allow_tokenizer_change"
+    assert_refused_before_data_work(cfg, tmp_path, CheckpointError, message)
+    cfg = make_cfg(*QUICK, f"model.pretrained={tiny_checkpoint}", f"data.tokenizer.pretrained={other}",
+                   "model.allow_tokenizer_change=true")  # fmt: skip
+    _, objects = train(cfg)
+    assert objects["datamodule"].tokenizer.get_vocab() == _vocab(other)
+
+
+def test_corrupt_weight_files_are_named_with_the_fix(make_cfg, tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    from lsgtrain.cli import main as cli_main
+
+    folder = tmp_path / "truncated"
+    shutil.copytree(tiny_checkpoint, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    cfg = make_cfg(*QUICK, f"model.pretrained={folder}")
+    with pytest.raises(CheckpointError, match=rf"model.pretrained={folder}: {weights} is not a readable weight file "
+                       r"\(truncated or corrupt.*Download or export it again"):  # fmt: skip
+        train(cfg)
+    document = tmp_path / "doc.txt"
+    document.write_text("Long documents need sparse attention. " * 20)
+    assert cli_main(["summarize", str(folder), str(document), "--max-new-tokens", "3"]) == 2
+    assert f"{weights} is not a readable weight file (truncated or corrupt" in capsys.readouterr().err
+
+
+class RunsCode:
+    def __reduce__(self):
+        return exec, ("print('ran')",)
+
+
+def test_a_crafted_pickle_is_refused_without_suggesting_weights_only_false(make_cfg, tiny_checkpoint, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_checkpoint, folder)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save({**state, "payload": RunsCode()}, folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError) as error:
+        train(make_cfg(*QUICK, f"model.pretrained={folder}"))
+    text = "".join(__import__("traceback").format_exception(error.value))
+    assert f"{folder / 'pytorch_model.bin'} holds objects other than tensors" in text
+    assert "weights_only=False" not in text
+
+
+def test_stale_temporary_tokenisation_files_are_removed_by_the_next_run(make_cfg, tmp_path):
+    tokenized = tmp_path / "cache" / "tokenized"
+    tokenized.mkdir(parents=True)
+    stale = [tokenized / "tmpabc123", tokenized / "tmp_folder_xyz"]
+    stale[0].write_bytes(b"x" * 1000)
+    stale[1].mkdir()
+    (stale[1] / "part.arrow").write_bytes(b"x")
+    cfg = make_cfg(*QUICK)
+    cfg.paths.cache_dir = str(tmp_path / "cache")
+    train(cfg)
+    assert not any(path.exists() for path in stale)
+    assert list(tokenized.glob("*.arrow"))  # the run's own cache files are there
+
+
+def _wait_for_steps(process: subprocess.Popen, steps_file: Path, count: int, log: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not (steps_file.exists() and len(read_steps(steps_file)) >= count):
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "code", "rerun"), [(signal.SIGTERM, 143, True), (signal.SIGINT, 130, False)])
+def test_sigterm_and_sigint_save_the_step_exit_non_zero_and_the_same_command_resumes(tmp_path, signum, code, rerun):
+    steps_file = tmp_path / "steps.jsonl"
+    command = [
+        sys.executable, "train.py", *FAST, *TINY_INIT, "run_name=stopped", "data.max_samples=8",
+        "trainer.max_epochs=2", "trainer.limit_train_batches=4", "callbacks.rouge.every_n_epochs=100",
+        "callbacks.hf_export=null", "test=false", "callbacks.step_checkpoint.every_n_train_steps=100",
+        f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "+callbacks.step_recorder._target_=tests.slurm.step_recorder.StepRecorder",
+        f"+callbacks.step_recorder.path={steps_file}", "+callbacks.step_recorder.delay_s=0.7",
+    ]  # fmt: skip
+    log = tmp_path / "first.log"
+    with log.open("w") as output:
+        first = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
+        _wait_for_steps(first, steps_file, 2, log)
+        first.send_signal(signum)
+        first.wait(timeout=300)
+    assert first.returncode == code, log.read_text()[-3000:]
+    run = tmp_path / "outputs" / "train" / "runs" / "stopped"
+    last = run / "checkpoints" / "last.ckpt"
+    saved_step = torch.load(last, weights_only=True)["global_step"]
+    assert saved_step == len(read_steps(steps_file))  # the step it was in when signalled, finished and saved
+    assert (
+        f"received {signal.Signals(signum).name}: saving last.ckpt at the end of this optimizer step" in log.read_text()
+    )
+    assert not (run / "run_summary.json").exists()
+    assert not list(last.parent.glob(".*.tmp"))
+    if not rerun:  # the resume itself is the same for both signals: run once
+        return
+    second = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"Resuming from {last}" in second.stdout + second.stderr
+    after = read_steps(steps_file)[saved_step:]
+    assert [row["step"] for row in after] == list(range(saved_step + 1, 9))
+    assert json.loads((run / "run_summary.json").read_text())["global_step"] == 8
