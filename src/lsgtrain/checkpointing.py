@@ -214,7 +214,7 @@ def saved_data_identity(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
 
 def changed_data(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The parts of two data identities that differ, as `key: before in the checkpoint, now now`."""
-    before, now = _flatten(saved), _flatten(current)
+    before, now = flatten_config(saved), flatten_config(current)
     return [
         f"{key}: {before.get(key)!r} in the checkpoint, {now.get(key)!r} now"
         for key in sorted(set(before) | set(now))
