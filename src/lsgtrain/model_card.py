@@ -100,7 +100,7 @@ summary = tokenizer.decode(summary_ids[0], skip_special_tokens=True)
 {% for name, val, test in results %}| {{ name }} | {{ val }} | {{ test }} |
 {% endfor %}{% if lead %}
 Lead baseline: the first {{ lead.words }} words of each {{ lead.split }} document (the median length of their reference
-summaries), scored the same way. A model that reads its documents beats it.
+summaries), scored the same way; a model below it does worse than copying the document's opening.
 
 | metric | this model | lead baseline |
 |---|---|---|

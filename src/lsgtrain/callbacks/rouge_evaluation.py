@@ -25,7 +25,7 @@ class RougeEvaluation(Callback):
 
     Beside it, the lead baseline of the same documents, `stage/lead_rouge1|...` (each document's first N words, N the
     median word count of their references, logged as `stage/lead_words`; `lsgtrain.metrics.rouge.lead_baseline`):
-    the reference point summarization papers give, which a model that reads its documents beats.
+    the reference point summarization papers give: a model below it does worse than copying the opening.
 
     Args:
         every_n_epochs: run on the validation set every N epochs (and at the last epoch); the test set always.
