@@ -100,7 +100,14 @@ summary = tokenizer.decode(summary_ids[0], skip_special_tokens=True)
 | metric | validation | test |
 |---|---|---|
 {% for name, val, test in results %}| {{ name }} | {{ val }} | {{ test }} |
-{% endfor %}
+{% endfor %}{% if lead %}
+Lead baseline: the first {{ lead.words }} words of each {{ lead.split }} document (the median length of their reference
+summaries), scored the same way; a model below it does worse than copying the document's opening.
+
+| metric | this model | lead baseline |
+|---|---|---|
+{% for name, model, baseline in lead.rows %}| {{ name }} | {{ model }} | {{ baseline }} |
+{% endfor %}{% endif %}
 ## Training
 
 {% if command %}Reproduce the run from the lsgtrain repository:
@@ -161,6 +168,8 @@ def build_model_card(
             (`callbacks.hf_export.base_model` / `.dataset`), where the folder cannot tell.
     """
     model_cfg, data_cfg, module_cfg = run_config["model"], run_config["data"], run_config["module"]
+    lead = _lead_baseline(validation, test)  # its own table, not the model's results
+    validation, test = _without_lead(validation), _without_lead(test)
     pipeline_tag, task_word = TASKS[model_cfg["task"]]
     base = model_cfg["convert_from"] or model_cfg["pretrained"]
     hub_ids = hub_ids or {}
@@ -198,6 +207,7 @@ def build_model_card(
         data_text=data.text,
         results=_results_rows(validation, test),
         results_note=_results_note(validation, test, untested),
+        lead=lead,
         command=reproduce_command(),
         optimizer=f"{optimizer['_target_'].rsplit('.', 1)[-1]}, lr {optimizer['lr']}, weight decay "
         f"{module_cfg['weight_decay']}",
@@ -378,6 +388,24 @@ def _eval_results(
 def _results_rows(validation: dict[str, float], test: dict[str, float]) -> list[tuple[str, str, str]]:
     names = sorted({key.split("/", 1)[1] for key in (*validation, *test)})
     return [(name, _number(validation.get(f"val/{name}")), _number(test.get(f"test/{name}"))) for name in names]
+
+
+def _lead_baseline(validation: dict[str, float], test: dict[str, float]) -> dict[str, Any] | None:
+    """The lead baseline logged by the ROUGE evaluation (`stage/lead_*`) beside the model's ROUGE, for the test split
+    (the validation split when untested); None when neither has one."""
+    for split, stage, metrics in (("test", "test", test), ("validation", "val", validation)):
+        if f"{stage}/lead_words" not in metrics:
+            continue
+        names = sorted(key.split("/lead_", 1)[1] for key in metrics if key.startswith(f"{stage}/lead_rouge"))
+        rows = [
+            (name, _number(metrics.get(f"{stage}/{name}")), _number(metrics[f"{stage}/lead_{name}"])) for name in names
+        ]
+        return {"split": split, "words": round(metrics[f"{stage}/lead_words"]), "rows": rows}
+    return None
+
+
+def _without_lead(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in metrics.items() if "/lead_" not in key}
 
 
 def _results_note(validation: dict[str, float], test: dict[str, float], untested: str | None) -> str:

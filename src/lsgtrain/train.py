@@ -51,6 +51,7 @@ from .checkpointing import (
 )
 from .data.tokenizer import save_tokenizer_once
 from .hub import push_folder
+from .metrics.rouge import ROUGE_TYPES
 from .model_card import build_model_card, write_model_card
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
 from .preflight import check_config
@@ -344,11 +345,23 @@ def _write_summary(
     }
     lines = [f"run finished in {elapsed / 60:.1f} min, {trainer.global_step} optimizer steps -> {output_dir}"]
     lines += [f"  {key:<20} {value:.4f}" for key, value in sorted(metrics.items())]
+    lines += _lead_baseline_lines(metrics)
     lines.append(f"  best checkpoint      {best or '-'}")
     lines += [f"  not tested:          {untested}"] if untested else []
     print("\n".join(lines))
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def _lead_baseline_lines(metrics: dict[str, float]) -> list[str]:
+    """The test ROUGE beside the lead baseline of the same documents (`test/lead_*`, logged by the ROUGE evaluation)."""
+    if "test/lead_words" not in metrics:
+        return []
+    pairs = [(name, metrics[f"test/{name}"], metrics[f"test/lead_{name}"]) for name in ROUGE_TYPES]
+    return [
+        f"  test ROUGE vs lead baseline (first {metrics['test/lead_words']:.0f} words of each document): "
+        + ", ".join(f"{name} {model:.2f} vs {lead:.2f}" for name, model, lead in pairs)
+    ]
 
 
 def record_trial(sweep_dir: Path, number: int, overrides: list[str], metric: float | None, error: str | None) -> None:

