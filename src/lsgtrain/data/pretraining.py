@@ -122,7 +122,7 @@ class GapSentenceDataModule(LongDocumentDataModule):
         )  # fmt: skip
 
     def examples(self, split: str) -> GapSentenceExamples:
-        return GapSentenceExamples(super().examples(split), self)
+        return GapSentenceExamples(super().examples(split), self._encoder())  # loader workers get no trainer
 
     def train_dataloader(self) -> DataLoader:
         loader = super().train_dataloader()
