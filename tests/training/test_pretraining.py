@@ -175,12 +175,13 @@ def test_pretraining_run_exports_a_model_that_fine_tunes_and_predicts(make_cfg, 
     metrics, objects = train(cfg)
     assert {"val/loss", "val/rouge1", "val/rougeLsum"} <= metrics.keys()
     assert "test/rouge1" not in metrics  # no test split: the papers' test set is not pretraining's
-    export = next(iter((tmp_path / "outputs").glob("**/hf_model")))
+    export = Path(cfg.paths.output_dir) / "hf_model"
     assert (export / "tokenizer.json").is_file() or (export / "spiece.model").is_file()
     predictions = sorted(export.parent.glob("predictions/val_epoch*.jsonl"))[-1].read_text().splitlines()
     assert all(json.loads(line)["reference"] for line in predictions)
 
-    finetune = make_cfg(*QUICK, f"model.pretrained={export}", "data.max_source_length=128")
+    finetune = make_cfg(*QUICK, f"model.pretrained={export}", "data.max_source_length=128", "data.max_target_length=64")
+    finetune.paths.output_dir = str(tmp_path / "finetune")
     metrics, objects = train(finetune)
     assert objects["model"].config.vocab_size == len(objects["datamodule"].tokenizer)
     assert objects["datamodule"].tokenizer.get_vocab() == objects_vocab(export)
@@ -224,6 +225,12 @@ def test_the_default_fine_tunes_the_embedded_model_shipped_in_the_package(make_c
     assert cfg.model.pretrained == str(folder) and cfg.data.source == "aclsum"
     texts = embedded_generations([row["document"] for row in load_aclsum_split("test")[:2]])
     assert all(texts)
+
+    quick = ["debug=fast_dev_run", "logger=none", "data.max_samples=4", "data.max_source_length=256",
+             "module.generation.max_new_tokens=4", "module.generation.num_beams=1"]  # fmt: skip
+    metrics, objects = train(make_cfg(*quick, fast=False))  # offline: HF_HUB_OFFLINE=1 in every test
+    assert objects["datamodule"].tokenizer.get_vocab() == objects_vocab(folder)  # the checkpoint's, not one trained
+    assert objects["model"].config.d_model == 128 and objects["trainer"].global_step == 1
 
 
 @pytest.mark.xfail(
