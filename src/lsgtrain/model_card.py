@@ -298,10 +298,15 @@ def describe_data(
         text = "Local files: " + ", ".join(f"{split} `{Path(path).name}`" for split, path in files) + "."
     if data_cfg["dataset_config"]:
         text += f" Config `{data_cfg['dataset_config']}`."
-    target = data_cfg.get("summary_column") or data_cfg["label_column"]  # summarization or classification data
-    text += f" `{data_cfg['text_column']}` -> `{target}`; documents truncated to {data_cfg['max_source_length']} tokens"
-    if "max_target_length" in data_cfg:
-        text += f", summaries to {data_cfg['max_target_length']}"
+    if "objective" in data_cfg:  # gap-sentence pretraining: the text column only
+        text += f" `{data_cfg['text_column']}`, gap-sentence pretraining ({_describe_objective(data_cfg)}); windows of"
+        text += f" {data_cfg['max_source_length']} tokens, gap sentences truncated to {data_cfg['max_target_length']}"
+    else:
+        target = data_cfg.get("summary_column") or data_cfg["label_column"]  # summarization or classification data
+        text += f" `{data_cfg['text_column']}` -> `{target}`; documents truncated to {data_cfg['max_source_length']}"
+        text += " tokens"
+        if "max_target_length" in data_cfg:
+            text += f", summaries to {data_cfg['max_target_length']}"
     text += "."
     if rows:
         used = [f"- {name}: {_describe_rows(split, rows[split], data_cfg)}" for split, name in SPLIT_NAMES.items()
@@ -340,6 +345,13 @@ def hub_id_of(source: str | None, kind: str, given: str | None = None) -> str | 
         if part.startswith(f"{kind}--"):
             return part.removeprefix(f"{kind}--").replace("--", "/", 1)
     return None
+
+
+def _describe_objective(data_cfg: dict[str, Any]) -> str:
+    objective = data_cfg["objective"]
+    ratio = f"gap ratio {objective['gap_ratio_range'] if objective['stochastic'] else objective['gap_ratio']}"
+    mlm = f", MLM {objective['mlm_probability']}" if objective["mlm_probability"] else ""
+    return f"{objective['strategy']} sentences, {ratio}{mlm}"
 
 
 def _describe_base(base: str | None, base_id: str | None, *, converted: bool) -> str:

@@ -14,6 +14,7 @@ from lsgtrain.train import CONFIG_DIR, train
 
 # Small and fast everywhere: short documents, few generated tokens, tiny model, no experiment logger.
 FAST = [
+    "model.pretrained=null",  # the tiny model from random weights, not the embedded pretrained one
     "data.max_source_length=256",
     "data.batch_size=2",
     "data.eval_batch_size=4",

@@ -60,7 +60,24 @@ def test_documented_experiment_runs_from_local_copies_with_the_checkpoints_token
         assert objects["model"].config.problem_type == expected
 
 
-@pytest.mark.parametrize("experiment", ["aclsum_sum", "aclsum_venue_cls"])
+def test_arxiv_pretrain_continues_pretraining_the_lsg_checkpoint_from_local_copies(make_cfg, hub_standins):
+    cfg = make_cfg(
+        "experiment=arxiv_pretrain",
+        f"model.pretrained={hub_standins[LSG]}",
+        f"data.dataset_name={hub_standins['ccdv/arxiv-summarization']}",
+        *ON_THIS_MACHINE,
+        "module.generation.max_new_tokens=12",
+        fast=False,
+    )
+    assert cfg.data.max_source_length == 4096 and cfg.data.objective.stochastic  # Pegasus-large's objective, 4k
+    metrics, objects = train(cfg)
+    datamodule = objects["datamodule"]
+    assert type(datamodule).__name__ == "GapSentenceDataModule" and set(datamodule.raw) == {"train", "val"}
+    assert datamodule.tokenizer.get_vocab() == pegasus_vocabulary(hub_standins[LSG] / "spiece.model")
+    assert objects["trainer"].global_step == 1 and metrics["train/loss"] > 0 and "val/rougeLsum" in metrics
+
+
+@pytest.mark.parametrize("experiment", ["aclsum_sum", "aclsum_venue_cls", "aclsum_pretrain"])
 def test_embedded_experiment_runs_fast_dev_run(make_cfg, experiment):
     cfg = make_cfg(f"experiment={experiment}", "debug=fast_dev_run", "data.max_samples=6")
     metrics, objects = train(cfg)

@@ -65,6 +65,11 @@ def test_wheel_ships_every_config_and_module(wheel):
     assert "lsgtrain/conf/hydra/launcher/slurm.yaml" in configs  # sub-folders of sub-folders too
     assert {name for name in names if name.endswith(".yaml")} == configs
     assert sorted(modules - names) == []
+    embedded = {
+        f"lsgtrain/pretrained/aclsum_tiny/{name}"
+        for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json")
+    }
+    assert embedded <= names  # the default's pretrained model ships in the wheel
     assert not [name for name in names if name.startswith(("conf/", "experiments/", "tests/"))]
 
 

@@ -57,6 +57,8 @@ class ResumableSampler(DistributedSampler):
         self.size = size
         self.batch_size = batch_size
         self._resume: tuple[int, int] | None = None
+        # True: yield `(epoch, index)` pairs, for data whose examples are drawn anew each epoch (gap sentences)
+        self.yield_epoch = False
 
     def resume_at(self, epoch: int, batches: int) -> None:
         self._resume = (epoch, batches)
@@ -72,7 +74,7 @@ class ResumableSampler(DistributedSampler):
         if self._resume is not None and self._resume[0] == self.epoch:
             mine = mine[self._resume[1] * self.batch_size :]
         self._resume = None  # later epochs run whole
-        return iter(mine)
+        return iter([(self.epoch, i) for i in mine] if self.yield_epoch else mine)
 
 
 class LengthGroupedSampler(ResumableSampler):
@@ -116,6 +118,15 @@ def tokenizing_in(folder: Path) -> Iterator[None]:
                     stale.unlink(missing_ok=True)
         fcntl.flock(lock, fcntl.LOCK_SH)
         yield
+
+
+def pad_labels(sequences: list[list[int]], length: int | None = None) -> torch.Tensor:
+    """Token ids `[n, length]` (the longest sequence's length by default), padded with -100 (ignored by the loss)."""
+    length = length or max(len(sequence) for sequence in sequences)
+    labels = torch.full((len(sequences), length), -100, dtype=torch.long)
+    for i, sequence in enumerate(sequences):
+        labels[i, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+    return labels
 
 
 class LongDocumentDataModule(LightningDataModule):
@@ -202,6 +213,10 @@ class LongDocumentDataModule(LightningDataModule):
     def collate_labels(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         return {}
 
+    def select_splits(self, raw: DatasetDict) -> DatasetDict:
+        """The loaded splits this task uses (all of them; pretraining keeps only train)."""
+        return raw
+
     def model_kwargs(self) -> dict[str, Any]:
         """Head config keys the data decides (the classifier's labels)."""
         return {}
@@ -222,6 +237,7 @@ class LongDocumentDataModule(LightningDataModule):
                 data_files=self.data_files,
                 split_names=self.split_names,
             )
+            raw = self.select_splits(raw)
             check_columns(raw, self.columns())
             loaded = {split: len(dataset) for split, dataset in raw.items()}
             kept = drop_empty_rows(raw, self.columns(), origins)
@@ -329,9 +345,13 @@ class LongDocumentDataModule(LightningDataModule):
         batch.update(self.collate_labels(rows))
         return batch
 
+    def examples(self, split: str) -> Any:
+        """What a split's loader indexes: the tokenised rows (a subclass may draw examples from them)."""
+        return self.datasets[split].with_format(None)
+
     def _loader(self, split: str, batch_size: int, sampler: ResumableSampler | None = None) -> DataLoader:
         return DataLoader(
-            self.datasets[split].with_format(None),
+            self.examples(split),
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=self.collate,
@@ -407,11 +427,7 @@ class SummarizationDataModule(LongDocumentDataModule):
         return {**super().encoding_key(), "summary": self.summary_column, "max_target_length": self.max_target_length}
 
     def collate_labels(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        length = max(len(row["labels"]) for row in rows)
-        labels = torch.full((len(rows), length), -100, dtype=torch.long)
-        for i, row in enumerate(rows):
-            labels[i, : len(row["labels"])] = torch.tensor(row["labels"])
-        return {"labels": labels}
+        return {"labels": pad_labels([row["labels"] for row in rows])}
 
     def references(self, split: str) -> list[str]:
         """Reference summaries of a split, by `idx`."""

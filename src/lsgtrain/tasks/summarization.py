@@ -27,17 +27,23 @@ class SummarizationModule(LongDocumentModule):
         inputs = self.model_inputs(batch)
         labels = inputs.pop("labels")
         decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels)
-        logits = self.model(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False).logits  # [n, m, V]
-        loss_sum = F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing,
-            reduction="sum",
-        )  # fmt: skip
-        tokens = (labels != -100).sum()
+        output = self.model(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False)
+        loss_sum, tokens = self._loss_terms(output, labels, batch)
         loss = loss_sum / tokens
         self._log_loss(loss.detach(), stage, batch_size=labels.shape[0])
         if stage == "train" and self.trainer.world_size > 1:
             loss = self._global_token_mean(loss_sum, tokens)
         return loss
+
+    def _loss_terms(
+        self, output: Any, labels: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The summed token cross-entropy of the model's output and the number of tokens it sums over."""
+        loss_sum = F.cross_entropy(
+            output.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+            label_smoothing=self.label_smoothing, reduction="sum",
+        )  # fmt: skip
+        return loss_sum, (labels != -100).sum()
 
     def _global_token_mean(self, loss_sum: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The step's loss as the mean over every target token of every rank, as one process with the whole batch.
