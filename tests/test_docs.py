@@ -275,8 +275,10 @@ def test_documented_override_composes(entry):
     if override.endswith("=..."):
         assert _any_value(override), f"{where}: `{override}`: no such key or config group"
         return
-    composes = _composes_in_some_context(lambda context: _compose("train", (*context, _words(override)[0])), CONTEXTS)
-    assert composes, f"{where}: `{override}` composes in no context ({CONTEXTS})"
+    composes = _composes_in_some_context(
+        lambda context: _compose("train", (*context, _words(override)[0])), KEY_CONTEXTS
+    )
+    assert composes, f"{where}: `{override}` composes in no context ({KEY_CONTEXTS})"
 
 
 @pytest.mark.parametrize("entry", documented()["keys"])

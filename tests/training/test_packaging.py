@@ -124,7 +124,7 @@ def test_train_and_eval_pass_every_argument_to_hydra(capsys):
         [sys.executable, "-m", "lsgtrain.cli", "train", "--help"], capture_output=True, text=True, timeout=300
     )
     assert helped.returncode == 0, helped.stderr
-    assert "experiment: aclsum_sum, aclsum_venue_cls" in helped.stdout
+    assert "experiment: aclsum_pretrain, aclsum_sum, aclsum_venue_cls" in helped.stdout
 
 
 def test_an_install_without_the_configs_says_to_reinstall(monkeypatch):

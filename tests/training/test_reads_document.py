@@ -26,7 +26,8 @@ BLOCK = 4  # model.lsg.block_size: a sequence (2 tokens per letter, `▁` and th
 SEQUENCE_LETTERS = 10  # one length: 8-10 letters were copied but often ended a letter early or late in 400 steps
 # init_std 0.1: with Pegasus' 0.02 the same model had not started to copy after 800 steps (loss near uniform).
 COPY_RUN = [
-    "data.source=files", "data.max_source_length=64", "data.max_target_length=64", "data.batch_size=32",
+    "model.pretrained=null", "data.source=files", "data.max_source_length=64", "data.max_target_length=64",
+    "data.batch_size=32",
     "data.eval_batch_size=64", "data.tokenizer.vocab_size=100", f"model.lsg.block_size={BLOCK}",
     f"model.lsg.sparse_block_size={BLOCK}", "model.lsg.sparsity_factor=2", "++model.init.d_model=64",
     "++model.init.encoder_ffn_dim=128", "++model.init.decoder_ffn_dim=128", "++model.init.dropout=0.0",
