@@ -28,6 +28,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpointing import check_weights_fit, flatten_config, load_checkpoint, saved_run_config
+from .loggers import finish_wandb_runs
 from .modeling.factory import read_checkpoint_config
 from .train import CONFIG_DIR, _metrics, build
 
@@ -57,13 +58,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:
         check_weights_fit(checkpoint, module, ckpt_path)
         del checkpoint
-    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    metrics = _metrics(trainer)
-    if datamodule.has_split("test"):
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        metrics.update(_metrics(trainer))
-    else:
-        logger.warning("not testing: the data has no test split (validation metrics only)")
+    try:
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics = _metrics(trainer)
+        if datamodule.has_split("test"):
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            metrics.update(_metrics(trainer))
+        else:
+            logger.warning("not testing: the data has no test split (validation metrics only)")
+    finally:
+        finish_wandb_runs(trainer.loggers)
     if trainer.is_global_zero:
         output = Path(cfg.paths.output_dir) / "metrics.json"
         output.parent.mkdir(parents=True, exist_ok=True)

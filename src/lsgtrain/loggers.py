@@ -38,6 +38,15 @@ def make_wandb_logger(
     return WandbLogger(save_dir=save_dir, offline=offline, id=run_id, resume="allow", **kwargs)
 
 
+def finish_wandb_runs(loggers: list) -> None:
+    """End the wandb runs of a finished `train` / `evaluate` call. wandb keeps one run per process and Lightning's
+    `WandbLogger` reuses it, so without this the next call in the same process (a sweep's next trial, an evaluation
+    after training) would log into the previous run's folder."""
+    for experiment_logger in loggers:
+        if isinstance(experiment_logger, WandbLogger) and experiment_logger._experiment is not None:
+            experiment_logger.experiment.finish()
+
+
 class AppendingCSVLogger(CSVLogger):
     """`CSVLogger` that continues an existing `metrics.csv` (a resumed or requeued run) instead of deleting it."""
 
