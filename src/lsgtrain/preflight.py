@@ -67,6 +67,7 @@ NUMBERS = (
     Number("model.attention_dropout", float, 0, "0.0", below=1),
     Number("module.optimizer.lr", float, 0, "5e-4", exclusive=True),
     Number("module.weight_decay", float, 0, "0.01"),
+    Number("module.scheduler.warmup_steps", int, 0, "1000"),
     Number("module.label_smoothing", float, 0, "0.1"),
     Number("trainer.accumulate_grad_batches", int, 1, "1"),
     Number("effective_batch_size", int, 1, "32"),

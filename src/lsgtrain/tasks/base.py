@@ -12,24 +12,38 @@ from transformers import PreTrainedModel, get_scheduler
 logger = logging.getLogger(__name__)
 
 # `module.scheduler.name` -> transformers' schedule (each warms up linearly from 0 first); `constant` must be
-# transformers' `constant_with_warmup`, since its own `constant` has no warm-up.
-SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+# transformers' `constant_with_warmup`, since its own `constant` has no warm-up. `inverse_sqrt` decays as
+# 1/sqrt(step / warm-up steps) after the warm-up (Vaswani et al. 2017, T5 and Pegasus' rsqrt decay).
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup", "inverse_sqrt": "inverse_sqrt"}
 # `module.freeze.<key>`: what each option freezes (README "Training controls").
 FREEZE_OPTIONS = ("token_embeddings", "all_but_global_embeddings")
 
 
 def warmup_schedule(
-    optimizer: torch.optim.Optimizer, *, total_steps: int, name: str = "linear", warmup_ratio: float = 0.1
+    optimizer: torch.optim.Optimizer,
+    *,
+    total_steps: int,
+    name: str = "linear",
+    warmup_ratio: float = 0.1,
+    warmup_steps: int | None = None,
 ) -> LambdaLR:
-    """Linear warm-up over `warmup_ratio` of the steps, then `name`: `linear` decay to 0 (the LSG paper's
-    schedule), `cosine` decay to 0 (half a cosine), or `constant`; built by transformers' `get_scheduler`."""
+    """Linear warm-up over `warmup_steps` optimizer steps (or, when None, `warmup_ratio` of the steps), then `name`:
+    `linear` decay to 0 (the LSG paper's schedule), `cosine` decay to 0 (half a cosine), `constant`, or
+    `inverse_sqrt` (1/sqrt(step / warm-up steps); over 10,000 steps without warm-up); built by transformers'
+    `get_scheduler`."""
     if name not in SCHEDULES:
         raise ValueError(f"module.scheduler.name={name!r} is unknown; choose one of {', '.join(SCHEDULES)}")
     if not 0.0 <= warmup_ratio < 1.0:
         raise ValueError(f"module.scheduler.warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    return get_scheduler(
-        SCHEDULES[name], optimizer, num_warmup_steps=int(warmup_ratio * total_steps), num_training_steps=total_steps
-    )
+    if warmup_steps is not None and warmup_steps < 0:
+        raise ValueError(f"module.scheduler.warmup_steps must be an integer >= 0 or null, got {warmup_steps!r}")
+    warmup = int(warmup_ratio * total_steps) if warmup_steps is None else warmup_steps
+    if warmup >= total_steps and name in ("linear", "cosine"):
+        raise ValueError(
+            f"module.scheduler.warmup_steps={warmup} leaves none of the run's {total_steps} optimizer steps to "
+            f"decay over ({name}); lower it, or use module.scheduler.warmup_ratio"
+        )
+    return get_scheduler(SCHEDULES[name], optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
 def freeze_parameters(
@@ -142,5 +156,11 @@ class LongDocumentModule(LightningModule):
         )
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
+        if any(group.get("relative_step") for group in optimizer.param_groups):
+            raise ValueError(
+                "module.optimizer.relative_step=true (module/optimizer=adafactor_relative): Adafactor computes its own "
+                "learning rate, which module.scheduler cannot scale; set module.scheduler=null, or use "
+                "module/optimizer=adafactor (a fixed module.optimizer.lr that module.scheduler shapes)"
+            )
         scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
