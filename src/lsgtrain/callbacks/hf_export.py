@@ -105,13 +105,14 @@ def run_generation_config(trainer: Trainer, pl_module: LightningModule) -> Gener
         return None
     rouge = next((c for c in trainer.callbacks if isinstance(c, RougeEvaluation)), None)
     if rouge is not None and rouge.val_generation:
-        _generation_config(
-            model, pl_module.generation_settings(**rouge.val_generation), "callbacks.rouge.val_generation"
-        )
+        settings = pl_module.generation_settings(**rouge.val_generation)
+        _generation_config(model, settings, "callbacks.rouge.val_generation", strict=False)
     return _generation_config(model, pl_module.generation_settings(), "module.generation")
 
 
-def _generation_config(model: Any, settings: dict[str, Any], key: str) -> GenerationConfig:
+def _generation_config(model: Any, settings: dict[str, Any], key: str, strict: bool = True) -> GenerationConfig:
+    """The model's generation config updated by `settings`; unknown keys are an error, and so, when `strict` (what
+    `save_pretrained` requires; `generate` only warns), are settings that contradict each other."""
     values = {k: v for k, v in model.generation_config.to_diff_dict().items() if not k.startswith("_")}
     values.pop("transformers_version", None)  # rewritten on save; the rest is the model's own
     config = GenerationConfig(**values)
@@ -121,6 +122,8 @@ def _generation_config(model: Any, settings: dict[str, Any], key: str) -> Genera
             f"{key}: {sorted(unknown)} are not generate() settings "
             "(transformers.GenerationConfig has no such keys); remove them or fix their names"
         )
+    if not strict:
+        return config
     try:
         config.validate(strict=True)  # what GenerationConfig.save_pretrained requires
     except ValueError as error:

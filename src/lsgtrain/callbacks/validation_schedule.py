@@ -104,8 +104,20 @@ class ScheduledModelCheckpoint(ModelCheckpoint):
     """Lightning's `ModelCheckpoint`, saving the best checkpoint only after validations that computed its monitor.
 
     Between two ROUGE evaluations `trainer.callback_metrics` keeps the last ROUGE: compared again, a stale value
-    would be taken for a new evaluation (and before the first one the monitor is missing).
+    would be taken for a new evaluation (and before the first one the monitor is missing). It saves at the end of
+    validation, never of the training epoch (where Lightning would otherwise save when validating once an epoch).
+
+    Args:
+        **kwargs: `ModelCheckpoint`'s; `save_on_train_epoch_end` must be False or absent.
     """
+
+    def __init__(self, **kwargs: Any):
+        if kwargs.pop("save_on_train_epoch_end", False):
+            raise ValueError(
+                "callbacks.model_checkpoint.save_on_train_epoch_end must be false: the best checkpoint follows a "
+                "metric computed by validation"
+            )
+        super().__init__(save_on_train_epoch_end=False, **kwargs)
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

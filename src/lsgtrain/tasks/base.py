@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 # transformers' `constant_with_warmup`, since its own `constant` has no warm-up. `inverse_sqrt` decays as
 # 1/sqrt(step / warm-up steps) after the warm-up (Vaswani et al. 2017, T5 and Pegasus' rsqrt decay).
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup", "inverse_sqrt": "inverse_sqrt"}
+# `module.compile`: graphs per compiled model before dynamo's limit, which is then an error (`model_forward`)
+RECOMPILE_LIMIT = 256
 # `module.freeze.<key>`: what each option freezes (README "Training controls").
 FREEZE_OPTIONS = ("token_embeddings", "all_but_global_embeddings")
 
@@ -86,6 +88,10 @@ def freeze_parameters(
     return names
 
 
+def _shapes(inputs: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key} {tuple(value.shape)}" for key, value in inputs.items() if hasattr(value, "shape"))
+
+
 class LongDocumentModule(LightningModule):
     """Wraps a transformers model; subclasses define `_shared_step(batch, stage)`.
 
@@ -96,6 +102,8 @@ class LongDocumentModule(LightningModule):
         weight_decay: applied to every weight except biases and LayerNorms.
         freeze: `module.freeze` options (`FREEZE_OPTIONS`, see `freeze_parameters`); frozen parameters get
             `requires_grad=False` and stay out of the optimizer. The trainable / total counts are logged.
+        compile: run the training and validation forward (and its backward) through `torch.compile(fullgraph=True,
+            dynamic=False)`; generation stays eager (see `model_forward`).
     """
 
     def __init__(
@@ -105,6 +113,7 @@ class LongDocumentModule(LightningModule):
         scheduler: Callable[..., Any] | None = None,
         weight_decay: float = 0.01,
         freeze: Mapping[str, bool] | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         # the optimizer and scheduler factories are code, not data: kept out of the checkpoint's hyper-parameters,
@@ -115,6 +124,7 @@ class LongDocumentModule(LightningModule):
         self.model = model.train()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self._compiled: list[Any] = []  # the compiled model, in a list: an attribute would register it twice
         frozen = freeze_parameters(model, **(freeze or {}))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
@@ -123,6 +133,32 @@ class LongDocumentModule(LightningModule):
             "trainable parameters: %s of %s (%.2f%%); module.freeze: %s (%d tensors frozen)",
             f"{trainable:,}", f"{total:,}", 100 * trainable / total, asked, len(frozen),
         )  # fmt: skip
+
+    def model_forward(self, **inputs: Any) -> Any:
+        """The model's forward for training, validation and test steps: `torch.compile`d with `module.compile`.
+
+        `dynamic=False`: each input shape compiles once. Sources come padded to a multiple of `block_size` (the
+        collator), targets are padded the same way by the summarization step, so the lengths `group_by_length`
+        produces fall into at most `max_source_length / block_size x max_target_length / block_size` buckets per
+        batch size and mode (train, eval). LSG's block arithmetic specialises on the length anyway, so marking it
+        dynamic still recompiled per length. Dynamo's recompile limit is raised to `RECOMPILE_LIMIT`, and reaching it
+        is an error rather than dynamo's silent fallback to eager; so is any compile failure.
+
+        Generation stays eager: each new token has another cache length, a recompile per step.
+        """
+        if not self.hparams.compile:
+            return self.model(**inputs)
+        if not self._compiled:
+            torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+            torch._dynamo.config.fail_on_recompile_limit_hit = True
+            self._compiled.append(torch.compile(self.model, fullgraph=True, dynamic=False))
+        try:
+            return self._compiled[0](**inputs)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            raise RuntimeError(
+                f"module.compile=true: torch.compile failed on inputs {_shapes(inputs)}: {type(error).__name__}: "
+                f"{str(error).strip()[:1000]}. Train without it: module.compile=false"
+            ) from error
 
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch without bookkeeping keys (`idx`)."""

@@ -43,7 +43,7 @@ class ClassificationModule(LongDocumentModule):
         self.val_metrics.reset()  # sanity-check batches must not count
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        out = self.model(**self.model_inputs(batch))
+        out = self.model_forward(**self.model_inputs(batch))
         labels = batch["labels"]
         self._log_loss(out.loss, stage, batch_size=labels.shape[0])
         if self.model.config.problem_type == "multi_label_classification":
