@@ -10,6 +10,7 @@ Two models, random weights, one fixed batch, a training step each time (forward,
 * `large_2+2`: pegasus-large's width (d_model 1024, 16 heads, FFN 4096, vocabulary 96,103) with 2 encoder and
   2 decoder layers, the LSG-4096 recipe's attention (block 128, sparse 128, factor 2, norm, 1 global), batch 1 x
   4,096 source tokens, 256 target tokens.
+On CUDA (`gpu_benchmark.py --compile`, the same `measure`) the steps run under bf16 autocast, as `trainer=gpu` does.
 Each (model, mode) runs in a fresh process, one run each: the first compiled step (compile + one step) is the
 compile time; step times are the median of `--steps` steps after it (eager: after one warm-up step). The CPU is
 whatever this machine has (shared with other jobs when measured: see the machine line). Writes
@@ -66,7 +67,8 @@ def measure(name: str, compiled: bool, steps: int, device: str = "cpu") -> dict:
     forward = torch.compile(model, fullgraph=True, dynamic=False) if compiled else model
 
     def step() -> float:
-        loss = forward(**inputs, use_cache=False).loss
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):  # as trainer=gpu (bf16-mixed)
+            loss = forward(**inputs, use_cache=False).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -91,6 +93,7 @@ def measure(name: str, compiled: bool, steps: int, device: str = "cpu") -> dict:
 
 
 def table(results: dict, machine: str) -> str:
+    """Markdown: per model, eager and compiled step times, their ratio, and the compile time."""
     lines = [
         f"Machine: {machine}. One run each, median of the steps after the first.",
         "",

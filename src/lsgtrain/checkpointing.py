@@ -31,6 +31,7 @@ RESUME_FIXED = (
 RESUME_FREE = (
     "data.num_workers", "data.eval_batch_size", "data.cache_dir", "module.generation", "model.gradient_checkpointing",
     "model.attn_implementation", "data.num_proc", "data.overwrite_cache", "data.max_predict_samples",
+    "module.compile",
 )  # fmt: skip
 
 # Keys added since runs were first written, whose configs now set a value other than the behaviour of a run without
