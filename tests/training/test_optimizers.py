@@ -52,7 +52,7 @@ def test_too_many_warmup_steps_for_a_decay_are_refused(make_cfg):
 @pytest.mark.parametrize(
     "overrides",
     [["module/optimizer=adafactor", "module.scheduler.name=inverse_sqrt", "module.scheduler.warmup_steps=1"],
-     ["module/optimizer=adafactor_relative", "module.scheduler=null"]],
+     ["module/optimizer=adafactor_relative", "module.scheduler=null", "logger=csv"]],  # the LR monitor logs it too
     ids=["fixed-lr", "relative-step"],
 )  # fmt: skip
 def test_adafactor_trains_with_factored_second_moments_and_no_first_moment(make_cfg, overrides):

@@ -96,7 +96,9 @@ def test_classification_validates_on_the_same_step_schedule(make_cfg):
 
 
 def test_rouge_schedule_needs_epochs_or_steps(make_cfg):
-    with pytest.raises(InstantiationException, match=r"callbacks.rouge.every_n_epochs and callbacks.rouge.every_n_steps"):
+    with pytest.raises(
+        InstantiationException, match=r"callbacks.rouge.every_n_epochs and callbacks.rouge.every_n_steps"
+    ):
         build(make_cfg(*QUICK, "callbacks.rouge.every_n_epochs=null"))
 
 
