@@ -57,7 +57,9 @@ def test_an_explicit_tokenizer_that_does_not_fit_is_refused_before_the_data_is_r
     other = tmp_path / "other-tokenizer"
     texts = [f"token{i} word{i * 7} piece{i * 13}" for i in range(3000)]
     train_pegasus_tokenizer(texts, vocab_size=1000).save_pretrained(other)
-    with pytest.raises(CheckpointError, match=rf"tokenizer {other} is not the model's own .*1000 ids against the model's 503"):
+    with pytest.raises(
+        CheckpointError, match=rf"tokenizer {other} is not the model's own .*1000 ids against the model's 503"
+    ):
         build_model(
             task="classification", max_source_length=1024, lsg={}, pretrained=str(hub_standins[LSG]),
             tokenizer=str(other), data_head=must_not_read_data,
