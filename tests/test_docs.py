@@ -58,7 +58,10 @@ HYDRA_ENTRIES = {  # how a command starts -> the config it composes
 }
 DROPPED_FLAGS = {"-m", "--multirun", "--help", "-h", "--info", "--cfg", "-c", "job", "hydra", "all"}
 # Options, off by default, that bring keys of their own: a documented override must compose alone or with one of them.
-CONTEXTS = [[], ["callbacks/early_stopping=default"], ["hparams_search=lsg_optuna"], ["hydra/launcher=slurm"]]
+CONTEXTS = [
+    [], ["callbacks/early_stopping=default"], ["hparams_search=lsg_optuna"], ["hydra/launcher=slurm"],
+    ["data=gap_sentences"],  # pretraining's data keys (data.max_windows)
+]  # fmt: skip
 # A documented key must exist in one of these configs (an experiment brings keys too, e.g. `data.dataset_config`).
 KEY_CONTEXTS = [
     *CONTEXTS,

@@ -15,6 +15,11 @@
    on, attention dropout 0 (flex) and 0.1 (the real checkpoints' value: chunked SDPA, which has dropout); training
    tokens/s (input tokens per second) over 5 steps after 2 warm-up steps.
 
+4. With `--compile`: `module.compile=true`'s optimizer-step time compiled vs eager and the compile time, for the
+   embedded default's model and a pegasus-large-width 2+2-layer model at 4,096 tokens (`compile_benchmark.py`'s
+   `measure`, on CUDA under bf16 autocast): `results/gpu_compile.md`.
+       python experiments/benchmarks/gpu_benchmark.py --compile --skip-attention --skip-model   # compile only
+
 Results go to `results/gpu.json` and `results/gpu.md` (the GPU table of docs/performance.md), with the card's name.
 """
 
@@ -237,19 +242,48 @@ def markdown(card: str, attention: dict, model: dict) -> str:
     return "\n".join(lines)
 
 
+def compile_table(card: str, steps: int, output: Path) -> None:
+    """`module.compile` on this GPU: each model eager then compiled, in this process (dynamo keeps one cache per
+    compiled object); writes `gpu_compile.json` / `gpu_compile.md`."""
+    from compile_benchmark import SETUPS, measure, table  # this folder is on sys.path when run as a script
+
+    results = {}
+    for name in SETUPS:
+        results[name] = {}
+        for mode in ("eager", "compiled"):
+            torch.cuda.reset_peak_memory_stats()
+            results[name][mode] = measure(name, mode == "compiled", steps, device="cuda")
+            results[name][mode]["peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+            print(name, mode, results[name][mode], flush=True)
+            torch.cuda.empty_cache()
+    machine = f"{card}, torch {torch.__version__}, bf16 autocast"
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "gpu_compile.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    markdown_table = table(results, machine)
+    (output / "gpu_compile.md").write_text(markdown_table + "\n")
+    print(markdown_table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4,096 and 16,384 tokens only")
     parser.add_argument("--skip-model", action="store_true", help="attention only (no whole-model training)")
+    parser.add_argument("--skip-attention", action="store_true", help="no gradient checks and attention rows")
+    parser.add_argument("--compile", action="store_true", help="also module.compile's compiled vs eager steps")
+    parser.add_argument("--compile-steps", type=int, default=10, help="timed steps after the first (--compile)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("gpu_benchmark.py needs a CUDA GPU; on CPU use attention_benchmark.py and model_benchmark.py")
     card = torch.cuda.get_device_name()
     lengths = [4096, 16384] if args.quick else list(LENGTHS)
-    checks = check_gradients()
+    if args.compile:
+        compile_table(card, args.compile_steps, args.output)
+        if args.skip_attention and args.skip_model:
+            return  # nothing else measured: gpu.json / gpu.md keep their last full run
+    checks = [] if args.skip_attention else check_gradients()
     attention = {}
-    for length in lengths:
+    for length in [] if args.skip_attention else lengths:
         attention[length] = attention_row(length)
         print(length, attention[length], flush=True)
     model = {}

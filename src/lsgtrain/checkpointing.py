@@ -32,6 +32,7 @@ RESUME_FREE = (
     "data.num_workers", "data.eval_batch_size", "data.cache_dir", "module.generation", "model.gradient_checkpointing",
     "model.attn_implementation", "data.num_proc", "data.overwrite_cache", "data.max_predict_samples",
     "data.allow_split_overlap", "data.allow_data_change", "model.allow_tokenizer_change",
+    "module.compile",
 )  # fmt: skip
 
 # Keys added since runs were first written, whose configs now set a value other than the behaviour of a run without

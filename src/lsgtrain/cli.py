@@ -140,7 +140,17 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"4. beam-search generation (untrained weights, so the words are random): {summary[:120]!r}")
 
 
-GENERATION_OPTIONS = ("num_beams", "max_new_tokens", "length_penalty", "no_repeat_ngram_size")
+GENERATION_OPTIONS = (
+    "num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size", "early_stopping",
+)  # fmt: skip
+
+
+def _early_stopping(value: str) -> bool | str:
+    """generate()'s `early_stopping`: true, false or never (beam search's stopping rule)."""
+    choices = {"true": True, "false": False, "never": "never"}
+    if value.lower() not in choices:
+        raise argparse.ArgumentTypeError(f"--early-stopping={value!r}: choose true, false or never")
+    return choices[value.lower()]
 
 
 def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
@@ -156,8 +166,13 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
     generation = parser.add_argument_group("generation (default: the model's generation_config)")
     generation.add_argument("--num-beams", type=int)
     generation.add_argument("--max-new-tokens", type=int)
+    generation.add_argument("--min-new-tokens", type=int)
     generation.add_argument("--length-penalty", type=float)
     generation.add_argument("--no-repeat-ngram-size", type=int)
+    generation.add_argument(
+        "--early-stopping", type=_early_stopping, metavar="{true,false,never}",
+        help="beam search: stop when num_beams candidates are finished (true), by a heuristic (false), or never",
+    )  # fmt: skip
     parser.add_argument(
         "--trust-remote-code", action="store_true",
         help="run the model folder's own Python files (only for folders you trust; not needed for lsgtrain exports)",

@@ -179,7 +179,7 @@ def as_exported(cfg: DictConfig, folder: Path) -> DictConfig:
     if not _is_set(LENGTH_KEY, user):
         merged["data"]["max_source_length"] = used[LENGTH_KEY] = trained_length(folder, saved)
     decoding = {}
-    for key in ("module.generation", "callbacks.rouge.generation"):
+    for key in ("module.generation", "callbacks.rouge.val_generation"):
         if OmegaConf.select(cfg, key) is not None:
             mine = {k: v for k, v in (OmegaConf.select(cfg, key) or {}).items() if _is_set(f"{key}.{k}", user)}
             _put(merged, key, mine)

@@ -44,6 +44,7 @@ GENERATION_KEYS = (
     "min_new_tokens",
     "length_penalty",
     "no_repeat_ngram_size",
+    "early_stopping",
     "do_sample",
 )
 

@@ -80,6 +80,7 @@ NUMBERS = (
     Number("model.attention_dropout", float, 0, "0.0", below=1),
     Number("module.optimizer.lr", float, 0, "5e-4", exclusive=True),
     Number("module.weight_decay", float, 0, "0.01"),
+    Number("module.scheduler.warmup_steps", int, 0, "1000"),
     Number("module.label_smoothing", float, 0, "0.1"),
     Number("module.scheduler.warmup_ratio", float, 0, "0.1", below=1),
     Number("module.generation.num_beams", int, 1, "4"),

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from .callbacks import HFExport
+from .callbacks import HFExport, RougeEvaluation
 from .callbacks.hf_export import refuse_untrained
 from .checkpointing import (
     RUN_TOKENIZER_DIR,
@@ -192,6 +192,7 @@ def _fit_and_test(
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         refuse_untrained(trainer)
         test_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+        _score_best_on_the_whole_validation(trainer, module, datamodule, test_ckpt)
     elif cfg.get("test", True) and not datamodule.has_split("test"):
         raise ValueError(
             "train=false runs only the test, but the data has no test split; give one "
@@ -213,6 +214,23 @@ def _fit_and_test(
         if export is not None and export.push_to_hub.repo_id:
             _push_export(export)
     return metrics, objects
+
+
+def _score_best_on_the_whole_validation(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: "LongDocumentDataModule", best: str | None
+) -> None:
+    """After a fit whose ROUGE ran on a validation sample or with the validation decoding (`callbacks.rouge.
+    max_samples`, `.val_generation`), score the best checkpoint on the whole validation split with the final
+    decoding (`module.generation`): these `val/` metrics replace the sample's in the returned metrics (what a sweep
+    optimises), `run_summary.json` and the model card."""
+    rouge = next((c for c in trainer.callbacks if isinstance(c, RougeEvaluation)), None)
+    if rouge is None or not rouge.reduced or trainer.interrupted or trainer.fast_dev_run:
+        return
+    logger.info("scoring %s on the whole validation split with module.generation", best or "the last weights")
+    trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+    export = next((c for c in trainer.callbacks if isinstance(c, HFExport) and c.exported), None)
+    if export is not None:
+        export.validation_metrics = {k: v for k, v in _metrics(trainer).items() if k.startswith("val/")}
 
 
 def _why_not_tested(cfg: DictConfig, trainer: L.Trainer, datamodule: "LongDocumentDataModule") -> str | None:

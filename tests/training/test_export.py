@@ -36,11 +36,13 @@ from lsgtrain.train import CONFIG_DIR, _push_export, train
 
 from .conftest import FAST, TINY_INIT
 
-# The run's decoding: 3 beams, exactly 6 new tokens, no repeated bigram, and a length penalty that only the ROUGE
-# callback sets (callbacks.rouge.generation overrides module.generation).
+# The run's test decoding: 3 beams, exactly 6 new tokens, no repeated bigram, a length penalty; validation during
+# training decodes greedily, 2 tokens (callbacks.rouge.val_generation), which the export must not take.
 GENERATION = [
     "module.generation.num_beams=3", "module.generation.max_new_tokens=6", "++module.generation.min_new_tokens=6",
-    "module.generation.no_repeat_ngram_size=2", "+callbacks.rouge.generation.length_penalty=2.0",
+    "module.generation.no_repeat_ngram_size=2", "module.generation.length_penalty=2.0",
+    "+callbacks.rouge.val_generation.num_beams=1", "+callbacks.rouge.val_generation.max_new_tokens=2",
+    "+callbacks.rouge.val_generation.min_new_tokens=1",
 ]  # fmt: skip
 RUN_GENERATION = {"num_beams": 3, "max_new_tokens": 6, "min_new_tokens": 6, "no_repeat_ngram_size": 2,
                   "length_penalty": 2.0, "decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}  # fmt: skip
@@ -139,8 +141,7 @@ def test_generate_without_arguments_decodes_as_the_runs_evaluation_in_a_fresh_pr
     module, datamodule = run["objects"]["module"], run["objects"]["datamodule"]
     batch = next(iter(datamodule.test_dataloader()))
     batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    rouge = next(c for c in run["objects"]["trainer"].callbacks if type(c).__name__ == "RougeEvaluation")
-    expected = module.eval().generate(batch, **rouge.generation)  # what the ROUGE evaluation generated
+    expected = module.eval().generate(batch)  # what the test generated (module.generation)
     torch.save(batch, tmp_path / "batch.pt")
     (tmp_path / "load.py").write_text(FRESH_PROCESS)
     result = subprocess.run(
@@ -361,7 +362,7 @@ def test_evaluating_a_runs_export_reproduces_its_validation_rouge(run, make_cfg,
     validation = run["objects"]["trainer"].callbacks
     export = next(c for c in validation if type(c).__name__ == "HFExport")
     assert _val_rouge(metrics) == pytest.approx(_val_rouge(export.validation_metrics), abs=1e-6)
-    assert _predictions(tmp_path / "run", "val_epoch0") == _predictions(run["export"].parent, "val_epoch0")
+    assert _predictions(tmp_path / "run", "val") == _predictions(run["export"].parent, "val")
     assert "data.max_source_length=256" in caplog.text and "model.lsg.block_size=16" in caplog.text
     assert "decodes with its generation_config.json" in caplog.text and "'num_beams': 3" in caplog.text
     exported = json.loads((run["export"] / "tokenizer_config.json").read_text())
@@ -395,7 +396,7 @@ def test_evaluating_a_checkpoint_takes_its_runs_settings(run, run_folder_with_hy
     metrics = evaluate(make_cfg(f"ckpt_path={best}", config_name="eval", fast=False))
     export = next(c for c in run["objects"]["trainer"].callbacks if type(c).__name__ == "HFExport")
     assert _val_rouge(metrics) == pytest.approx(_val_rouge(export.validation_metrics), abs=1e-6)
-    assert _predictions(tmp_path / "run", "val_epoch0") == _predictions(run["export"].parent, "val_epoch0")
+    assert _predictions(tmp_path / "run", "val") == _predictions(run["export"].parent, "val")
     written = (run_folder_with_hydra_config / "predictions" / "test.jsonl").read_bytes()
     assert written == (run["export"].parent / "predictions" / "test.jsonl").read_bytes()  # the run's stay as they were
 

@@ -1,19 +1,27 @@
 from .divergence import StopOnNonFinite, TrainingDiverged
-from .early_stopping import EarlyStoppingEveryNEpochs
 from .hf_export import HFExport
 from .predictions import LabelPredictions
 from .preemption import RequeueOnPreemption, StopOnSignal
 from .random_state import RandomStateCheckpoint
 from .rouge_evaluation import RougeEvaluation
+from .validation_schedule import (
+    ScheduledEarlyStopping,
+    ScheduledModelCheckpoint,
+    ValidationSchedule,
+    metric_computed,
+)
 
 __all__ = [
-    "EarlyStoppingEveryNEpochs",
     "HFExport",
     "LabelPredictions",
     "RandomStateCheckpoint",
     "RequeueOnPreemption",
     "RougeEvaluation",
+    "ScheduledEarlyStopping",
+    "ScheduledModelCheckpoint",
     "StopOnNonFinite",
     "StopOnSignal",
     "TrainingDiverged",
+    "ValidationSchedule",
+    "metric_computed",
 ]

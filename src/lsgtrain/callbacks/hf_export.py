@@ -29,8 +29,8 @@ class HFExport(Callback):
     The folder loads with `AutoModelForSeq2SeqLM` / `AutoModelForSequenceClassification.from_pretrained(dirpath,
     trust_remote_code=True)`. It is written to a temporary folder and renamed, so it only exists when complete, and
     it is as readable as any new folder (the umask decides). A seq2seq model's `generation_config.json` holds the
-    settings its ROUGE evaluation generated with (`module.generation` updated by `callbacks.rouge.generation`), so
-    `generate()` without arguments after loading decodes as the run did.
+    settings the run's test generated with (`module.generation`; `callbacks.rouge.val_generation` is for validation
+    during training only), so `generate()` without arguments after loading decodes as the run's test did.
 
     Args:
         dirpath: the export folder.
@@ -132,14 +132,23 @@ def refuse_untrained(trainer: Trainer) -> None:
 
 
 def run_generation_config(trainer: Trainer, pl_module: LightningModule) -> GenerationConfig | None:
-    """The generation config the run's ROUGE evaluation decodes with, for the export (None: the model does not
-    generate): the model's own (token ids, a checkpoint's settings) updated by the module's `generation` and the
-    ROUGE callback's overrides, the same merge `generate(**settings)` does."""
+    """The generation config the run's test decodes with, for the export (None: the model does not generate): the
+    model's own (token ids, a checkpoint's settings) updated by `module.generation`, the same merge
+    `generate(**settings)` does. The validation decoding during training (`callbacks.rouge.val_generation`) is
+    checked here too, so a typo in it fails before training."""
     model = pl_module.model
     if not model.can_generate():
         return None
     rouge = next((c for c in trainer.callbacks if isinstance(c, RougeEvaluation)), None)
-    settings = pl_module.generation_settings(**(rouge.generation if rouge else {}))
+    if rouge is not None and rouge.val_generation:
+        settings = pl_module.generation_settings(**rouge.val_generation)
+        _generation_config(model, settings, "callbacks.rouge.val_generation", strict=False)
+    return _generation_config(model, pl_module.generation_settings(), "module.generation")
+
+
+def _generation_config(model: Any, settings: dict[str, Any], key: str, strict: bool = True) -> GenerationConfig:
+    """The model's generation config updated by `settings`; unknown keys are an error, and so, when `strict` (what
+    `save_pretrained` requires; `generate` only warns), are settings that contradict each other."""
     values = {k: v for k, v in model.generation_config.to_diff_dict().items() if not k.startswith("_")}
     values.pop("transformers_version", None)  # rewritten on save; the rest is the model's own
     # A checkpoint's `max_length` (256 in google/pegasus-large) beside the run's `max_new_tokens` makes transformers
@@ -152,14 +161,13 @@ def run_generation_config(trainer: Trainer, pl_module: LightningModule) -> Gener
     unknown = config.update(**settings)
     if unknown:
         raise ValueError(
-            f"module.generation / callbacks.rouge.generation: {sorted(unknown)} are not generate() settings "
+            f"{key}: {sorted(unknown)} are not generate() settings "
             "(transformers.GenerationConfig has no such keys); remove them or fix their names"
         )
+    if not strict:
+        return config
     try:
         config.validate(strict=True)  # what GenerationConfig.save_pretrained requires
     except ValueError as error:
-        raise ValueError(
-            f"module.generation (updated by callbacks.rouge.generation) cannot be the export's generation config: "
-            f"{error}"
-        ) from error
+        raise ValueError(f"{key} cannot be a generation config (the export's, or the validation's): {error}") from error
     return config

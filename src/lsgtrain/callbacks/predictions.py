@@ -1,4 +1,4 @@
-"""The predictions files of classification runs (`predictions/{stage}[_epoch{N}].jsonl`), in the format every
+"""The predictions files of classification runs (`predictions/{stage}[_epoch{E}|_step{S}].jsonl`), in the format every
 lsgtrain predictions file has (`lsgtrain.metrics.predictions`), and the DDP gathering the ROUGE callback shares."""
 
 from pathlib import Path
@@ -10,6 +10,7 @@ from lightning import Callback, LightningModule, Trainer
 from typing_extensions import override
 
 from ..metrics.predictions import prediction_row, write_predictions
+from .validation_schedule import ValidationSchedule
 
 
 def gather_by_index(trainer: Trainer, predictions: dict[int, Any]) -> dict[int, Any]:
@@ -23,8 +24,14 @@ def gather_by_index(trainer: Trainer, predictions: dict[int, Any]) -> dict[int, 
 
 
 def predictions_file(folder: Path, trainer: Trainer, stage: str) -> Path:
-    """`test.jsonl`, or `val_epoch{N}.jsonl` for the validation of epoch N."""
-    return folder / f"{stage}{'' if stage == 'test' else f'_epoch{trainer.current_epoch}'}.jsonl"
+    """`{stage}.jsonl` for the test and a validation run on its own (`trainer.validate`); during training
+    `val_step{S}.jsonl` for a validation of the step schedule (`ValidationSchedule.every_n_steps`), else
+    `val_epoch{E}.jsonl`."""
+    if trainer.state.fn != "fit":
+        return folder / f"{stage}.jsonl"
+    if any(c.step_due for c in trainer.callbacks if isinstance(c, ValidationSchedule)):
+        return folder / f"{stage}_step{trainer.global_step}.jsonl"
+    return folder / f"{stage}_epoch{trainer.current_epoch}.jsonl"
 
 
 class LabelPredictions(Callback):

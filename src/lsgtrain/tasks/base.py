@@ -13,8 +13,11 @@ from transformers import PreTrainedModel, get_scheduler
 logger = logging.getLogger(__name__)
 
 # `module.scheduler.name` -> transformers' schedule (each warms up linearly from 0 first); `constant` must be
-# transformers' `constant_with_warmup`, since its own `constant` has no warm-up.
-SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+# transformers' `constant_with_warmup`, since its own `constant` has no warm-up. `inverse_sqrt` decays as
+# 1/sqrt(step / warm-up steps) after the warm-up (Vaswani et al. 2017, T5 and Pegasus' rsqrt decay).
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup", "inverse_sqrt": "inverse_sqrt"}
+# `module.compile`: graphs per compiled model before dynamo's limit, which is then an error (`model_forward`)
+RECOMPILE_LIMIT = 256
 # `module.freeze.<key>`: what each option freezes (docs/training.md "Training controls").
 FREEZE_OPTIONS = ("token_embeddings", "all_but_global_embeddings")
 # What a step returns: the loss, or a dict with it (`loss`) and what callbacks read (a classifier's predictions).
@@ -22,22 +25,36 @@ StepOutput = torch.Tensor | dict[str, torch.Tensor]
 
 
 def warmup_schedule(
-    optimizer: torch.optim.Optimizer, *, total_steps: int, name: str = "linear", warmup_ratio: float = 0.1
+    optimizer: torch.optim.Optimizer,
+    *,
+    total_steps: int,
+    name: str = "linear",
+    warmup_ratio: float = 0.1,
+    warmup_steps: int | None = None,
 ) -> LambdaLR:
-    """Linear warm-up over `warmup_ratio` of the steps, then `name`: `linear` decay to 0 (the LSG paper's
-    schedule), `cosine` decay to 0 (half a cosine), or `constant`; built by transformers' `get_scheduler`."""
+    """Linear warm-up over `warmup_steps` optimizer steps (or, when None, `warmup_ratio` of the steps), then `name`:
+    `linear` decay to 0 (the LSG paper's schedule), `cosine` decay to 0 (half a cosine), `constant`, or
+    `inverse_sqrt` (1/sqrt(step / warm-up steps); over 10,000 steps without warm-up); built by transformers'
+    `get_scheduler`."""
     if name not in SCHEDULES:
         raise ValueError(f"module.scheduler.name={name!r} is unknown; choose one of {', '.join(SCHEDULES)}")
     if not 0.0 <= warmup_ratio < 1.0:
         raise ValueError(f"module.scheduler.warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    warmup_steps = int(warmup_ratio * total_steps)
-    if warmup_ratio > 0 and warmup_steps == 0:
+    if warmup_steps is not None and warmup_steps < 0:
+        raise ValueError(f"module.scheduler.warmup_steps must be an integer >= 0 or null, got {warmup_steps!r}")
+    warmup = int(warmup_ratio * total_steps) if warmup_steps is None else warmup_steps
+    if warmup >= total_steps and name in ("linear", "cosine"):
+        raise ValueError(
+            f"module.scheduler.warmup_steps={warmup} leaves none of the run's {total_steps} optimizer steps to "
+            f"decay over ({name}); lower it, or use module.scheduler.warmup_ratio"
+        )
+    if warmup_steps is None and warmup_ratio > 0 and warmup == 0:
         logger.warning(
             "the run has %d optimizer steps, fewer than one warm-up step needs (module.scheduler.warmup_ratio=%g of "
             "them rounds to 0): the learning rate starts at its peak. Train longer (trainer.max_epochs), or with fewer "
             "rows per step (effective_batch_size, data.batch_size)", total_steps, warmup_ratio,
         )  # fmt: skip
-    return get_scheduler(SCHEDULES[name], optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+    return get_scheduler(SCHEDULES[name], optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
 def freeze_parameters(
@@ -88,6 +105,10 @@ def _sinusoidal_parameters(model: PreTrainedModel) -> dict[int, int]:
     return {id(table.weight): table.weight.numel() for table in tables if not table.weight.requires_grad}
 
 
+def _shapes(inputs: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key} {tuple(value.shape)}" for key, value in inputs.items() if hasattr(value, "shape"))
+
+
 class LongDocumentModule(LightningModule):
     """Wraps a transformers model; subclasses define `_shared_step(batch, stage)`.
 
@@ -98,6 +119,8 @@ class LongDocumentModule(LightningModule):
         weight_decay: applied to every weight except biases and LayerNorms.
         freeze: `module.freeze` options (`FREEZE_OPTIONS`, see `freeze_parameters`); frozen parameters get
             `requires_grad=False` and stay out of the optimizer. The trainable / total counts are logged.
+        compile: run the training and validation forward (and its backward) through `torch.compile(fullgraph=True,
+            dynamic=False)`; generation stays eager (see `model_forward`).
     """
 
     def __init__(
@@ -107,6 +130,7 @@ class LongDocumentModule(LightningModule):
         scheduler: Callable[..., Any] | None = None,
         weight_decay: float = 0.01,
         freeze: Mapping[str, bool] | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         # the optimizer and scheduler factories are code, not data: kept out of the checkpoint's hyper-parameters,
@@ -117,6 +141,7 @@ class LongDocumentModule(LightningModule):
         self.model = model.train()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self._compiled: list[Any] = []  # the compiled model, in a list: an attribute would register it twice
         frozen = freeze_parameters(model, **(freeze or {}))
         fixed = _sinusoidal_parameters(model)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -127,6 +152,32 @@ class LongDocumentModule(LightningModule):
             "sinusoidal position tables (computed, never trained)", f"{trainable:,}", f"{total:,}",
             100 * trainable / total, asked, len(frozen), f"{sum(fixed.values()):,}",
         )  # fmt: skip
+
+    def model_forward(self, **inputs: Any) -> Any:
+        """The model's forward for training, validation and test steps: `torch.compile`d with `module.compile`.
+
+        `dynamic=False`: each input shape compiles once. Sources come padded to a multiple of `block_size` (the
+        collator), targets are padded the same way by the summarization step, so the lengths `group_by_length`
+        produces fall into at most `max_source_length / block_size x max_target_length / block_size` buckets per
+        batch size and mode (train, eval). LSG's block arithmetic specialises on the length anyway, so marking it
+        dynamic still recompiled per length. Dynamo's recompile limit is raised to `RECOMPILE_LIMIT`, and reaching it
+        is an error rather than dynamo's silent fallback to eager; so is any compile failure.
+
+        Generation stays eager: each new token has another cache length, a recompile per step.
+        """
+        if not self.hparams.compile:
+            return self.model(**inputs)
+        if not self._compiled:
+            torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+            torch._dynamo.config.fail_on_recompile_limit_hit = True
+            self._compiled.append(torch.compile(self.model, fullgraph=True, dynamic=False))
+        try:
+            return self._compiled[0](**inputs)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            raise RuntimeError(
+                f"module.compile=true: torch.compile failed on inputs {_shapes(inputs)}: {type(error).__name__}: "
+                f"{str(error).strip()[:1000]}. Train without it: module.compile=false"
+            ) from error
 
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch without bookkeeping keys (`idx`)."""
@@ -160,6 +211,12 @@ class LongDocumentModule(LightningModule):
         )
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
+        if any(group.get("relative_step") for group in optimizer.param_groups):
+            raise ValueError(
+                "module.optimizer.relative_step=true (module/optimizer=adafactor_relative): Adafactor computes its own "
+                "learning rate, which module.scheduler cannot scale; set module.scheduler=null, or use "
+                "module/optimizer=adafactor (a fixed module.optimizer.lr that module.scheduler shapes)"
+            )
         scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -46,7 +46,7 @@ class ClassificationModule(LongDocumentModule):
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         """The loss, and the batch's predictions (class ids, or multi-label probabilities) that
         `callbacks.LabelPredictions` writes."""
-        out = self.model(**self.model_inputs(batch))
+        out = self.model_forward(**self.model_inputs(batch))
         labels = batch["labels"]
         self._log_loss(out.loss, stage, batch_size=labels.shape[0])
         if self.model.config.problem_type == "multi_label_classification":

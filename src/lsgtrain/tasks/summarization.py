@@ -26,8 +26,13 @@ class SummarizationModule(LongDocumentModule):
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         inputs = self.model_inputs(batch)
         labels = inputs.pop("labels")
+        if (
+            self.hparams.compile
+        ):  # target lengths in buckets, as the collator pads sources (model_forward); -100: no loss
+            block = self.model.config.block_size
+            labels = F.pad(labels, (0, -labels.shape[1] % block), value=-100)  # [n, m rounded up to blk]
         decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels)
-        output = self.model(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False)
+        output = self.model_forward(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False)
         loss_sum, tokens = self._loss_terms(output, labels, batch)
         loss = loss_sum / tokens
         self._log_loss(loss.detach(), stage, batch_size=labels.shape[0])
