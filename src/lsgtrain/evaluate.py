@@ -28,7 +28,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpointing import check_weights_fit, flatten_config, load_checkpoint, saved_run_config
-from .loggers import finish_wandb_runs
+from .loggers import finish_wandb_run
 from .modeling.factory import read_checkpoint_config
 from .train import CONFIG_DIR, _metrics, build
 
@@ -38,6 +38,13 @@ logger = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Validate and test `cfg.ckpt_path`, or without one the model `model.pretrained` / `model.convert_from` loads;
     returns the metrics (also written to `metrics.json`)."""
+    try:
+        return _evaluate(cfg)
+    finally:
+        finish_wandb_run()
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = cfg.ckpt_path
     if ckpt_path:
         checkpoint = load_checkpoint(ckpt_path)  # no code runs from the file (weights_only); before any data work
@@ -58,16 +65,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:
         check_weights_fit(checkpoint, module, ckpt_path)
         del checkpoint
-    try:
-        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        metrics = _metrics(trainer)
-        if datamodule.has_split("test"):
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-            metrics.update(_metrics(trainer))
-        else:
-            logger.warning("not testing: the data has no test split (validation metrics only)")
-    finally:
-        finish_wandb_runs(trainer.loggers)
+    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    metrics = _metrics(trainer)
+    if datamodule.has_split("test"):
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics.update(_metrics(trainer))
+    else:
+        logger.warning("not testing: the data has no test split (validation metrics only)")
     if trainer.is_global_zero:
         output = Path(cfg.paths.output_dir) / "metrics.json"
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ import csv
 import hashlib
 import netrc
 import os
+import sys
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
@@ -38,13 +39,13 @@ def make_wandb_logger(
     return WandbLogger(save_dir=save_dir, offline=offline, id=run_id, resume="allow", **kwargs)
 
 
-def finish_wandb_runs(loggers: list) -> None:
-    """End the wandb runs of a finished `train` / `evaluate` call. wandb keeps one run per process and Lightning's
-    `WandbLogger` reuses it, so without this the next call in the same process (a sweep's next trial, an evaluation
-    after training) would log into the previous run's folder."""
-    for experiment_logger in loggers:
-        if isinstance(experiment_logger, WandbLogger) and experiment_logger._experiment is not None:
-            experiment_logger.experiment.finish()
+def finish_wandb_run() -> None:
+    """End the process's wandb run once a `train` / `evaluate` call is over, finished or refused. wandb keeps one run
+    per process and Lightning's `WandbLogger` reuses it, so without this the next call in the same process (a sweep's
+    next trial, an evaluation after training) would log into the previous run's folder."""
+    wandb = sys.modules.get("wandb")  # never imported: no run to end
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 class AppendingCSVLogger(CSVLogger):

@@ -51,7 +51,7 @@ from .checkpointing import (
 )
 from .data.tokenizer import save_tokenizer_once
 from .hub import push_folder
-from .loggers import finish_wandb_runs
+from .loggers import finish_wandb_run
 from .metrics.rouge import ROUGE_TYPES
 from .model_card import build_model_card, write_model_card
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
@@ -144,12 +144,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     first = first_process_of_run()
     with RunFolderLock(cfg.paths.output_dir) if first else contextlib.nullcontext():
         started = time.perf_counter()
-        with _no_folder_if_refused(Path(cfg.paths.output_dir)) if first else contextlib.nullcontext():
-            objects, resume = _prepare(cfg)
         try:
+            with _no_folder_if_refused(Path(cfg.paths.output_dir)) if first else contextlib.nullcontext():
+                objects, resume = _prepare(cfg)
             return _fit_and_test(cfg, objects, resume, started)
         finally:
-            finish_wandb_runs(objects["trainer"].loggers)
+            finish_wandb_run()
 
 
 @contextlib.contextmanager

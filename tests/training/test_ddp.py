@@ -40,7 +40,7 @@ def test_two_process_ddp_rouge_equals_one_process(make_cfg, tmp_path, cache_dir)
         for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
             assert double[f"{stage}/{name}"] == pytest.approx(single[f"{stage}/{name}"], abs=1e-9), (stage, name)
     rows = {
-        name: [json.loads(line) for line in (tmp_path / name / "predictions" / "val_epoch0.jsonl").open()]
+        name: [json.loads(line) for line in (tmp_path / name / "predictions" / "val.jsonl").open()]
         for name in ("single", "ddp")
     }
     assert [row["id"] for row in rows["ddp"]] == list(range(5))  # each document exactly once
