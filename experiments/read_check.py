@@ -27,7 +27,7 @@ def main() -> None:
     rows = [json.loads(line) for line in (args.run / "predictions" / "test.jsonl").read_text().splitlines()]
     predictions = [row["prediction"] for row in rows]
     max_length = OmegaConf.load(args.run / ".hydra" / "config.yaml").data.max_source_length
-    papers = [load_aclsum_split("test")[row["idx"]] for row in rows]  # the papers predicted (all 100 in a full run)
+    papers = [load_aclsum_split("test")[row["id"]] for row in rows]  # the papers predicted (all 100 in a full run)
     references = [paper["summary"] for paper in papers]
     assert [row["reference"] for row in rows] == references, "predictions/test.jsonl is not of the aclsum test split"
     shifted = Documents(ids=list(range(len(papers))), texts=[papers[i - 1]["document"] for i in range(len(papers))],
