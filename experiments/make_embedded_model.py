@@ -59,7 +59,7 @@ def main() -> None:
         if (run_dir / "hf_model" / name).is_file():
             shutil.copy2(run_dir / "hf_model" / name, TARGET / name)
     record = {
-        "command": "python experiments/make_embedded_model.py " + " ".join(args.overrides),
+        "command": " ".join(["python experiments/make_embedded_model.py", *args.overrides]),
         "seconds": summary["seconds"],
         "optimizer_steps": summary["global_step"],
         "epochs": summary["epochs"],

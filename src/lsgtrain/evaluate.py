@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .checkpointing import check_weights_fit, flatten_config, load_checkpoint, saved_run_config
 from .loggers import finish_wandb_run
-from .modeling.factory import read_checkpoint_config
+from .modeling.factory import read_checkpoint_config, trained_length
 from .train import CONFIG_DIR, _metrics, build
 
 logger = logging.getLogger(__name__)
@@ -197,18 +197,6 @@ def as_exported(cfg: DictConfig, folder: Path) -> DictConfig:
     logger.info("model.pretrained=%s evaluated as saved: %s (keys set on the command line win)", folder,
                 ", ".join(f"{key}={value}" for key, value in used.items()))  # fmt: skip
     return _config_like(cfg, merged)
-
-
-def trained_length(folder: Path, saved: dict[str, Any]) -> int:
-    """The length a model folder was trained at: its tokenizer's `model_max_length` (an lsgtrain export sets it to
-    the run's `data.max_source_length`), at most its position tables' `max_position_embeddings`."""
-    positions = saved["max_position_embeddings"]
-    tokenizer_config = folder / "tokenizer_config.json"
-    if tokenizer_config.is_file():
-        length = json.loads(tokenizer_config.read_text()).get("model_max_length")
-        if isinstance(length, int) and 0 < length <= positions:
-            return length
-    return positions
 
 
 def _put(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -28,7 +28,7 @@ from .data.sources import FILE_FORMATS, TEXT_FORMATS, check_utf8, load_hub_datas
 from .metrics.predictions import prediction_row
 from .metrics.rouge import compute_rouge, score_documents
 from .modeling.convert import load_checkpoint_tokenizer
-from .modeling.factory import readable_weights
+from .modeling.factory import readable_weights, trained_length
 from .tasks.classification import classification_metrics
 
 logger = logging.getLogger(__name__)
@@ -257,7 +257,8 @@ def predict(
         batch_size: documents per batch, batched by token length.
         device: `auto` (cuda if there is one), `cpu` or `cuda`.
         dtype: the weights' dtype, `bf16` or `fp32`.
-        max_length: source tokens read per document (default and maximum: the model's `max_position_embeddings`).
+        max_length: source tokens read per document (default: the length the model was trained at, its tokenizer's
+            `model_max_length`; at most the model's `max_position_embeddings`).
         generation: `generate` settings overriding the model's `generation_config` (num_beams, max_new_tokens, ...).
         trust_remote_code: run the model folder's own `.py` files (only for folders you trust).
     """
@@ -335,10 +336,10 @@ def predict(
 
 
 def _max_length(max_length: int | None, model_max: int | None, model_dir: Path) -> int:
-    """`max_length`, by default the model's `max_position_embeddings`, which it may not exceed."""
+    """`max_length`, by default the length the model was trained at; never beyond its `max_position_embeddings`."""
     if model_max is None and max_length is None:
         raise PredictionError(f"{model_dir}/config.json gives no max_position_embeddings: pass --max-length")
-    max_length = max_length or model_max
+    max_length = max_length or trained_length(model_dir, {"max_position_embeddings": model_max})
     if not 1 <= max_length <= (model_max or max_length):
         raise PredictionError(
             f"--max-length={max_length} must be between 1 and the model's max_position_embeddings ({model_max})"

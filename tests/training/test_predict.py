@@ -153,6 +153,24 @@ def _write(table: Dataset, path: Path) -> Path:
     return path
 
 
+def test_summarize_reads_as_many_tokens_as_the_model_was_trained_on(tiny_checkpoint, tmp_path, caplog):
+    """An export whose position tables outgrew its training length (longer summaries) records that length as its
+    tokenizer's `model_max_length`: predict reads that much by default, and more only when asked."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    tokenizer_config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "model_max_length": 128}))
+    document, output = tmp_path / "long.txt", tmp_path / "out.jsonl"
+    document.write_text(_text(3000))
+    assert cli_main(["summarize", str(model), str(document), "--output", str(output), *QUICK_GENERATION]) == 0
+    assert "truncated to it (longest" in caplog.text and "raise --max-length, up to the model's 512" in caplog.text
+    assert _rows(output)[0]["input_tokens"] == 128
+    output.unlink()
+    assert cli_main(["summarize", str(model), str(document), "--output", str(output), "--max-length", "300",
+                     *QUICK_GENERATION]) == 0  # fmt: skip
+    assert _rows(output)[0]["input_tokens"] == 300
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_predict_reads_jsonl_csv_and_parquet_with_ids_and_rouge(tiny_checkpoint, tmp_path, suffix, capsys):
     path = _write(_table(), tmp_path / f"docs{suffix}")

@@ -2,6 +2,7 @@
 datamodule, the `aclsum_pretrain` run whose export fine-tunes and predicts, and the embedded pretrained model."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,25 @@ def test_mlm_masks_other_sentences_tokens_with_mask_2_and_labels_them():
     assert all(label == -100 for i, label in enumerate(mlm) if i not in masked)
 
 
+def test_intact_gap_sentences_stay_in_the_input_and_are_still_generated():
+    scores = [0.1, 0.2, 0.9, 0.0, 0.3, 0.8, 0.1, 0.7, 0.2, 0.1]  # gaps: sentences 2, 5, 7
+    objective = GapSentenceObjective(gap_ratio=0.3, intact_probability=0.5)
+    kept_counts = set()
+    for seed in range(40):
+        example = objective.example(sentence_ids(), scores, np.random.default_rng(seed), eos_id=EOS,
+                                    max_source_length=100, max_target_length=100)  # fmt: skip
+        assert example["labels"] == [t for i in (2, 5, 7) for t in sentence_ids()[i]] + [EOS]
+        masks = example["input_ids"].count(MASK_SENTENCE_ID)
+        kept = [i for i in (2, 5, 7) if sentence_ids()[i][0] in example["input_ids"]]
+        assert masks + len(kept) == 3  # each gap is either <mask_1> or itself, in place
+        pieces = [[MASK_SENTENCE_ID] if i in {2, 5, 7} - set(kept) else s for i, s in enumerate(sentence_ids())]
+        assert example["input_ids"] == [t for piece in pieces for t in piece] + [EOS]
+        kept_counts.add(len(kept))
+    assert kept_counts == {0, 1, 2, 3}  # drawn per sentence
+    with pytest.raises(ValueError, match="intact_probability must lie in"):
+        GapSentenceObjective(intact_probability=1.0)
+
+
 def test_impossible_objectives_are_refused():
     with pytest.raises(ValueError, match="strategy='best' is unknown"):
         GapSentenceObjective(strategy="best")
@@ -180,9 +200,13 @@ def test_pretraining_run_exports_a_model_that_fine_tunes_and_predicts(make_cfg, 
     predictions = sorted(export.parent.glob("predictions/val_epoch*.jsonl"))[-1].read_text().splitlines()
     assert all(json.loads(line)["reference"] for line in predictions)
 
-    finetune = make_cfg(*QUICK, f"model.pretrained={export}", "data.max_source_length=128", "data.max_target_length=64")
+    # summaries longer than the 128 tokens it was pretrained at: the position tables grow to cover them
+    finetune = make_cfg(*QUICK, f"model.pretrained={export}", "data.max_source_length=128",
+                        "data.max_target_length=256")  # fmt: skip
     finetune.paths.output_dir = str(tmp_path / "finetune")
     metrics, objects = train(finetune)
+    assert objects["model"].config.max_position_embeddings == 256 and torch.isfinite(torch.tensor(metrics["val/loss"]))
+    assert max(len(row["labels"]) for row in objects["datamodule"].examples("train")) > 128
     assert objects["model"].config.vocab_size == len(objects["datamodule"].tokenizer)
     assert objects["datamodule"].tokenizer.get_vocab() == objects_vocab(export)
     documents = tmp_path / "docs.jsonl"
@@ -200,8 +224,8 @@ def objects_vocab(folder) -> dict[str, int]:
     return AutoTokenizer.from_pretrained(folder).get_vocab()
 
 
-def embedded_generations(papers: list[str]) -> list[str]:
-    """Greedy continuations of the embedded model for the first 256 tokens of each paper."""
+def embedded_generations(papers: list[str]) -> tuple[list[str], list[str]]:
+    """What the embedded model reads of each paper (its first 256 tokens) and its greedy output for it."""
     from transformers import AutoTokenizer
 
     from lsgtrain.embedded import embedded_model
@@ -211,8 +235,9 @@ def embedded_generations(papers: list[str]) -> list[str]:
     tokenizer = AutoTokenizer.from_pretrained(embedded_model("aclsum_tiny"))
     batch = tokenizer(papers, max_length=256, truncation=True, padding="max_length", return_tensors="pt")
     with torch.no_grad():
-        generated = model.generate(**batch, max_new_tokens=24, num_beams=1, do_sample=False)
-    return tokenizer.batch_decode(generated, skip_special_tokens=True)
+        generated = model.generate(**batch, max_new_tokens=48, num_beams=1, do_sample=False)
+    read = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    return read, tokenizer.batch_decode(generated, skip_special_tokens=True)
 
 
 def test_the_default_fine_tunes_the_embedded_model_shipped_in_the_package(make_cfg):
@@ -223,14 +248,28 @@ def test_the_default_fine_tunes_the_embedded_model_shipped_in_the_package(make_c
     assert not list(folder.glob("*.py"))  # loaded with lsgtrain's own classes, no remote code
     cfg = make_cfg(fast=False)  # what `python train.py` composes
     assert cfg.model.pretrained == str(folder) and cfg.data.source == "aclsum"
-    texts = embedded_generations([row["document"] for row in load_aclsum_split("test")[:2]])
-    assert all(texts)
 
     quick = ["debug=fast_dev_run", "logger=none", "data.max_samples=4", "data.max_source_length=256",
              "module.generation.max_new_tokens=4", "module.generation.num_beams=1"]  # fmt: skip
     metrics, objects = train(make_cfg(*quick, fast=False))  # offline: HF_HUB_OFFLINE=1 in every test
     assert objects["datamodule"].tokenizer.get_vocab() == objects_vocab(folder)  # the checkpoint's, not one trained
     assert objects["model"].config.d_model == 128 and objects["trainer"].global_step == 1
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]{3,}", text.lower()))
+
+
+def test_the_shipped_weights_read_their_input():
+    """The embedded model's greedy output for a paper's opening comes from that paper: outputs differ per paper, and
+    each shares more of its words with its own input than with any other paper's (held-out test papers, read here
+    for evaluation only)."""
+    papers = [row["document"] for row in load_aclsum_split("test")[:6]]
+    inputs, texts = embedded_generations(papers)
+    assert len(set(texts)) == len(texts)
+    for i, text in enumerate(texts):
+        shared = [len(words(text) & words(read)) / max(1, len(words(text))) for read in inputs]
+        assert shared[i] > max(shared[:i] + shared[i + 1 :]), (i, text, shared)
 
 
 def test_a_resumed_epoch_draws_the_masks_of_the_uninterrupted_one():

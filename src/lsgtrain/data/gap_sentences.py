@@ -72,6 +72,9 @@ class GapSentenceObjective:
             and multiplies each score by a factor drawn from [1 - `score_noise`, 1 + `score_noise`].
         mlm_probability: share of the tokens of the remaining sentences replaced by `<mask_2>`, predicted by the
             encoder (0: no MLM, Pegasus-large's choice).
+        intact_probability: chance that a gap sentence stays in the input unchanged (still generated in the target)
+            instead of becoming `<mask_1>`: the public Pegasus code's `mask_sentence_by_intact_prob` (0.1 there), which
+            also teaches copying from the input, as extractive-leaning summaries need.
     """
 
     gap_ratio: float = 0.3
@@ -80,6 +83,7 @@ class GapSentenceObjective:
     gap_ratio_range: tuple[float, float] = (0.15, 0.45)
     score_noise: float = 0.2
     mlm_probability: float = 0.0
+    intact_probability: float = 0.0
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -90,8 +94,8 @@ class GapSentenceObjective:
                 f"data.objective.gap_ratio={self.gap_ratio} and gap_ratio_range={list(self.gap_ratio_range)} must lie "
                 "in (0, 1) (low <= high): a ratio of 0 masks nothing, 1 leaves no input"
             )
-        if not 0 <= self.score_noise < 1 or not 0 <= self.mlm_probability < 1:
-            raise ValueError("data.objective.score_noise and mlm_probability must lie in [0, 1)")
+        if not all(0 <= value < 1 for value in (self.score_noise, self.mlm_probability, self.intact_probability)):
+            raise ValueError("data.objective.score_noise, mlm_probability and intact_probability must lie in [0, 1)")
 
     def select(self, scores: Sequence[float], rng: np.random.Generator) -> list[int]:
         """Indices (sorted) of the gap sentences of a window with these scores."""
@@ -117,17 +121,26 @@ class GapSentenceObjective:
         max_source_length: int,
         max_target_length: int,
     ) -> dict[str, list[int]]:
-        """`input_ids` (gaps -> `<mask_1>`, + eos), `labels` (the gaps in order, + eos) and, with MLM,
-        `mlm_labels` (the original id where the input holds `<mask_2>`, -100 elsewhere), truncated to the lengths."""
-        gaps = set(self.select(scores, rng))
+        """`input_ids` (gaps -> `<mask_1>` unless kept intact, + eos), `labels` (the gaps in order, + eos) and, with
+        MLM, `mlm_labels` (the original id where the input holds `<mask_2>`, -100 elsewhere), truncated to the
+        lengths."""
+        gaps = self.select(scores, rng)
+        if self.intact_probability:
+            intact = set(np.asarray(gaps)[rng.random(len(gaps)) < self.intact_probability].tolist())
+        else:
+            intact = set()
         input_ids: list[int] = []
         labels: list[int] = []
         mlm_labels: list[int] = []
         for i, sentence in enumerate(sentences):
             if i in gaps:
-                input_ids.append(MASK_SENTENCE_ID)
-                mlm_labels.append(-100)
                 labels.extend(sentence)
+                if i in intact:
+                    input_ids.extend(sentence)
+                    mlm_labels.extend([-100] * len(sentence))
+                else:
+                    input_ids.append(MASK_SENTENCE_ID)
+                    mlm_labels.append(-100)
                 continue
             tokens = np.asarray(sentence)
             chosen = rng.random(len(tokens)) < self.mlm_probability if self.mlm_probability else np.zeros(0, bool)

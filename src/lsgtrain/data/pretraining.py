@@ -43,7 +43,7 @@ class GapSentenceDataModule(LongDocumentDataModule):
 
     Args:
         objective: `GapSentenceObjective` settings (gap_ratio, strategy, stochastic, gap_ratio_range, score_noise,
-            mlm_probability).
+            mlm_probability, intact_probability).
         max_target_length: tokens of the gap-sentence target (longer targets are truncated).
         max_windows: windows kept per document, from its start (None: all; 1: the document truncated to
             `max_source_length`, as fine-tuning reads it).

@@ -61,6 +61,7 @@ def build_model(
     task: str,
     max_source_length: int,
     lsg: dict[str, Any],
+    max_target_length: int | None = None,
     pretrained: str | None = None,
     convert_from: str | None = None,
     init: dict[str, Any] | None = None,
@@ -79,6 +80,8 @@ def build_model(
     Args:
         task: `seq2seq` or `classification`.
         max_source_length: position tables are at least this long (extended if a checkpoint is shorter).
+        max_target_length: ... and at least this long, for the decoder's targets (a checkpoint pretrained on short
+            inputs may be fine-tuned on longer summaries).
         lsg: LSG config keys (`block_size`, `sparsity_type`, ...); they override a checkpoint's.
         pretrained: an LSG checkpoint folder or hub name.
         convert_from: a plain Pegasus checkpoint folder or hub name, converted at load time.
@@ -123,20 +126,21 @@ def build_model(
         lsg = {**lsg, "attention_dropout": attention_dropout}  # a config key, applied wherever lsg keys are
 
     model_class = TASK_CLASSES[task]
+    positions = max(max_source_length, max_target_length or 0)
     if pretrained:
         model = _load_pretrained(model_class, pretrained, {**lsg, **head}, attn_implementation, allow_weight_mismatch)
-        if model.config.max_position_embeddings < max_source_length:
-            logger.info("extending position tables to %d tokens", max_source_length)
-            model.resize_position_embeddings(max_source_length)
+        if model.config.max_position_embeddings < positions:
+            logger.info("extending position tables to %d tokens", positions)
+            model.resize_position_embeddings(positions)
     elif convert_from:
         architecture = "PegasusForConditionalGeneration" if task == "seq2seq" else "PegasusForSequenceClassification"
         with readable_weights(convert_from, "model.convert_from"):
             model, _ = convert_checkpoint(
-                convert_from, None, max_sequence_length=max_source_length, architecture=architecture,
+                convert_from, None, max_sequence_length=positions, architecture=architecture,
                 allow_weight_mismatch=allow_weight_mismatch, **lsg, **head,
             )  # fmt: skip
     else:
-        model = _random_model(model_class, chosen, max_source_length, lsg, init or {}, head, attn_implementation)
+        model = _random_model(model_class, chosen, positions, lsg, init or {}, head, attn_implementation)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     logger.info(
@@ -323,3 +327,15 @@ def _random_model(model_class, tokenizer, max_length, lsg, init, head, attn_impl
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
     init_global_embeddings(model, bos_id=config.decoder_start_token_id, mask_id=mask_id, stride=64)
     return model
+
+
+def trained_length(folder: str | os.PathLike, saved: Mapping[str, Any]) -> int:
+    """The length a model folder was trained at: its tokenizer's `model_max_length` (an lsgtrain export sets it to
+    the run's `data.max_source_length`), at most its position tables' `max_position_embeddings`."""
+    positions = saved["max_position_embeddings"]
+    tokenizer_config = Path(folder) / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        length = json.loads(tokenizer_config.read_text()).get("model_max_length")
+        if isinstance(length, int) and 0 < length <= positions:
+            return length
+    return positions
