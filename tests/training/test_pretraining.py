@@ -128,7 +128,10 @@ PRETRAIN = ["experiment=aclsum_pretrain", "data.max_source_length=128", "data.ma
 def test_datamodule_windows_documents_and_redraws_masks_each_epoch(make_cfg):
     from lsgtrain.train import build
 
-    objects = build(make_cfg(*PRETRAIN, "data.objective.stochastic=true"))  # principal alone is deterministic
+    # every gap masked; stochastic, since principal alone draws the same masks every epoch
+    objective = ["data.objective.strategy=principal", "data.objective.intact_probability=0",
+                 "data.objective.stochastic=true"]  # fmt: skip
+    objects = build(make_cfg(*PRETRAIN, *objective))
     datamodule = objects["datamodule"]
     datamodule.prepare_data()
     datamodule.setup("fit")
