@@ -171,11 +171,15 @@ def build_model_card(
     lead = _lead_baseline(validation, test)  # its own table, not the model's results
     validation, test = _without_lead(validation), _without_lead(test)
     pipeline_tag, task_word = TASKS[model_cfg["task"]]
+    pretraining = "objective" in data_cfg  # gap sentences: its ROUGE is of generated gap sentences, not summaries
+    if pretraining:
+        task_word = "gap-sentence pretrained"
     base = model_cfg["convert_from"] or model_cfg["pretrained"]
     hub_ids = hub_ids or {}
     base_id = hub_id_of(base, "models", hub_ids.get("base_model"))
     data = describe_data(data_cfg, rows or {}, hub_ids.get("dataset"))
     license_id, license_text = _license(license, base, base_id)
+    results_index = _eval_results(pipeline_tag, data, data_cfg, rows or {}, validation, test) or None
     card_data = ModelCardData(
         language="en",
         license=license_id,
@@ -185,7 +189,7 @@ def build_model_card(
         datasets=[data.hub_id] if data.hub_id else None,
         tags=["lsg", "pegasus", "long-document", pipeline_tag, "lsgtrain"],
         model_name=repo_id or f"lsg-pegasus-{run_config['task_name']}",
-        eval_results=_eval_results(pipeline_tag, data, data_cfg, rows or {}, validation, test) or None,
+        eval_results=None if pretraining else results_index,
     )
     optimizer = module_cfg["optimizer"]
     per_step = data_cfg["batch_size"] * trainer.world_size * trainer.accumulate_grad_batches
@@ -206,7 +210,7 @@ def build_model_card(
         lsg={key: getattr(model_config, key) for key in LSG_CARD_KEYS},
         data_text=data.text,
         results=_results_rows(validation, test),
-        results_note=_results_note(validation, test, untested),
+        results_note=_results_note(validation, test, untested, pretraining=pretraining),
         lead=lead,
         command=reproduce_command(),
         optimizer=f"{optimizer['_target_'].rsplit('.', 1)[-1]}, lr {optimizer['lr']}, weight decay "
@@ -351,7 +355,9 @@ def _describe_objective(data_cfg: dict[str, Any]) -> str:
     objective = data_cfg["objective"]
     ratio = f"gap ratio {objective['gap_ratio_range'] if objective['stochastic'] else objective['gap_ratio']}"
     mlm = f", MLM {objective['mlm_probability']}" if objective["mlm_probability"] else ""
-    return f"{objective['strategy']} sentences, {ratio}{mlm}"
+    intact = objective.get("intact_probability")  # runs from before the key have none
+    kept = f", {intact:.0%} of them left in the input" if intact else ""
+    return f"{objective['strategy']} sentences, {ratio}{kept}{mlm}"
 
 
 def _describe_base(base: str | None, base_id: str | None, *, converted: bool) -> str:
@@ -420,9 +426,14 @@ def _without_lead(metrics: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in metrics.items() if "/lead_" not in key}
 
 
-def _results_note(validation: dict[str, float], test: dict[str, float], untested: str | None) -> str:
+def _results_note(
+    validation: dict[str, float], test: dict[str, float], untested: str | None, *, pretraining: bool = False
+) -> str:
     notes = ["Metrics of the exported weights (ROUGE: F1 x 100, rouge-score with stemming; F1 and accuracy in 0-1),"
              " over the rows listed under Data."]  # fmt: skip
+    if pretraining:
+        notes.append("ROUGE here scores the generated gap sentences against the removed ones (the pretraining task),"
+                     " not summaries: the card's metadata lists no results.")  # fmt: skip
     if not validation:
         notes.append("Its checkpoint recorded no validation metrics.")
     if not test:

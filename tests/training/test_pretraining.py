@@ -200,6 +200,9 @@ def test_pretraining_run_exports_a_model_that_fine_tunes_and_predicts(make_cfg, 
     assert "test/rouge1" not in metrics  # no test split: the papers' test set is not pretraining's
     export = Path(cfg.paths.output_dir) / "hf_model"
     assert (export / "tokenizer.json").is_file() or (export / "spiece.model").is_file()
+    card = (export / "README.md").read_text()  # its ROUGE is of gap sentences: not listed as summarization results
+    assert "model-index" not in card and "LSG-Pegasus gap-sentence pretrained" in card
+    assert "lead sentences, gap ratio [0.15, 0.45], 80% of them left in the input" in card
     predictions = sorted(export.parent.glob("predictions/val_epoch*.jsonl"))[-1].read_text().splitlines()
     assert all(json.loads(line)["reference"] for line in predictions)
 
