@@ -97,3 +97,20 @@ def test_a_tokenizer_smaller_than_asked_is_named(tmp_path, caplog):
     assert len(tokenizer) < 8000
     assert f"the tokenizer trained on 8 texts has {len(tokenizer):,} pieces, not the 8,000 asked" in caplog.text
     assert f"data.tokenizer.vocab_size={len(tokenizer)}" in caplog.text
+
+
+def test_a_tokenizer_trained_twice_on_the_same_texts_gives_the_same_ids():
+    """The Unigram trainer alone ordered its pieces differently from one training to the next (scores differing in
+    their last bits, rare characters appended in hash-set order): two DDP ranks or a rerun got other ids."""
+    from lsgtrain.data.aclsum import load_aclsum_split
+
+    texts = [row["document"] for row in load_aclsum_split("train")[:30]]
+    vocabularies = [train_pegasus_tokenizer(texts, 3000).backend_tokenizer.to_str() for _ in range(4)]
+    assert len(set(vocabularies)) == 1
+    tokenizer = train_pegasus_tokenizer(texts, 3000)
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 4]) == ["<pad>", "</s>", "<mask_1>", "<mask_2>", "<unk>"]
+    pieces = json.loads(vocabularies[0])["model"]["vocab"]
+    assert any(len(piece) == 1 and ord(piece) > 0x2E80 for piece, _ in pieces[-60:])  # rare characters, last
+    assert tokenizer.decode(
+        tokenizer("Sparse attention reads long documents.").input_ids, skip_special_tokens=True
+    ) == ("Sparse attention reads long documents.")

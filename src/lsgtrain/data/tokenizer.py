@@ -7,6 +7,7 @@ checkpoint's, an explicit one, or one trained here) is decided with the model, i
 """
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -31,6 +32,7 @@ def train_pegasus_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrained
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.model = _in_reproducible_order(tokenizer)
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A $B </s>", special_tokens=[("</s>", 1)]
     )
@@ -42,6 +44,35 @@ def train_pegasus_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrained
         mask_token="<mask_2>",
         additional_special_tokens=["<mask_1>"],
     )
+
+
+def _in_reproducible_order(tokenizer: Tokenizer) -> models.Unigram:
+    """The trained Unigram model with its pieces in an order that depends on the texts only.
+
+    Two trainings on the same texts (in one process too) give other ids otherwise: the trainer's scores differ in
+    their last bits and it orders equal scores as they come, and it appends the characters it must keep (rare ones)
+    in hash-set order with scores stepping down by 1e-4. Two DDP ranks, or a rerun, would then disagree on what an id
+    means. The special tokens keep ids 0-4; the other pieces are ordered by their score rounded to 1e-9, then by the
+    piece; the appended characters are ordered by character and take the same stepped scores.
+    """
+    trained = json.loads(tokenizer.to_str())["model"]
+    special, pieces = trained["vocab"][: len(SPECIAL_TOKENS)], trained["vocab"][len(SPECIAL_TOKENS) :]
+    if [piece for piece, _ in special] != SPECIAL_TOKENS:
+        raise RuntimeError(f"the Unigram trainer put {special} first, not the special tokens {SPECIAL_TOKENS}")
+    ordered = sorted(((piece, round(score, 9)) for piece, score in pieces), key=lambda item: (-item[1], item[0]))
+    # the appended characters: the single characters at the end whose scores step down by 1e-4 (or not) to a floor
+    start = len(ordered)
+    while start > 0 and len(ordered[start - 1][0]) == 1:
+        if start < len(ordered) and not _is_step(ordered[start - 1][1] - ordered[start][1]):
+            break
+        start -= 1
+    scores = [score for _, score in ordered[start:]]  # the same steps whichever character got which
+    ordered[start:] = list(zip(sorted(piece for piece, _ in ordered[start:]), scores, strict=True))
+    return models.Unigram([(piece, score) for piece, score in special] + ordered, unk_id=trained["unk_id"])
+
+
+def _is_step(gap: float) -> bool:
+    return abs(gap) < 1e-7 or abs(gap - 1e-4) < 1e-7
 
 
 def cached_pegasus_tokenizer(
