@@ -181,7 +181,8 @@ def as_exported(cfg: DictConfig, folder: Path) -> DictConfig:
         if name in saved and not _is_set(f"model.lsg.{name}", user):
             merged["model"]["lsg"][name] = used[f"model.lsg.{name}"] = saved[name]
     if not _is_set(LENGTH_KEY, user):
-        merged["data"]["max_source_length"] = used[LENGTH_KEY] = trained_length(folder, saved)
+        length = trained_length(folder, saved["max_position_embeddings"])
+        merged["data"]["max_source_length"] = used[LENGTH_KEY] = length
     decoding = {}
     for key in ("module.generation", "callbacks.rouge.val_generation"):
         if OmegaConf.select(cfg, key) is not None:

@@ -179,7 +179,7 @@ def build_model_card(
     base_id = hub_id_of(base, "models", hub_ids.get("base_model"))
     data = describe_data(data_cfg, rows or {}, hub_ids.get("dataset"))
     license_id, license_text = _license(license, base, base_id)
-    results_index = _eval_results(pipeline_tag, data, data_cfg, rows or {}, validation, test) or None
+    results_index = None if pretraining else _eval_results(pipeline_tag, data, data_cfg, rows or {}, validation, test)
     card_data = ModelCardData(
         language="en",
         license=license_id,
@@ -189,7 +189,7 @@ def build_model_card(
         datasets=[data.hub_id] if data.hub_id else None,
         tags=["lsg", "pegasus", "long-document", pipeline_tag, "lsgtrain"],
         model_name=repo_id or f"lsg-pegasus-{run_config['task_name']}",
-        eval_results=None if pretraining else results_index,
+        eval_results=results_index or None,
     )
     optimizer = module_cfg["optimizer"]
     per_step = data_cfg["batch_size"] * trainer.world_size * trainer.accumulate_grad_batches

@@ -339,7 +339,7 @@ def _max_length(max_length: int | None, model_max: int | None, model_dir: Path) 
     """`max_length`, by default the length the model was trained at; never beyond its `max_position_embeddings`."""
     if model_max is None and max_length is None:
         raise PredictionError(f"{model_dir}/config.json gives no max_position_embeddings: pass --max-length")
-    max_length = max_length or trained_length(model_dir, {"max_position_embeddings": model_max})
+    max_length = max_length or trained_length(model_dir, model_max)
     if not 1 <= max_length <= (model_max or max_length):
         raise PredictionError(
             f"--max-length={max_length} must be between 1 and the model's max_position_embeddings ({model_max})"

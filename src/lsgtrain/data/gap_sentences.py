@@ -124,9 +124,10 @@ class GapSentenceObjective:
         """`input_ids` (gaps -> `<mask_1>` unless kept intact, + eos), `labels` (the gaps in order, + eos) and, with
         MLM, `mlm_labels` (the original id where the input holds `<mask_2>`, -100 elsewhere), truncated to the
         lengths."""
-        gaps = self.select(scores, rng)
+        selected = self.select(scores, rng)
+        gaps = set(selected)
         if self.intact_probability:
-            intact = set(np.asarray(gaps)[rng.random(len(gaps)) < self.intact_probability].tolist())
+            intact = set(np.asarray(selected)[rng.random(len(selected)) < self.intact_probability].tolist())
         else:
             intact = set()
         input_ids: list[int] = []

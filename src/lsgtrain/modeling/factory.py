@@ -329,10 +329,9 @@ def _random_model(model_class, tokenizer, max_length, lsg, init, head, attn_impl
     return model
 
 
-def trained_length(folder: str | os.PathLike, saved: Mapping[str, Any]) -> int:
+def trained_length(folder: str | os.PathLike, positions: int) -> int:
     """The length a model folder was trained at: its tokenizer's `model_max_length` (an lsgtrain export sets it to
-    the run's `data.max_source_length`), at most its position tables' `max_position_embeddings`."""
-    positions = saved["max_position_embeddings"]
+    the run's `data.max_source_length`), at most `positions`, its position tables' `max_position_embeddings`."""
     tokenizer_config = Path(folder) / "tokenizer_config.json"
     if tokenizer_config.is_file():
         length = json.loads(tokenizer_config.read_text()).get("model_max_length")
