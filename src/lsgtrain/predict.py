@@ -5,6 +5,14 @@ Documents are read and checked before the model loads, so a file that cannot be 
 sorted by token length and batched (little padding), and each row is appended to the output, with its id, as soon
 as its batch is done: a crash keeps the finished rows and `resume=True` skips them. With references, ROUGE
 (summaries) or accuracy / F1 (labels) are computed over every row of the output and written beside it.
+
+Nothing here is predict's own but the rows' bookkeeping: files are read by the reader of a run's data files
+(`data.sources.read_table`), the model folder by the one checkpoint reader and tokenizer loader
+(`modeling.loading`), and summaries and labels come from the task's own generation (`tasks.summarization.generate_ids`
+and `decode_summaries`, `tasks.classification.class_predictions`), so a model predicts here what it predicted in its
+run's validation and test. Those are shared functions rather than `trainer.predict` with a writer callback: rows are
+appended (or printed) and flushed batch by batch and resumed by id on one device, which wants neither a Trainer
+(accelerator, precision plugin, loggers) nor a LightningModule built with an optimizer it never uses.
 """
 
 import contextlib

@@ -81,9 +81,7 @@ def generate_ids(
 
     With `decode_summaries`, the one generation of summaries: validation and test (the ROUGE callback, through
     `SummarizationModule.generate`) and `lsgtrain predict` call both, so a model given the same inputs and settings
-    writes the same summaries wherever it runs. `predict` calls these functions rather than `trainer.predict`: it
-    appends each row to its output (or stdout) as its batch finishes and resumes by id, on one device, which needs
-    neither a Trainer nor a LightningModule with an optimizer it would never use.
+    writes the same summaries wherever it runs (why `predict` calls functions, not `trainer.predict`: its docstring).
     """
     return model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings)
 
