@@ -16,7 +16,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 from typing_extensions import override
 
-from .modeling.factory import CheckpointError
+from .modeling.loading import CheckpointError
 
 if TYPE_CHECKING:
     from .data.datamodule import LongDocumentDataModule

@@ -7,7 +7,6 @@ before anything is uploaded, and before a run that is to push trains.
 """
 
 import argparse
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 from huggingface_hub.utils import validate_repo_id
+
+from .modeling.loading import architectures, read_config
 
 logger = logging.getLogger(__name__)
 
@@ -166,12 +167,11 @@ def push_command(args: argparse.Namespace) -> None:
 
 
 def _generates(folder: Path) -> bool:
-    """Whether the folder's model is a generating (seq2seq) one, by its config's architectures."""
-    config = folder / "config.json"
-    if not config.is_file():
+    """Whether the folder's model is a generating (seq2seq) one, by its config's architectures (a folder without
+    config.json is reported as lacking it)."""
+    if not (folder / "config.json").is_file():
         return False
-    architectures = json.loads(config.read_text()).get("architectures") or []
-    return any(name.endswith("ForConditionalGeneration") for name in architectures)
+    return any(name.endswith("ForConditionalGeneration") for name in architectures(read_config(folder, "folder")))
 
 
 def _visibility(target: PushTarget) -> str:

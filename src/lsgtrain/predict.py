@@ -5,6 +5,14 @@ Documents are read and checked before the model loads, so a file that cannot be 
 sorted by token length and batched (little padding), and each row is appended to the output, with its id, as soon
 as its batch is done: a crash keeps the finished rows and `resume=True` skips them. With references, ROUGE
 (summaries) or accuracy / F1 (labels) are computed over every row of the output and written beside it.
+
+Nothing here is predict's own but the rows' bookkeeping: files are read by the reader of a run's data files
+(`data.sources.read_table`), the model folder by the one checkpoint reader and tokenizer loader
+(`modeling.loading`), and summaries and labels come from the task's own generation (`tasks.summarization.generate_ids`
+and `decode_summaries`, `tasks.classification.class_predictions`), so a model predicts here what it predicted in its
+run's validation and test. Those are shared functions rather than `trainer.predict` with a writer callback: rows are
+appended (or printed) and flushed batch by batch and resumed by id on one device, which wants neither a Trainer
+(accelerator, precision plugin, loggers) nor a LightningModule built with an optimizer it never uses.
 """
 
 import contextlib
@@ -19,17 +27,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 from datasets.exceptions import DatasetGenerationError
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data.sources import FILE_FORMATS, TEXT_FORMATS, check_utf8, load_hub_dataset
+from .callbacks.predictions import label_values
+from .data.sources import FILE_FORMATS, DataSourceError, load_hub_dataset, read_table
 from .metrics.predictions import prediction_row
 from .metrics.rouge import compute_rouge, score_documents
-from .modeling.convert import load_checkpoint_tokenizer
 from .modeling.factory import readable_weights, trained_length
-from .tasks.classification import classification_metrics
+from .modeling.loading import architectures, load_tokenizer, local_folder, read_config
+from .tasks.classification import class_predictions, classification_metrics
+from .tasks.summarization import decode_summaries, generate_ids
 
 logger = logging.getLogger(__name__)
 
@@ -154,14 +164,10 @@ def _read_file(path: Path) -> str | Dataset:
                 f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); convert it, e.g. "
                 f"`iconv -f latin1 -t utf-8 {path} > fixed.txt`, and pass the converted file"
             ) from error
-    if path.stat().st_size == 0:
-        raise PredictionError(f"{path} is empty; give a file with one row per document")
-    if path.suffix in TEXT_FORMATS:  # datasets' json reader loads some non-UTF-8 files with the bad bytes in the text
-        check_utf8(path, "--input")
     try:
-        return load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train")
-    except (OSError, ValueError, DatasetGenerationError) as error:
-        raise PredictionError(f"cannot read {path} as {path.suffix[1:]}: {error.__cause__ or error}") from error
+        return read_table(path, "--input")  # the reader of a run's data files: the same formats, checks and errors
+    except DataSourceError as error:
+        raise PredictionError(str(error)) from error
 
 
 def _load_split(name: str, config: str | None, split: str) -> Dataset:
@@ -202,25 +208,30 @@ def load_model(model_dir: Path, *, trust_remote_code: bool) -> PreTrainedModel:
 
     from .modeling import LSGPegasusForConditionalGeneration, LSGPegasusForSequenceClassification
 
-    architectures = _read_config(model_dir).get("architectures") or []
-    auto = AutoModelForSequenceClassification if _is_classifier(architectures) else AutoModelForSeq2SeqLM
+    names = architectures(_read_config(model_dir))
+    auto = AutoModelForSequenceClassification if _is_classifier(names) else AutoModelForSeq2SeqLM
     if trust_remote_code:
         return auto.from_pretrained(model_dir, trust_remote_code=True)
     for own in (LSGPegasusForConditionalGeneration, LSGPegasusForSequenceClassification):
-        if own.__name__ in architectures:
+        if own.__name__ in names:
             return own.from_pretrained(model_dir)
-    if any(name.startswith("LSG") for name in architectures):
+    if any(name.startswith("LSG") for name in names):
         raise PredictionError(
-            f"{model_dir} holds a {architectures[0]}, which lsgtrain has no class for: it would "
+            f"{model_dir} holds a {names[0]}, which lsgtrain has no class for: it would "
             "need the folder's own code (--trust-remote-code, only for folders you trust)"
         )
     return auto.from_pretrained(model_dir, trust_remote_code=False)
 
 
 def _read_config(model_dir: Path) -> dict[str, Any]:
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json); pass a run's hf_model folder")
-    return json.loads((model_dir / "config.json").read_text())
+    """The model folder's `config.json` (`lsgtrain.modeling.loading.read_config`); a hub id is refused: the
+    default length and the weights' checks read the folder's files."""
+    if local_folder(model_dir, "model") is None:
+        raise FileNotFoundError(
+            f"model={model_dir}: no such folder; pass a run's hf_model folder, or download a hub model first "
+            f"(`hf download {model_dir} --local-dir DIR`) and pass DIR"
+        )
+    return read_config(model_dir, "model")
 
 
 def _is_classifier(architectures: list[str]) -> bool:
@@ -264,7 +275,7 @@ def predict(
     """
     model_dir = Path(model_dir)
     config = _read_config(model_dir)
-    classify, multi_label = _is_classifier(config.get("architectures") or []), _multi_label(config)
+    classify, multi_label = _is_classifier(architectures(config)), _multi_label(config)
     if batch_size < 1:
         raise PredictionError(f"--batch-size={batch_size} must be >= 1")
     if dtype not in DTYPES:
@@ -284,7 +295,7 @@ def predict(
     report = PredictionReport(resumed=len(done), empty_ids=empty_ids)
     if done:
         logger.info("resuming %s: %d rows already there, %d documents to go", output, len(done), len(todo))
-    tokenizer = load_checkpoint_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, "model")
     texts = [str(documents.texts[i]) for i in todo]
     lengths = [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]] if texts else []
     report.truncated = sum(length > max_length for length in lengths)
@@ -299,7 +310,7 @@ def predict(
     generation_config = None
     if todo:
         model = _ready_model(model_dir, trust_remote_code, torch_device, DTYPES[dtype])
-        generation_config = None if classify else _generation_config(model, generation or {})
+        generation_config = None if classify else _generation_config(model, generation or {})  # checked, recorded
         order = sorted(range(len(todo)), key=lambda k: -lengths[k])  # longest first: memory runs out at once or never
         with _open_output(output) as sink, tqdm(total=len(todo), unit="doc", desc="predict") as progress:
             for batch in _batches(order, batch_size):
@@ -309,7 +320,7 @@ def predict(
                 if classify:
                     predictions = _classify(model, encoded, labels, multi_label=multi_label)
                 else:
-                    predictions = _summarize(model, tokenizer, encoded, generation_config)
+                    predictions = _summarize(model, tokenizer, encoded, generation or {})
                 for k, prediction in zip(batch, predictions, strict=True):
                     reference = documents.references[todo[k]] if documents.references is not None else None
                     row = prediction_row(
@@ -383,7 +394,9 @@ def _device(device: str) -> torch.device:
 
 def _labels(config: dict[str, Any]) -> list[str]:
     """Class names in id order (`id2label` of the exported config)."""
-    id2label = {int(i): name for i, name in config.get("id2label", {}).items()}
+    if "id2label" not in config:
+        raise PredictionError("the classifier's config.json has no id2label: its class names are unknown; add them")
+    id2label = {int(i): name for i, name in config["id2label"].items()}
     return [id2label[i] for i in range(len(id2label))]
 
 
@@ -465,7 +478,8 @@ def _ready_model(model_dir: Path, trust_remote_code: bool, device: torch.device,
 
 
 def _generation_config(model: PreTrainedModel, overrides: dict[str, Any]):
-    """The model's `generation_config` (an lsgtrain export carries its run's settings) with `overrides` applied."""
+    """The model's `generation_config` (an lsgtrain export carries its run's settings) with `overrides` applied:
+    what `generate` will use, checked before any document and recorded beside the metrics."""
     config = copy.deepcopy(model.generation_config)
     unknown = config.update(**overrides)
     if unknown:
@@ -475,18 +489,18 @@ def _generation_config(model: PreTrainedModel, overrides: dict[str, Any]):
     return config
 
 
-@torch.no_grad()
-def _summarize(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded, generation_config) -> list[str]:
-    generated = model.generate(**encoded, generation_config=generation_config)
-    return [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+def _summarize(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded, overrides: dict[str, Any]
+) -> list[str]:
+    """A batch's summaries, by the task's own generation (`tasks.summarization.generate_ids`): the same call and
+    decoding as validation and test, with `overrides` over the model's `generation_config`."""
+    return decode_summaries(tokenizer, generate_ids(model, encoded, overrides))
 
 
 @torch.no_grad()
 def _classify(model: PreTrainedModel, encoded, labels: list[str], *, multi_label: bool) -> list[str | list[str]]:
     logits = model(**encoded).logits.float()  # [n, num_labels]
-    if multi_label:
-        return [[labels[j] for j in row.nonzero().flatten().tolist()] for row in torch.sigmoid(logits) > 0.5]
-    return [labels[j] for j in logits.argmax(dim=-1).tolist()]
+    return label_values(class_predictions(logits, multi_label=multi_label), labels)
 
 
 def _row_metrics(prediction: str | list[str], reference: Any, classify: bool) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from transformers import PegasusForConditionalGeneration as PlainPegasus
 from lsgtrain.cli import main as cli_main
 from lsgtrain.data.tokenizer import train_pegasus_tokenizer
 from lsgtrain.modeling.convert import ConversionError, convert_checkpoint, order_positions
+from lsgtrain.modeling.loading import CheckpointError
 
 from .oracle import load_case, state_dict_of
 
@@ -164,7 +165,7 @@ def test_impossible_lsg_parameters_fail_before_writing(tmp_path):
 
 
 def test_offline_hub_name_gives_a_clear_error(tmp_path):
-    with pytest.raises(ConversionError, match="could not fetch 'google/pegasus-large' from the Hugging Face hub"):
+    with pytest.raises(CheckpointError, match="could not fetch model 'google/pegasus-large' from the Hugging Face hub"):
         convert_checkpoint("google/pegasus-large", tmp_path / "out")
 
 

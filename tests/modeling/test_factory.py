@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
-from lsgtrain.modeling.convert import ConversionError, convert_checkpoint, pegasus_vocabulary
-from lsgtrain.modeling.factory import CheckpointError, build_model, check_tokenizer_fits
+from lsgtrain.modeling.convert import ConversionError, convert_checkpoint
+from lsgtrain.modeling.factory import build_model, check_tokenizer_fits
+from lsgtrain.modeling.loading import CheckpointError, pegasus_vocabulary
 
 SAMPLE = "we study @xmath3 sparse attention over long documents .\nglobal tokens summarise every block ."
 PEGASUS, LSG = "google/pegasus-large", "ccdv/lsg-pegasus-large-4096"

@@ -5,7 +5,7 @@ copies would; a run from a checkpoint tokenises with that checkpoint's tokenizer
 import pytest
 from transformers import AutoTokenizer
 
-from lsgtrain.modeling.convert import pegasus_vocabulary
+from lsgtrain.modeling.loading import pegasus_vocabulary
 from lsgtrain.train import train
 
 SAMPLE = "we study @xmath3 sparse attention over long documents .\nglobal tokens summarise every block ."

@@ -284,6 +284,16 @@ def test_a_file_without_rows_is_an_error_naming_it(make_cfg, tmp_path, name, con
         _raw(make_cfg, {**files, "test": str(path)})
 
 
+def test_a_file_that_does_not_parse_is_an_error_naming_key_and_file(make_cfg, tmp_path):
+    """`data.data_files` and `lsgtrain predict --input` share one reader (`sources.read_table`): a broken row is
+    named with the key and the file, not left to datasets' DatasetGenerationError, which names neither."""
+    files = _files(tmp_path, train=4, val=2, test=2)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"document": "a document", "summary": "a summary"}\n{"document": \n')
+    with pytest.raises(DataSourceError, match=rf"data.data_files.test: cannot read {broken} as jsonl: "):
+        _raw(make_cfg, {**files, "test": str(broken)})
+
+
 @pytest.mark.parametrize("suffix", ["jsonl", "json", "csv"])
 def test_non_utf8_bytes_are_an_error_naming_file_and_line_before_a_tokenizer_is_trained(make_cfg, tmp_path, suffix):
     rows = [{"document": f"row {i} " + " ".join(WORDS), "summary": f"summary {i}"} for i in range(40)]

@@ -217,6 +217,53 @@ def test_predict_names_unreadable_files_and_missing_columns(tiny_checkpoint, tmp
         predict(tiny_checkpoint, read_documents([str(good)], text_column="text"), device="cuda")
 
 
+@pytest.mark.parametrize(("name", "content"), [("empty_list.json", b"[]"), ("header.csv", b"text\n")])
+def test_predict_reads_input_files_as_a_run_reads_its_data_files(tmp_path, name, content):
+    """One reader of data files (`lsgtrain.data.sources.read_table`): a file that parses to no rows is named as a
+    run's `data.data_files` names it."""
+    from lsgtrain.predict import PredictionError, read_documents
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(PredictionError, match=rf"--input: {path} has no rows; give a file with one row per document"):
+        read_documents([str(path)], text_column="text")
+
+
+def test_predict_names_a_model_folder_without_a_tokenizer_or_a_missing_one(tiny_checkpoint, tmp_path, capsys):
+    """The model folder is read by the one checkpoint reader and tokenizer loader (`lsgtrain.modeling.loading`)."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_checkpoint / name, bare / name)
+    document = tmp_path / "document.txt"
+    document.write_text(_text(30))
+    assert cli_main(["summarize", str(bare), str(document), *QUICK_GENERATION]) == 2
+    assert f"model={bare} has no tokenizer (tokenizer.json or spiece.model): copy the files" in capsys.readouterr().err
+    assert cli_main(["summarize", str(tmp_path / "nowhere"), str(document), *QUICK_GENERATION]) == 2
+    assert f"model={tmp_path / 'nowhere'}: no checkpoint folder there" in capsys.readouterr().err
+
+
+def test_predict_writes_the_summaries_the_task_generates_in_a_test(make_cfg, standin_files, tmp_path):
+    """One generation of summaries (`lsgtrain.tasks.summarization.generate_ids` / `decode_summaries`): `lsgtrain
+    predict` over a run's test file writes the summaries that run's test (the ROUGE callback) wrote, for the same
+    length and decoding settings. The shipped trained model, so that each document gets its own summary."""
+    from lsgtrain.embedded import embedded_model
+
+    model, files = embedded_model("aclsum_tiny"), standin_files("summarization", "document", "summary")
+    cfg = make_cfg(f"model.pretrained={model}", "data.source=files", "logger=none", "trainer.accelerator=cpu",
+                   *(f"++data.data_files.{split}={path}" for split, path in files.items()), "data.eval_batch_size=1",
+                   config_name="eval", fast=False)  # fmt: skip
+    cfg.paths.output_dir = str(tmp_path / "eval")
+    cfg.module.generation.num_beams, cfg.module.generation.max_new_tokens = 3, 12  # not the YAML's 2 and 160
+    evaluate(cfg)
+    tested = {row["id"]: row["prediction"] for row in _rows(tmp_path / "eval" / "predictions" / "test.jsonl")}
+    output = tmp_path / "out.jsonl"
+    options = ["--output", str(output), "--batch-size", "1", "--num-beams", "3", "--max-new-tokens", "12"]
+    assert cli_main(["predict", model, "--input", files["test"], *options]) == 0
+    assert {row["id"]: row["prediction"] for row in _rows(output)} == tested
+    assert len(tested) == 5 and len(set(tested.values())) > 1  # every test document, each its own summary
+
+
 def test_predict_reads_a_dataset_split_from_a_local_folder(hub_standins, tmp_path):
     from lsgtrain.predict import PredictionError, predict, read_documents
 

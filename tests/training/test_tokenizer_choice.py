@@ -11,7 +11,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from lsgtrain.data.tokenizer import train_pegasus_tokenizer
 from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
 from lsgtrain.modeling.convert import save_atomically
-from lsgtrain.modeling.factory import CheckpointError
+from lsgtrain.modeling.loading import CheckpointError
 from lsgtrain.train import train
 
 from .conftest import assert_refused_before_data_work

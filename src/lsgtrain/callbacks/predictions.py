@@ -1,6 +1,7 @@
 """The predictions files of classification runs (`predictions/{stage}[_epoch{E}|_step{S}].jsonl`), in the format every
 lsgtrain predictions file has (`lsgtrain.metrics.predictions`), and the DDP gathering the ROUGE callback shares."""
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,15 @@ def predictions_file(folder: Path, trainer: Trainer, stage: str) -> Path:
     return folder / f"{stage}_epoch{trainer.current_epoch}.jsonl"
 
 
+def label_values(predicted: torch.Tensor, labels: Sequence[Any]) -> list[Any]:
+    """The label values of a classifier's predictions (`tasks.classification.class_predictions`): one per class id,
+    or, for multi-label probabilities, the list of those above 0.5 (thresholded as the metrics are). A run's
+    predictions files and `lsgtrain predict` both name labels through it."""
+    if predicted.is_floating_point():
+        return [[labels[j] for j in row.nonzero().flatten().tolist()] for row in predicted > 0.5]
+    return [labels[j] for j in predicted.tolist()]
+
+
 class LabelPredictions(Callback):
     """Writes a classification run's validation and test predictions: `{"id", "prediction", "reference",
     "correct"}` per document, `prediction` / `reference` being label values (lists of them for multi-label data).
@@ -51,12 +61,7 @@ class LabelPredictions(Callback):
     def _collect(self, trainer: Trainer, outputs: Any, batch: dict[str, torch.Tensor]) -> None:
         if trainer.sanity_checking:
             return
-        labels = trainer.datamodule.labels
-        predicted = outputs["predictions"]
-        if predicted.is_floating_point():  # multi-label probabilities, thresholded as the metrics are
-            values = [[labels[j] for j in row.nonzero().flatten().tolist()] for row in predicted > 0.5]
-        else:
-            values = [labels[j] for j in predicted.tolist()]
+        values = label_values(outputs["predictions"], trainer.datamodule.labels)
         self._predictions.update(zip(batch["idx"].tolist(), values, strict=True))
 
     def _write(self, trainer: Trainer, stage: str) -> None:

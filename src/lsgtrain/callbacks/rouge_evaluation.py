@@ -10,6 +10,7 @@ from typing_extensions import override
 
 from ..metrics.predictions import prediction_row, write_predictions
 from ..metrics.rouge import lead_baseline, mean_rouge, score_documents
+from ..tasks.summarization import decode_summaries
 from .predictions import gather_by_index, predictions_file
 from .validation_schedule import ValidationSchedule
 
@@ -160,9 +161,8 @@ class RougeEvaluation(ValidationSchedule):
 
     def _generate(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], stage: str):
         overrides = self.val_generation if stage == "val" and self._training(trainer) else {}
-        generated = pl_module.generate(batch, **overrides)
-        texts = trainer.datamodule.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        self._predictions.update(zip(batch["idx"].tolist(), (t.strip() for t in texts), strict=True))
+        texts = decode_summaries(trainer.datamodule.tokenizer, pl_module.generate(batch, **overrides))
+        self._predictions.update(zip(batch["idx"].tolist(), texts, strict=True))
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self._active:

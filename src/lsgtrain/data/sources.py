@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, load_dataset
 from datasets import config as datasets_config
+from datasets.exceptions import DatasetGenerationError
 
 from .aclsum import load_aclsum_split
 
@@ -114,25 +115,33 @@ def _load_files(data_files: Mapping[str, str], split_names: Mapping[str, str]) -
     splits, origins = {}, {}
     for split, key in _match_splits(data_files, split_names, "data.data_files", strict=True).items():
         path = Path(os.path.expanduser(data_files[key]))
-        if not path.is_file():
-            raise DataSourceError(f"data.data_files.{key}: no such file {path}")
-        file_format = FILE_FORMATS.get(path.suffix)
-        if file_format is None:
-            raise DataSourceError(f"{path}: unsupported format '{path.suffix}'; use one of {sorted(FILE_FORMATS)}")
-        if path.stat().st_size == 0:
-            raise DataSourceError(f"data.data_files.{key}: {path} is empty; give a file with one row per document")
-        if path.suffix in TEXT_FORMATS:
-            check_utf8(path, f"data.data_files.{key}")
-        try:
-            splits[split] = load_dataset(file_format, data_files=str(path), split="train")
-        except ValueError as error:  # datasets' words for a file that parses to nothing: `[]`, a csv header
-            if "corresponds to no data" not in str(error):
-                raise
-            raise DataSourceError(
-                f"data.data_files.{key}: {path} has no rows; give a file with one row per document"
-            ) from error
+        splits[split] = read_table(path, f"data.data_files.{key}")
         origins[split] = str(path)
     return DatasetDict(splits), origins
+
+
+def read_table(path: Path, key: str) -> Dataset:
+    """The rows of a json / jsonl / csv / parquet file (by extension; `key` names it in errors): the one reader of
+    a data file, for a run's `data.data_files` and `lsgtrain predict --input` alike. A missing, empty, non-UTF-8,
+    row-less or unparsable file is an error naming the key and the file."""
+    if not path.is_file():
+        raise DataSourceError(f"{key}: no such file {path}")
+    file_format = FILE_FORMATS.get(path.suffix)
+    if file_format is None:
+        raise DataSourceError(f"{path}: unsupported format '{path.suffix}'; use one of {sorted(FILE_FORMATS)}")
+    if path.stat().st_size == 0:
+        raise DataSourceError(f"{key}: {path} is empty; give a file with one row per document")
+    if path.suffix in TEXT_FORMATS:
+        check_utf8(path, key)
+    try:
+        return load_dataset(file_format, data_files=str(path), split="train")
+    except (OSError, ValueError, DatasetGenerationError) as error:
+        if "corresponds to no data" in str(error):  # datasets' words for a file that parses to nothing: `[]`, a header
+            raise DataSourceError(f"{key}: {path} has no rows; give a file with one row per document") from error
+        raise DataSourceError(
+            f"{key}: cannot read {path} as {path.suffix[1:]}: {error.__cause__ or error}; fix the file or export it "
+            "again (one row per document)"
+        ) from error
 
 
 def check_utf8(path: Path, key: str) -> None:

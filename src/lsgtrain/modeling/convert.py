@@ -7,23 +7,22 @@ embeddings. Outputs are written to a temporary folder and renamed into place, so
 """
 
 import contextlib
-import json
 import logging
 import os
 import re
 import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig, PretrainedConfig, set_seed
+from transformers import GenerationConfig, set_seed
 
 from .configuration_lsg_pegasus import MAX_GLOBAL_TOKENS, LSGPegasusConfig
+from .loading import CheckpointError, architectures, load_tokenizer, read_config
 from .modeling_lsg_pegasus import (
     LSGPegasusForConditionalGeneration,
     LSGPegasusForSequenceClassification,
@@ -48,11 +47,9 @@ MODEL_FOLDER_FILES = (
     "chat_template.*", "modeling_*.py", "configuration_*.py", "lsg_attention.py",
 )  # fmt: skip
 TRANSFORMERS_LOADING_LOGGER = "transformers.modeling_utils"  # where from_pretrained logs its LOAD REPORT
-# Pegasus' reserved ids before the SentencePiece pieces: pad, eos, <mask_1>, <mask_2>, <unk_2>..<unk_102>.
-PEGASUS_OFFSET = 103
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """A checkpoint that cannot be converted, with the reason and the fix."""
 
 
@@ -149,30 +146,6 @@ def check_loading_info(
         f"{message}. {hint + '. ' if hint else ''}To load it anyway, set model.allow_weight_mismatch=true "
         "(`lsgtrain convert --allow-weight-mismatch`)"
     )
-
-
-def _is_local(source: str) -> bool:
-    return Path(source).expanduser().exists()
-
-
-def _read_config(source: str) -> dict[str, Any]:
-    """The raw `config.json` of `source` (a folder, or a hub name when online), with clear errors."""
-    path = Path(source).expanduser()
-    if path.exists():
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise ConversionError(f"{path} has no config.json: it is not a Hugging Face checkpoint folder")
-        return json.loads(config_file.read_text())
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:
-        raise FileNotFoundError(f"no checkpoint folder at {path}")
-    try:
-        return PretrainedConfig.get_config_dict(source)[0]
-    except OSError as error:
-        raise ConversionError(
-            f"could not fetch '{source}' from the Hugging Face hub and there is no local folder of that name "
-            f"(offline? HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is "
-            f"internet (`hf download {source} --local-dir DIR`) and pass DIR instead. Cause: {error}"
-        ) from error
 
 
 def order_positions(positions: torch.Tensor, stride: int) -> torch.Tensor:
@@ -291,22 +264,23 @@ def convert_checkpoint(
 
     Raises:
         FileNotFoundError: `source` names a folder that does not exist.
-        ConversionError: not a Pegasus checkpoint, a length below the current one, impossible LSG parameters,
-            hub access failing, or a non-empty `output_dir` without `overwrite`.
+        ConversionError: not a Pegasus checkpoint, a length below the current one, impossible LSG parameters, or
+            a non-empty `output_dir` without `overwrite`.
+        CheckpointError (ConversionError's base): no config.json, or hub access failing (offline).
     """
     source = os.fspath(source)
-    raw_config = _read_config(source)
+    raw_config = read_config(source, "source")
     if raw_config.get("model_type") != "pegasus":
         raise ConversionError(
             f"{source} is a '{raw_config.get('model_type')}' checkpoint, not Pegasus: only Pegasus (model_type "
             "'pegasus') checkpoints convert to LSG-Pegasus"
         )
-    architectures = raw_config.get("architectures") or ["PegasusForConditionalGeneration"]
-    is_lsg = raw_config.get("base_model_prefix") == "lsg" or any("LSG" in name for name in architectures)
-    name = (architecture or architectures[0]).removeprefix("LSG")
+    names = architectures(raw_config) or ["PegasusForConditionalGeneration"]
+    is_lsg = raw_config.get("base_model_prefix") == "lsg" or any("LSG" in name for name in names)
+    name = (architecture or names[0]).removeprefix("LSG")
     if name not in LSG_CLASSES:
         raise ConversionError(f"architecture '{name}' cannot be converted; choose one of {sorted(LSG_CLASSES)}")
-    current_length = raw_config.get("max_position_embeddings", 0)
+    current_length = raw_config["max_position_embeddings"]
     if max_sequence_length < current_length:
         raise ConversionError(
             f"max_sequence_length={max_sequence_length} is below the checkpoint's max_position_embeddings "
@@ -321,8 +295,7 @@ def convert_checkpoint(
     config.architectures = [f"LSG{name}"]
     expected_missing = expected_missing_weights(
         new_global_embeddings=not is_lsg,  # initialised below
-        new_classifier_head=name == "PegasusForSequenceClassification"
-        and "ForSequenceClassification" not in architectures[0],
+        new_classifier_head=name == "PegasusForSequenceClassification" and "ForSequenceClassification" not in names[0],
     )
     model = load_checked(LSG_CLASSES[name], source, expected_missing, allow_weight_mismatch, config=config)
     if max_sequence_length % config.block_size != 0:
@@ -333,7 +306,9 @@ def convert_checkpoint(
             f"inputs are padded to a multiple of it, past the last position; use "
             f"{max(lower, config.block_size)} or {lower + config.block_size}"
         )
-    tokenizer = _load_tokenizer(source)
+    tokenizer = load_tokenizer(source, "source", optional=True)
+    if tokenizer is None:
+        logger.warning("no tokenizer in %s: converting the weights only", source)
 
     if not is_lsg:  # an LSG checkpoint keeps its trained global embeddings
         bos_id, mask_id = _bos_and_mask_ids(tokenizer, config)
@@ -370,56 +345,6 @@ def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
             f"{output_dir} is not a model folder (it holds {others[:5] or 'no config.json'}); overwrite replaces "
             "only a model folder's files: choose another output folder, or move those files out"
         )
-
-
-def load_checkpoint_tokenizer(source: str | os.PathLike):
-    """`AutoTokenizer.from_pretrained(source)`, with a Pegasus tokenizer's ids checked against its `spiece.model`.
-
-    transformers 5 converts `spiece.model` itself when a folder has no `tokenizer.json` (google/pegasus-large), and
-    misreads the `tokenizer_config.json` that transformers 4 wrote: with both `mask_token` and `mask_token_sent`
-    named, `<mask_1>` and `<mask_2>` swap ids (2 <-> 3); with only one of them, every piece moves by one id. Pegasus'
-    layout is fixed (pad 0, eos 1, `<mask_1>` 2, `<mask_2>` 3, `<unk_2>`..`<unk_102>` 4-104, piece i of
-    `spiece.model` at i + 103), so a tokenizer that departs from it is rebuilt from `spiece.model` alone.
-    """
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    spiece = Path(source).expanduser() / "spiece.model"
-    if type(tokenizer).__name__ != "PegasusTokenizer" or not spiece.is_file():
-        return tokenizer
-    expected = pegasus_vocabulary(spiece)
-    if tokenizer.get_vocab() == expected:
-        return tokenizer
-    logger.warning("%s: the tokenizer as transformers loads it departs from spiece.model's ids; rebuilding it", source)
-    with tempfile.TemporaryDirectory() as folder:
-        shutil.copy(spiece, folder)
-        config = {"tokenizer_class": "PegasusTokenizer", "model_max_length": tokenizer.model_max_length}
-        (Path(folder) / "tokenizer_config.json").write_text(json.dumps(config))
-        rebuilt = AutoTokenizer.from_pretrained(folder)
-    if rebuilt.get_vocab() != expected:
-        raise ConversionError(f"{source}: cannot build a tokenizer with Pegasus' ids from its spiece.model")
-    rebuilt.name_or_path = str(source)
-    return rebuilt
-
-
-def pegasus_vocabulary(spiece: str | os.PathLike) -> dict[str, int]:
-    """Token -> id of a Pegasus tokenizer over `spiece` (pieces 0 and 1, pad and eos, are the reserved ids 0 and 1)."""
-    import sentencepiece
-
-    model = sentencepiece.SentencePieceProcessor(model_file=str(spiece))
-    vocabulary = {"<pad>": 0, "</s>": 1, "<mask_1>": 2, "<mask_2>": 3}
-    vocabulary.update({f"<unk_{i}>": i + 2 for i in range(2, PEGASUS_OFFSET)})
-    for piece_id in range(2, model.get_piece_size()):
-        vocabulary.setdefault(model.id_to_piece(piece_id), piece_id + PEGASUS_OFFSET)
-    return vocabulary
-
-
-def _load_tokenizer(source: str):
-    try:
-        return load_checkpoint_tokenizer(source)
-    except (OSError, ValueError) as error:
-        if _is_local(source):
-            logger.warning("no tokenizer in %s (%s): converting the weights only", source, error)
-            return None
-        raise ConversionError(f"could not load the tokenizer of '{source}': {error}") from error
 
 
 def save_atomically(
@@ -462,7 +387,6 @@ __all__ = [
     "expected_missing_weights",
     "init_global_embeddings",
     "load_checked",
-    "load_checkpoint_tokenizer",
     "order_positions",
     "save_atomically",
 ]

@@ -21,16 +21,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from safetensors import SafetensorError
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from .configuration_lsg_pegasus import LSGPegasusConfig
-from .convert import (
-    convert_checkpoint,
-    expected_missing_weights,
-    init_global_embeddings,
-    load_checked,
-    load_checkpoint_tokenizer,
-)
+from .convert import convert_checkpoint, expected_missing_weights, init_global_embeddings, load_checked
+from .loading import CheckpointError, load_tokenizer, read_config
 from .modeling_lsg_pegasus import (
     LSGPegasusForConditionalGeneration,
     LSGPegasusForSequenceClassification,
@@ -43,12 +38,6 @@ TASK_CLASSES = {
     "seq2seq": LSGPegasusForConditionalGeneration,
     "classification": LSGPegasusForSequenceClassification,
 }
-# Files that make a folder hold a tokenizer (fast `tokenizer.json`, or Pegasus' SentencePiece model).
-TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint, or a tokenizer, that cannot be used as configured, with the reason and the fix."""
 
 
 class ModelAndTokenizer(NamedTuple):
@@ -111,7 +100,7 @@ def build_model(
             chosen = load_tokenizer(tokenizer, "data.tokenizer.pretrained")
             check_own_tokenizer(chosen, tokenizer, checkpoint, key, allow_tokenizer_change)
         else:
-            chosen = checkpoint_tokenizer(checkpoint, key)
+            chosen = load_tokenizer(checkpoint, key)
         check_tokenizer_fits(chosen, config, tokenizer or checkpoint, f"{key}={checkpoint}")
     elif tokenizer:
         chosen = load_tokenizer(tokenizer, "data.tokenizer.pretrained")
@@ -151,23 +140,9 @@ def build_model(
 
 
 def read_checkpoint_config(name: str, key: str) -> dict[str, Any]:
-    """The raw `config.json` of a checkpoint folder or hub name; refuses anything but (LSG-)Pegasus."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{key}={name} has no config.json: it is not a Hugging Face checkpoint folder")
-        config = json.loads((path / "config.json").read_text())
-    elif path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise FileNotFoundError(f"{key}={name}: no such checkpoint folder")
-    else:
-        try:
-            config = PretrainedConfig.get_config_dict(name)[0]
-        except OSError as error:
-            raise CheckpointError(
-                f"could not fetch model '{name}' from the Hugging Face hub (offline? HF_HUB_OFFLINE="
-                f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is internet "
-                f"(`hf download {name} --local-dir DIR`) and set {key}=DIR. Cause: {error}"
-            ) from error
+    """The raw `config.json` of a checkpoint folder or hub name (`loading.read_config`), refusing anything but
+    (LSG-)Pegasus."""
+    config = read_config(name, key)
     if config.get("model_type") != "pegasus":
         raise CheckpointError(
             f"{key}={name} is a '{config.get('model_type')}' checkpoint: lsgtrain fine-tunes Pegasus and LSG-Pegasus "
@@ -175,30 +150,6 @@ def read_checkpoint_config(name: str, key: str) -> dict[str, Any]:
             "model.convert_from, google/pegasus-large"
         )
     return config
-
-
-def load_tokenizer(name: str | os.PathLike, key: str) -> PreTrainedTokenizerBase:
-    """A tokenizer folder or hub name (Pegasus ids checked against `spiece.model`), with an error that says how to
-    run offline."""
-    try:
-        return load_checkpoint_tokenizer(name)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(
-            f"could not load the tokenizer {key}={name} (a hub name needs internet; HF_HUB_OFFLINE="
-            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is internet and point {key} at "
-            f"the local folder. Cause: {error}"
-        ) from error
-
-
-def checkpoint_tokenizer(name: str, key: str) -> PreTrainedTokenizerBase:
-    """The tokenizer a checkpoint ships with; a local folder without one is an error that says what to set."""
-    path = Path(name).expanduser()
-    if path.is_dir() and not any((path / file).is_file() for file in TOKENIZER_FILES):
-        raise CheckpointError(
-            f"{key}={name} has no tokenizer ({' or '.join(TOKENIZER_FILES)}): set data.tokenizer.pretrained to the "
-            "tokenizer the checkpoint was trained with"
-        )
-    return load_tokenizer(name, key)
 
 
 SPECIAL_IDS = ("pad_token_id", "eos_token_id", "unk_token_id", "mask_token_id")
@@ -210,14 +161,13 @@ def check_own_tokenizer(
     """Raise unless an explicit tokenizer is the checkpoint's own (same pieces at the same ids, same special ids),
     when the checkpoint has one: the id range alone lets an unrelated, smaller vocabulary through, and the model
     then reads every id as another piece. `allow` (model.allow_tokenizer_change) turns the error into a warning."""
-    path = Path(checkpoint).expanduser()
-    if path.is_dir() and not any((path / file).is_file() for file in TOKENIZER_FILES):
-        return  # no own tokenizer to compare with: check_tokenizer_fits still checks ids against the embeddings
     try:
-        own = load_checkpoint_tokenizer(checkpoint)
-    except (OSError, ValueError) as error:  # a hub checkpoint offline: only the id range is checked
+        own = load_tokenizer(checkpoint, key, optional=True)
+    except CheckpointError as error:  # a hub checkpoint offline: only the id range is checked
         logger.warning("%s=%s: its own tokenizer could not be loaded to compare (%s)", key, checkpoint, error)
         return
+    if own is None:
+        return  # no own tokenizer to compare with: check_tokenizer_fits still checks ids against the embeddings
     problems = []
     vocab, own_vocab = tokenizer.get_vocab(), own.get_vocab()
     if vocab != own_vocab:

@@ -23,6 +23,13 @@ def classification_metrics(*, num_labels: int, multi_label: bool) -> MetricColle
     )
 
 
+def class_predictions(logits: torch.Tensor, *, multi_label: bool) -> torch.Tensor:
+    """What a classifier predicts from its logits `[n, num_labels]`: class ids `[n]`, or multi-label probabilities
+    `[n, num_labels]` (thresholded at 0.5 by the metrics and `callbacks.predictions.label_values`). Training and
+    `lsgtrain predict` both read a classifier's output through it."""
+    return torch.sigmoid(logits) if multi_label else logits.argmax(dim=-1)
+
+
 class ClassificationModule(LongDocumentModule):
     """Fine-tunes `LSGPegasusForSequenceClassification`; logs `stage/acc`, `stage/f1_macro`, `stage/f1_micro`.
 
@@ -49,10 +56,9 @@ class ClassificationModule(LongDocumentModule):
         out = self.model_forward(**self.model_inputs(batch))
         labels = batch["labels"]
         self._log_loss(out.loss, stage, batch_size=labels.shape[0])
-        if self.model.config.problem_type == "multi_label_classification":
-            preds, target = torch.sigmoid(out.logits), labels.long()
-        else:
-            preds, target = out.logits.argmax(dim=-1), labels
+        multi_label = self.model.config.problem_type == "multi_label_classification"
+        preds = class_predictions(out.logits, multi_label=multi_label)
+        target = labels.long() if multi_label else labels
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(preds, target)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=labels.shape[0])

@@ -1,9 +1,12 @@
-"""LightningModule for LSG-Pegasus summarization: teacher-forced loss; generation for the ROUGE callback."""
+"""LightningModule for LSG-Pegasus summarization: teacher-forced loss; the one generation of summaries (the ROUGE
+callback's and `lsgtrain predict`'s)."""
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .base import LongDocumentModule
 
@@ -64,8 +67,25 @@ class SummarizationModule(LongDocumentModule):
         updated by them. The export writes the same ones to `generation_config.json`."""
         return {**self.generation, **overrides}
 
-    @torch.no_grad()
-    def generate(self, batch: dict[str, torch.Tensor], **overrides: Any) -> torch.Tensor:
+    def generate(self, batch: Mapping[str, torch.Tensor], **overrides: Any) -> torch.Tensor:
         """Summary token ids `[n, m]` for a batch, with the module's generation settings (and `overrides`)."""
-        settings = self.generation_settings(**overrides)
-        return self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings)
+        return generate_ids(self.model, batch, self.generation_settings(**overrides))
+
+
+@torch.no_grad()
+def generate_ids(
+    model: PreTrainedModel, batch: Mapping[str, torch.Tensor], settings: Mapping[str, Any]
+) -> torch.Tensor:
+    """Summary token ids `[n, m]` of a batch (`input_ids`, `attention_mask`): `model.generate` with `settings` over
+    the model's `generation_config`.
+
+    With `decode_summaries`, the one generation of summaries: validation and test (the ROUGE callback, through
+    `SummarizationModule.generate`) and `lsgtrain predict` call both, so a model given the same inputs and settings
+    writes the same summaries wherever it runs (why `predict` calls functions, not `trainer.predict`: its docstring).
+    """
+    return model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings)
+
+
+def decode_summaries(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor) -> list[str]:
+    """The texts of generated ids `[n, m]`: special tokens dropped, whitespace stripped (see `generate_ids`)."""
+    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
