@@ -1,5 +1,6 @@
 """Every config composes and every group instantiates; typos get Hydra's error."""
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -7,8 +8,20 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from omegaconf import OmegaConf
 
+from lsgtrain.callbacks import (
+    HFExport,
+    LabelPredictions,
+    RandomStateCheckpoint,
+    RequeueOnPreemption,
+    RougeEvaluation,
+    ScheduledModelCheckpoint,
+    StopOnNonFinite,
+    StopOnSignal,
+    ValidationSchedule,
+)
 from lsgtrain.train import CONFIG_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -42,16 +55,68 @@ def test_trainer_configs_instantiate(make_cfg, trainer):
 
 
 @pytest.mark.parametrize("logger", ["csv", "tensorboard", "wandb", "default"])
-def test_logger_configs_instantiate(make_cfg, logger, monkeypatch):
+def test_logger_configs_instantiate(make_cfg, logger, monkeypatch, tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    from lsgtrain.loggers import AppendingCSVLogger
+
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = make_cfg(f"logger={logger}")
-    assert all(instantiate(conf) is not None for conf in cfg.logger.values())
+    loggers = {name: instantiate(conf) for name, conf in cfg.logger.items()}
+    assert set(loggers) == {"default": {"csv", "wandb"}}.get(logger, {logger})
+    run = tmp_path / "run"
+    if "csv" in loggers:  # one metrics.csv per run folder
+        assert type(loggers["csv"]) is AppendingCSVLogger and Path(loggers["csv"].log_dir) == run / "csv" / "version_0"
+    if "tensorboard" in loggers:
+        assert type(loggers["tensorboard"]) is TensorBoardLogger
+        assert Path(loggers["tensorboard"].log_dir) == run / "tensorboard" / "version_0"
+    if "wandb" in loggers:
+        wandb = loggers["wandb"]
+        assert type(wandb) is WandbLogger and wandb._offline and Path(wandb.save_dir) == run
+        assert (wandb.name, wandb._wandb_init["name"], wandb._log_model) == ("lsgtrain", cfg.task_name, False)
+
+
+# name -> the class a callbacks config builds and the attributes holding its settings (`_x` holds key `x`)
+CALLBACKS = {
+    "model_checkpoint": (ScheduledModelCheckpoint, ("monitor", "mode", "save_top_k", "save_last", "dirpath")),
+    "step_checkpoint": (
+        ModelCheckpoint,
+        ("dirpath", "_every_n_train_steps", "_save_on_train_epoch_end", "save_top_k", "save_last"),
+    ),
+    "requeue": (RequeueOnPreemption, ()),
+    "stop_on_signal": (StopOnSignal, ()),
+    "random_state": (RandomStateCheckpoint, ()),
+    "divergence": (StopOnNonFinite, ()),
+    "hf_export": (HFExport, ("dirpath", "license", "base_model", "dataset")),
+    "rouge": (RougeEvaluation, ("every_n_epochs", "every_n_steps", "max_samples", "seed", "predictions_dir")),
+    "predictions": (LabelPredictions, ("predictions_dir",)),
+    "validation": (ValidationSchedule, ("every_n_steps",)),
+    "lr_monitor": (LearningRateMonitor, ("logging_interval",)),
+    "model_summary": (ModelSummary, ("_max_depth",)),
+}
 
 
 @pytest.mark.parametrize("callbacks", GROUP_OPTIONS["callbacks"])
 def test_callback_configs_instantiate(make_cfg, callbacks):
     cfg = make_cfg(f"callbacks={callbacks}")
-    assert all(instantiate(conf) is not None for conf in cfg.callbacks.values())
+    OmegaConf.resolve(cfg)
+    assert set(cfg.callbacks) <= set(CALLBACKS), "a new callback: add its class and settings to CALLBACKS"
+    built = {name: instantiate(conf) for name, conf in cfg.callbacks.items()}
+    for name, callback in built.items():
+        kind, attributes = CALLBACKS[name]
+        assert type(callback) is kind, name
+        for attribute in attributes:
+            value, expected = getattr(callback, attribute), cfg.callbacks[name][attribute.lstrip("_")]
+            if attribute.endswith("dir") or attribute.endswith("dirpath"):
+                value, expected = Path(value), Path(expected)
+            assert value == expected, f"callbacks.{name}.{attribute.lstrip('_')}: {value!r} != {expected!r}"
+    if callbacks in ("summarization", "classification"):  # the best checkpoint follows the task's metric
+        monitor = {"summarization": "val/rougeLsum", "classification": "val/f1_macro"}[callbacks]
+        assert (built["model_checkpoint"].monitor, built["model_checkpoint"].mode) == (monitor, "max")
+        assert Path(built["model_checkpoint"].dirpath) == Path(cfg.paths.output_dir) / "checkpoints"
+    if "stop_on_signal" in built:
+        assert built["stop_on_signal"].signums == [signal.SIGTERM, signal.SIGINT]
+        assert built["requeue"].signums == [signal.SIGUSR2]
 
 
 def test_module_and_data_configs_instantiate(make_cfg):
