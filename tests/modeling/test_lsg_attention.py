@@ -1,7 +1,6 @@
 """Properties of the LSG attention that hold beyond the oracle cases: lsh, masking, layouts, memory."""
 
 import dataclasses
-import itertools
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from lsgtrain.modeling.lsg_layout import LSGGeometry
 from lsgtrain.modeling.modeling_lsg_pegasus import LSGPegasusForConditionalGeneration, LSGPegasusModel
 
 from .batches import padded_batch
+from .reference_layout import reference_sparse_mixing
 
 
 def _encode(model, input_ids, attention_mask, seed=0):
@@ -50,38 +50,6 @@ def test_lsh_ignores_the_content_of_padded_tokens(lsh_model):
     torch.testing.assert_close(base, after, atol=1e-5, rtol=0)
 
 
-def _expected_mixing(sparsity_type, queries, keys, keep, blk, sbs, sf):
-    """What LSG_SPEC.md section 5 says each sparse token is, as weights over the tokens `[n, h, t // sf, t]`, written
-    with loops over heads and chunks (none of the selector's index arithmetic)."""
-    n, h, t, d = keys.shape
-    mixing = torch.zeros(n, h, t // sf, t)
-    for b, head in itertools.product(range(n), range(h)):
-        if sparsity_type == "norm":  # largest key norms of each chunk of min(blk, sbs) keys, ascending
-            chunk, kept = min(blk, sbs), min(blk, sbs) // sf
-            norms = keys[b, head].norm(dim=-1) * keep[b]
-            for c in range(t // chunk):
-                order = norms[c * chunk : (c + 1) * chunk].argsort()[chunk - kept :] + c * chunk
-                for j, position in enumerate(order.tolist()):
-                    mixing[b, head, c * kept + j, position] = 1.0
-        elif sparsity_type == "stride":  # head i takes j * sf + (i % sf)
-            for j in range(t // sf):
-                mixing[b, head, j, j * sf + head % sf] = 1.0
-        elif sparsity_type == "block_stride":  # per block, a run of blk // sf tokens from i * blk // sf, wrapping
-            per_block = blk // sf
-            for block, j in itertools.product(range(t // blk), range(per_block)):
-                mixing[b, head, block * per_block + j, block * blk + (j + head * per_block) % blk] = 1.0
-        elif sparsity_type == "pooling":  # mean of the visible keys of sf consecutive ones (count + 1e-6)
-            for j in range(t // sf):
-                members = keep[b, j * sf : (j + 1) * sf].float()
-                mixing[b, head, j, j * sf : (j + 1) * sf] = members / (members.sum() + 1e-6)
-        elif sparsity_type == "bos_pooling":  # softmax weights from the first token's query, per chunk of sf
-            for j in range(t // sf):
-                scores = keys[b, head, j * sf : (j + 1) * sf] @ queries[b, head, 0] / d**0.5
-                scores = scores.masked_fill(~keep[b, j * sf : (j + 1) * sf], torch.finfo(scores.dtype).min)
-                mixing[b, head, j, j * sf : (j + 1) * sf] = torch.softmax(scores, dim=-1)
-    return mixing
-
-
 @pytest.mark.parametrize("sparsity_type", ["norm", "stride", "block_stride", "pooling", "bos_pooling", "lsh"])
 def test_each_sparsity_type_builds_the_sparse_tokens_the_spec_says(tiny_config, sparsity_type):
     """The selector is linear in the values, so values = identity give how each sparse token mixes the tokens;
@@ -109,7 +77,7 @@ def test_each_sparsity_type_builds_the_sparse_tokens_the_spec_says(tiny_config, 
         assert torch.equal(sparse_keep, counts.squeeze(-1) > 0)
         expected = mixing
     else:
-        expected = _expected_mixing(sparsity_type, queries, keys, keep[:, 0], blk, sbs, sf)
+        expected = reference_sparse_mixing(sparsity_type, queries, keys, keep[:, 0], blk, sbs, sf)
         torch.testing.assert_close(mixing, expected, atol=1e-6, rtol=0)
     # Picked tokens keep their (masked) keys; the means of pooling and lsh leave the padded keys out.
     masked_keys = keys * keep[..., None] if sparsity_type in ("pooling", "lsh") else keys
