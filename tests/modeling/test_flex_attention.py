@@ -137,5 +137,5 @@ def test_flex_evaluation_with_a_checkpoints_attention_dropout_runs():
 
 def test_an_unknown_attn_implementation_is_an_error():
     attention, inputs, keep = _attention_on("paged_attention")
-    with pytest.raises(ValueError, match="paged_attention.*choose one of"):
+    with pytest.raises(ValueError, match=r"paged_attention.*choose one of"):
         attention(*inputs, keep)
