@@ -92,6 +92,11 @@ class LSGPegasusTestFlags:
     # run here; transformers' rule for a tester without it is to declare no generative class. lsgtrain's own
     # generate checks: tests/modeling/test_transformers_common.py and test_model_contract.py.
     all_generative_model_classes = ()
+    trains = True  # the tester's is_training
+
+    def setUp(self):
+        tester = LSGPegasusModelTester if self.is_encoder_decoder else LSGPegasusClassifierTester
+        self.model_tester = tester(self, is_training=self.trains)
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         """Labels for the heads: transformers finds its own classes' label shapes in its auto mappings, which a
@@ -111,9 +116,7 @@ class LSGPegasusModelTest(LSGPegasusTestFlags, ModelTesterMixin, unittest.TestCa
 
     all_model_classes = (LSGPegasusModel,) if is_torch_available() else ()
     is_encoder_decoder = True
-
-    def setUp(self):
-        self.model_tester = LSGPegasusModelTester(self, is_training=False)
+    trains = False
 
 
 @require_torch
@@ -121,14 +124,8 @@ class LSGPegasusForConditionalGenerationTest(LSGPegasusTestFlags, ModelTesterMix
     all_model_classes = (LSGPegasusForConditionalGeneration,) if is_torch_available() else ()
     is_encoder_decoder = True
 
-    def setUp(self):
-        self.model_tester = LSGPegasusModelTester(self)
-
 
 @require_torch
 class LSGPegasusForSequenceClassificationTest(LSGPegasusTestFlags, ModelTesterMixin, unittest.TestCase):
     all_model_classes = (LSGPegasusForSequenceClassification,) if is_torch_available() else ()
     is_encoder_decoder = False
-
-    def setUp(self):
-        self.model_tester = LSGPegasusClassifierTester(self)
