@@ -3,7 +3,8 @@ files do not cover.
 
 It builds every block's keys the way the reference does, by padding and unfolding the key/value/mask tensors
 themselves (`[global | sparse | local]`), and materialises all scores; it shares nothing with `lsg_attention`'s
-index arithmetic. Slow and memory-hungry by design: tiny inputs only.
+index arithmetic. Slow and memory-hungry by design: tiny inputs only. `reference_sparse_mixing` writes the sparse
+tokens of LSG_SPEC.md §5 the same way, as loops.
 """
 
 import itertools
