@@ -50,17 +50,17 @@ def with_path(path: str):
     """Context manager forcing the LSG attention onto `path` ("flex" or "chunked")."""
     from contextlib import contextmanager
 
-    from lsgtrain.modeling import lsg_attention
+    from lsgtrain.modeling import lsg_kernels
 
     @contextmanager
-    def forced():
-        original = lsg_attention._use_flex_attention
+    def forced():  # the `sdpa` kernel takes flex on CUDA wherever `flex_applies`; "chunked" says it never does
+        original = lsg_kernels.flex_applies
         if path == "chunked":
-            lsg_attention._use_flex_attention = lambda query, dropout, geometry: False
+            lsg_kernels.flex_applies = lambda geometry, device: False
         try:
             yield
         finally:
-            lsg_attention._use_flex_attention = original
+            lsg_kernels.flex_applies = original
 
     return forced()
 

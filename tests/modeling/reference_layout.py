@@ -3,9 +3,11 @@ files do not cover.
 
 It builds every block's keys the way the reference does, by padding and unfolding the key/value/mask tensors
 themselves (`[global | sparse | local]`), and materialises all scores; it shares nothing with `lsg_attention`'s
-index arithmetic. Slow and memory-hungry by design: tiny inputs only.
+index arithmetic. Slow and memory-hungry by design: tiny inputs only. `reference_sparse_mixing` writes the sparse
+tokens of LSG_SPEC.md §5 the same way, as loops.
 """
 
+import itertools
 import math
 
 import torch
@@ -67,3 +69,35 @@ def reference_lsg_attention(query, key, value, keep, sparse, config) -> torch.Te
     scores = block_queries @ block_keys.transpose(-1, -2) / math.sqrt(d) + block_mask
     local = (torch.softmax(scores, dim=-1) @ block_values).reshape(n, h, -1, d)
     return torch.cat([full(query[:, :, :g]), local], dim=2)
+
+
+def reference_sparse_mixing(sparsity_type, queries, keys, keep, blk, sbs, sf):
+    """What LSG_SPEC.md section 5 says each sparse token is, as weights over the tokens `[n, h, t // sf, t]`, written
+    with loops over heads and chunks (none of the selector's index arithmetic)."""
+    n, h, t, d = keys.shape
+    mixing = torch.zeros(n, h, t // sf, t)
+    for b, head in itertools.product(range(n), range(h)):
+        if sparsity_type == "norm":  # largest key norms of each chunk of min(blk, sbs) keys, ascending
+            chunk, kept = min(blk, sbs), min(blk, sbs) // sf
+            norms = keys[b, head].norm(dim=-1) * keep[b]
+            for c in range(t // chunk):
+                order = norms[c * chunk : (c + 1) * chunk].argsort()[chunk - kept :] + c * chunk
+                for j, position in enumerate(order.tolist()):
+                    mixing[b, head, c * kept + j, position] = 1.0
+        elif sparsity_type == "stride":  # head i takes j * sf + (i % sf)
+            for j in range(t // sf):
+                mixing[b, head, j, j * sf + head % sf] = 1.0
+        elif sparsity_type == "block_stride":  # per block, a run of blk // sf tokens from i * blk // sf, wrapping
+            per_block = blk // sf
+            for block, j in itertools.product(range(t // blk), range(per_block)):
+                mixing[b, head, block * per_block + j, block * blk + (j + head * per_block) % blk] = 1.0
+        elif sparsity_type == "pooling":  # mean of the visible keys of sf consecutive ones (count + 1e-6)
+            for j in range(t // sf):
+                members = keep[b, j * sf : (j + 1) * sf].float()
+                mixing[b, head, j, j * sf : (j + 1) * sf] = members / (members.sum() + 1e-6)
+        elif sparsity_type == "bos_pooling":  # softmax weights from the first token's query, per chunk of sf
+            for j in range(t // sf):
+                scores = keys[b, head, j * sf : (j + 1) * sf] @ queries[b, head, 0] / d**0.5
+                scores = scores.masked_fill(~keep[b, j * sf : (j + 1) * sf], torch.finfo(scores.dtype).min)
+                mixing[b, head, j, j * sf : (j + 1) * sf] = torch.softmax(scores, dim=-1)
+    return mixing

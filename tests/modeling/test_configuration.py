@@ -62,6 +62,7 @@ def test_none_sparsity_type_reads_as_none():
         ({"block_size": 16, "sparse_block_size": 12, "sparsity_factor": 2, "sparsity_type": "norm"}, "must divide"),
         ({"num_global_tokens": 0}, r"num_global_tokens must be in \[1, 512\]"),
         ({"num_global_tokens": 600}, r"num_global_tokens must be in \[1, 512\]"),
+        ({"attention_maps": "dense"}, r"attention_maps='dense' is unknown; choose one of \('square', 'blocks'\)"),
     ],
 )
 def test_impossible_parameters_raise_naming_the_key(overrides, message):

@@ -6,9 +6,11 @@ import pytest
 import torch
 from torch.nn.attention.flex_attention import create_block_mask
 
-from lsgtrain.modeling import lsg_attention
+from lsgtrain.modeling import lsg_kernels
 from lsgtrain.modeling.configuration_lsg_pegasus import SPARSITY_TYPES, LSGPegasusConfig
-from lsgtrain.modeling.lsg_attention import LSGBlockAttention, LSGGeometry, lsg_block_mask
+from lsgtrain.modeling.lsg_attention import LSGBlockAttention
+from lsgtrain.modeling.lsg_kernels import check_kernel_applies, flex_applies, lsg_block_mask
+from lsgtrain.modeling.lsg_layout import LSGGeometry
 
 from .oracle import build_model, inputs_of, load_case
 from .test_oracle import ATOL, CASES
@@ -16,15 +18,6 @@ from .test_oracle import ATOL, CASES
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 GEOMETRIES = [(16, 16, 2, 3), (16, 8, 4, 1), (16, 16, 16, 2), (32, 16, 2, 1)]  # block, sparse block, factor, globals
-
-
-def _force_flex_on_cpu(monkeypatch):
-    """Take the flex path on CPU (forward only) whenever the layout allows it, whatever the block size."""
-    monkeypatch.setattr(
-        lsg_attention,
-        "_use_flex_attention",
-        lambda query, dropout, geometry: not geometry.uses_sparse_tokens or geometry.sparse_starts is not None,
-    )
 
 
 @pytest.mark.parametrize(("blk", "sbs", "sf", "g"), GEOMETRIES, ids=lambda v: str(v))
@@ -41,10 +34,10 @@ def test_flex_equals_the_chunked_path(monkeypatch, sparsity_type, blk, sbs, sf, 
     keep = torch.ones(2, g + t, dtype=torch.bool)
     keep[1, g + t - blk - 5 :] = False  # one local block fully padded, one partly
     torch.manual_seed(1)
-    chunked, _ = attention(query, key, value, keep)
-    _force_flex_on_cpu(monkeypatch)
+    chunked, _ = attention(query, key, value, keep)  # sdpa, on CPU the custom function
+    config._attn_implementation = "flex_attention"  # forward only on CPU
     calls = []
-    monkeypatch.setattr(lsg_attention, "flex_attention", _counting(lsg_attention.flex_attention, calls))
+    monkeypatch.setattr(lsg_kernels, "flex_attention", _counting(lsg_kernels.flex_attention, calls))
     torch.manual_seed(1)
     flex, _ = attention(query, key, value, keep)
     assert len(calls) == 1  # one call for all blocks
@@ -60,19 +53,21 @@ def _counting(function, calls):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_flex_path_matches_the_reference_oracle(monkeypatch, oracle_dir, name):
+def test_flex_kernel_matches_the_reference_oracle(oracle_dir, name):
+    """The encoder on `attn_implementation="flex_attention"` (forward on CPU); the decoder's flex_attention is
+    transformers' own (its CPU compile takes minutes), so only the encoder output is compared."""
     path = oracle_dir / f"{name}.npz"
     if not path.exists():
         pytest.skip(f"{path} missing")
     case = load_case(path)
     model = build_model(case)
-    _force_flex_on_cpu(monkeypatch)
+    model.set_attn_implementation("flex_attention")
+    inputs = inputs_of(case)
     torch.manual_seed(int(case["forward_seed"]))
     with torch.no_grad():
-        out = model(**inputs_of(case))
+        out = model.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
     expected = torch.from_numpy(case["encoder_last_hidden_state"])
-    torch.testing.assert_close(out.encoder_last_hidden_state, expected, atol=ATOL, rtol=0)
-    torch.testing.assert_close(out.logits, torch.from_numpy(case["logits"]), atol=ATOL, rtol=0)
+    torch.testing.assert_close(out.last_hidden_state, expected, atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize(("blk", "sbs", "sf", "g"), GEOMETRIES, ids=lambda v: str(v))
@@ -95,12 +90,52 @@ def test_block_mask_from_the_layout_equals_the_evaluated_one(blk, sbs, sf, g):
 
 def test_flex_is_chosen_only_where_it_applies(tiny_config):
     usual = LSGGeometry.from_config(LSGPegasusConfig())  # 128 / 128 / 2, the real checkpoints
-    assert lsg_attention._flex_supports(usual)
-    assert not lsg_attention._flex_supports(LSGGeometry.from_config(tiny_config()))  # block 8: no Triton tile
-    # sparse_block_size <= 0.75 * 128 / 2: the reference's short windows, which only the chunked path reproduces
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert flex_applies(usual, cuda) and flex_applies(usual, cpu)
+    tiny = LSGGeometry.from_config(tiny_config())
+    assert not flex_applies(tiny, cuda) and flex_applies(tiny, cpu)  # block 8: no Triton tile on CUDA
+    # sparse_block_size <= 0.75 * 128 / 2: the reference's short windows, which only the chunked kernels reproduce
     short_windows = LSGGeometry.from_config(LSGPegasusConfig(sparse_block_size=32, sparsity_type="pooling"))
-    assert short_windows.sparse_starts is None and not lsg_attention._flex_supports(short_windows)
-    assert not lsg_attention._use_flex_attention(torch.empty(0), 0.0, usual)  # CPU keeps its custom function
-    cuda_like = type("CudaTensor", (), {"device": torch.device("cuda")})()  # only the device is read
-    assert lsg_attention._use_flex_attention(cuda_like, 0.0, usual)
-    assert not lsg_attention._use_flex_attention(cuda_like, 0.1, usual)  # flex has no attention dropout
+    assert short_windows.sparse_starts is None and not flex_applies(short_windows, cpu)
+
+
+def _attention_on(name, **overrides):
+    values = {"d_model": 32, "encoder_attention_heads": 4, "block_size": 16, "sparse_block_size": 16}
+    config = LSGPegasusConfig(**{**values, **overrides})
+    config._attn_implementation = name
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(1, 4, 1 + 64, 8, generator=generator) for _ in range(3)]
+    return LSGBlockAttention(config), inputs, torch.ones(1, 65, dtype=torch.bool)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "train", "grad", "message"),
+    [
+        ({"attention_dropout": 0.1}, True, False, "has no attention dropout"),
+        ({"attention_dropout": 0.0}, True, True, "has no backward on cpu"),
+        ({"sparse_block_size": 4, "sparsity_type": "pooling"}, False, False, "cannot express"),
+    ],
+    ids=["dropout", "cpu-backward", "short-sparse-windows"],
+)
+def test_a_forced_flex_kernel_that_cannot_apply_is_an_error_naming_the_alternatives(overrides, train, grad, message):
+    attention, inputs, keep = _attention_on("flex_attention", **overrides)
+    attention.train(train)
+    for tensor in inputs:
+        tensor.requires_grad_(grad)
+    with pytest.raises(ValueError, match=message) as error:
+        attention(*inputs, keep)
+    assert "attn_implementation='sdpa'" in str(error.value) and "'eager'" in str(error.value)
+
+
+def test_flex_evaluation_with_a_checkpoints_attention_dropout_runs():
+    """Checkpoints carry attention_dropout=0.1; in eval mode (no dropout) a forced flex kernel applies."""
+    attention, inputs, keep = _attention_on("flex_attention", attention_dropout=0.1)
+    check_kernel_applies("flex_attention", attention.geometry, 0.0, inputs[0])
+    with torch.no_grad():
+        assert torch.isfinite(attention.eval()(*inputs, keep)[0]).all()
+
+
+def test_an_unknown_attn_implementation_is_an_error():
+    attention, inputs, keep = _attention_on("paged_attention")
+    with pytest.raises(ValueError, match=r"paged_attention.*choose one of"):
+        attention(*inputs, keep)

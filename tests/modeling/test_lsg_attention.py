@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from lsgtrain.modeling.configuration_lsg_pegasus import SPARSITY_TYPES
-from lsgtrain.modeling.lsg_attention import LSGGeometry
+from lsgtrain.modeling.lsg_attention import SparseTokenSelector
+from lsgtrain.modeling.lsg_layout import LSGGeometry
 from lsgtrain.modeling.modeling_lsg_pegasus import LSGPegasusForConditionalGeneration, LSGPegasusModel
 
 from .batches import padded_batch
+from .reference_layout import reference_sparse_mixing
 
 
 def _encode(model, input_ids, attention_mask, seed=0):
@@ -48,23 +50,38 @@ def test_lsh_ignores_the_content_of_padded_tokens(lsh_model):
     torch.testing.assert_close(base, after, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("sparsity_type", SPARSITY_TYPES)
-def test_constant_values_give_the_same_output_for_every_type(tiny_config, sparsity_type):
-    """With v_proj = constant every attention must return that constant: sparse averages must be true means."""
-    torch.manual_seed(0)
-    config = tiny_config(sparsity_type=sparsity_type, sparsity_factor=4, encoder_layers=1)
-    model = LSGPegasusModel(config).eval()
-    attention = model.encoder.layers[0].self_attn
-    with torch.no_grad():
-        attention.v_proj.weight.zero_()
-    input_ids, attention_mask = _batch(pad=0)
-    torch.manual_seed(0)
-    hidden = model.encoder.embed_tokens(input_ids)
-    keep = torch.ones(2, 65, dtype=torch.bool)
-    with torch.no_grad():
-        out, _ = attention(torch.cat([torch.randn(2, 1, 32), hidden], dim=1), keep)
-    expected = attention.out_proj(attention.v_proj.bias).expand_as(out)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+@pytest.mark.parametrize("sparsity_type", ["norm", "stride", "block_stride", "pooling", "bos_pooling", "lsh"])
+def test_each_sparsity_type_builds_the_sparse_tokens_the_spec_says(tiny_config, sparsity_type):
+    """The selector is linear in the values, so values = identity give how each sparse token mixes the tokens;
+    that must be the spec's choice for every type (lsh: a partition of each chunk's visible keys into means), and
+    the sparse keys those same mixtures of the keys."""
+    blk, sbs, sf = 8, 8, 4
+    config = tiny_config(sparsity_type=sparsity_type, sparsity_factor=sf, lsh_num_pre_rounds=0)
+    selector = SparseTokenSelector(config, LSGGeometry.from_config(config))
+    generator = torch.Generator().manual_seed(0)
+    n, h, t, d = 2, 4, 32, 8
+    queries, keys = (torch.randn(n, h, t, d, generator=generator) for _ in range(2))
+    keep = torch.ones(n, 1, t, dtype=torch.bool)
+    keep[1, :, 21:] = False  # one chunk partly, two fully padded
+    identity = torch.eye(t).expand(n, h, t, t)
+    torch.manual_seed(0)  # lsh
+    sparse_keys, mixing, sparse_keep = selector(queries, keys, identity, keep)
+    assert mixing.shape == (n, h, t // sf, t) and sparse_keep.shape == (n, h, t // sf)
+    if sparsity_type == "lsh":  # one round: c // sf buckets per chunk of c = 8 keys; each visible key in one bucket
+        chunk = min(blk, sbs)
+        chunk_of = torch.arange(t // sf) // (chunk // sf)  # [s_len], chunk of each sparse token
+        assert ((mixing > 0) <= (chunk_of[:, None] == torch.arange(t) // chunk)).all()  # stays in its chunk
+        assert torch.equal((mixing > 0).sum(dim=2), keep.expand(n, h, t).long())  # visible keys: one bucket each
+        counts = (mixing > 0).sum(dim=-1, keepdim=True)
+        torch.testing.assert_close(mixing, (mixing > 0) / (counts + 1e-8))  # bucket means
+        assert torch.equal(sparse_keep, counts.squeeze(-1) > 0)
+        expected = mixing
+    else:
+        expected = reference_sparse_mixing(sparsity_type, queries, keys, keep[:, 0], blk, sbs, sf)
+        torch.testing.assert_close(mixing, expected, atol=1e-6, rtol=0)
+    # Picked tokens keep their (masked) keys; the means of pooling and lsh leave the padded keys out.
+    masked_keys = keys * keep[..., None] if sparsity_type in ("pooling", "lsh") else keys
+    torch.testing.assert_close(sparse_keys, expected @ masked_keys, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("sparsity_type", ["norm", "pooling", "lsh", "stride", "block_stride", "bos_pooling"])
@@ -153,17 +170,33 @@ def test_bf16_weights_run(tiny_config):
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits).all()
 
 
-@pytest.mark.parametrize("cpu_function", [True, False], ids=["cpu-flash-function", "checkpointed-sdpa"])
-@pytest.mark.parametrize("sparsity_type", SPARSITY_TYPES)
-def test_chunked_attention_equals_one_chunk_with_gradients(tiny_config, sparsity_type, cpu_function, monkeypatch):
-    """Chunks of blocks give the same outputs and gradients as one chunk, on both backward paths (the custom CPU
-    function, and the checkpointed SDPA used on GPUs and with dropout)."""
-    from lsgtrain.modeling import lsg_attention
+# The kernels that run a backward on CPU: `sdpa` (here the custom CPU function), `eager`, and the chunked SDPA that
+# `sdpa` takes on CUDA with attention dropout (no name of its own: registered for these tests only).
+BACKWARD_KERNELS = ["sdpa", "eager", "chunked_sdpa"]
 
-    monkeypatch.setattr(lsg_attention, "_use_cpu_function", lambda query: cpu_function)
+
+@pytest.fixture
+def use_kernel(monkeypatch):
+    """`use_kernel(config, name)` sets `config._attn_implementation`, registering the test-only `chunked_sdpa`."""
+    from lsgtrain.modeling import lsg_kernels
+
+    monkeypatch.setitem(lsg_kernels.LSG_ATTENTION_FUNCTIONS, "chunked_sdpa", lsg_kernels._chunked_sdpa_attention)
+
+    def use(config, name):
+        config._attn_implementation = name
+        return config
+
+    return use
+
+
+@pytest.mark.parametrize("kernel", BACKWARD_KERNELS)
+@pytest.mark.parametrize("sparsity_type", SPARSITY_TYPES)
+def test_chunked_attention_equals_one_chunk_with_gradients(tiny_config, sparsity_type, kernel, use_kernel):
+    """Chunks of blocks give the same outputs and gradients as one chunk, on every kernel with a backward here."""
     torch.manual_seed(0)
     config = tiny_config(sparsity_type=sparsity_type, sparsity_factor=4, encoder_layers=1, attention_dropout=0.0)
     model = LSGPegasusModel(config).train()
+    use_kernel(model.config, kernel)  # after construction: transformers knows no `chunked_sdpa`
     attention = model.encoder.layers[0].self_attn
     hidden = torch.randn(2, 1 + 64, 32)
     keep = torch.ones(2, 65, dtype=torch.bool)
@@ -184,15 +217,17 @@ def test_chunked_attention_equals_one_chunk_with_gradients(tiny_config, sparsity
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", BACKWARD_KERNELS)
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("sparsity_type", ["norm", "none", "pooling"])
-def test_cpu_function_has_exact_gradients(tiny_config, sparsity_type, dropout):
-    """The custom CPU function computes its own backward for the global rows and every chunk (with attention
-    dropout it forms each chunk's scores itself and regenerates the dropout mask): its gradients are those of its
-    forward (float64 gradcheck, one seed per call)."""
+def test_kernels_have_exact_gradients(tiny_config, sparsity_type, dropout, kernel, use_kernel):
+    """Every kernel's gradients are those of its forward (float64 gradcheck, one seed per call), with and without
+    attention dropout; the custom CPU function computes its own backward for the global rows and every chunk (with
+    dropout it forms each chunk's scores itself and regenerates the dropout mask)."""
     from lsgtrain.modeling.lsg_attention import LSGBlockAttention
 
-    attention = LSGBlockAttention(tiny_config(sparsity_type=sparsity_type, attention_dropout=dropout)).train()
+    config = use_kernel(tiny_config(sparsity_type=sparsity_type, attention_dropout=dropout), kernel)
+    attention = LSGBlockAttention(config).train()
     attention.geometry = dataclasses.replace(attention.geometry, chunk_tokens=16)  # 2 chunks of 2 blocks
     generator = torch.Generator().manual_seed(0)
     inputs = [torch.randn(2, 4, 1 + 32, 8, dtype=torch.float64, generator=generator).requires_grad_() for _ in range(3)]
@@ -200,7 +235,7 @@ def test_cpu_function_has_exact_gradients(tiny_config, sparsity_type, dropout):
     keep[1, 27:] = False
 
     def run(query, key, value):
-        torch.manual_seed(0)  # the chunks' dropout seeds are drawn from the global RNG
+        torch.manual_seed(0)  # the dropout masks (or the chunks' dropout seeds) are drawn from the global RNG
         return attention(query, key, value, keep)[0]
 
     assert torch.autograd.gradcheck(run, inputs, atol=1e-6, fast_mode=True)

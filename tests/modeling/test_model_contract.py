@@ -131,10 +131,11 @@ def test_hidden_states_are_trimmed_like_the_output(tiny_config, model_class, pas
 
 @pytest.mark.parametrize("sparsity_type", SPARSITY_TYPES)
 @pytest.mark.parametrize("length", LENGTHS)
-def test_encoder_attentions_rows_sum_to_one_and_masked_keys_get_zero(tiny_config, sparsity_type, length):
-    """A row per position of the hidden states (globals included); every query's probabilities sum to one: a token
-    row over its own keys, a global query over the global keys of its row plus its column among the tokens."""
-    config = tiny_config(num_global_tokens=2, sparsity_type=sparsity_type)
+def test_block_maps_rows_sum_to_one_and_masked_keys_get_zero(tiny_config, sparsity_type, length):
+    """`attention_maps="blocks"`: a row per position of the hidden states (globals included); every query's
+    probabilities sum to one: a token row over its own keys, a global query over the global keys of its row plus its
+    column among the tokens. (Square maps: test_attention_maps.py.)"""
+    config = tiny_config(num_global_tokens=2, sparsity_type=sparsity_type, attention_maps="blocks")
     model = _build(LSGPegasusForConditionalGeneration, config)
     input_ids, attention_mask = padded_batch(length, 5)
     torch.manual_seed(1)  # lsh
@@ -166,11 +167,11 @@ def test_encoder_attentions_rows_sum_to_one_and_masked_keys_get_zero(tiny_config
     torch.testing.assert_close(out.logits, fused.logits, atol=1e-5, rtol=0)
 
 
-def test_encoder_attention_weights_follow_the_documented_layout(tiny_config):
-    """Row of token q in block b: `[globals | tokens (b-1)*blk .. (b+2)*blk | sparse | given by each global]`, and
-    a global row `[global keys | zeros]`, checked for sparsity 'none' against softmaxes computed by hand from the
-    layer's own projections."""
-    config = tiny_config(sparsity_type="none", encoder_layers=1, num_global_tokens=2)
+def test_block_maps_follow_the_documented_layout(tiny_config):
+    """`attention_maps="blocks"`, row of token q in block b: `[globals | tokens (b-1)*blk .. (b+2)*blk | sparse |
+    given by each global]`, and a global row `[global keys | zeros]`, checked for sparsity 'none' against softmaxes
+    computed by hand from the layer's own projections."""
+    config = tiny_config(sparsity_type="none", encoder_layers=1, num_global_tokens=2, attention_maps="blocks")
     model = _build(LSGPegasusModel, config)
     input_ids, attention_mask = padded_batch(64, 5)  # row 1's padding starts at 59
     out = _call(model, input_ids, attention_mask, output_attentions=True, output_hidden_states=True)
@@ -193,11 +194,12 @@ def test_encoder_attention_weights_follow_the_documented_layout(tiny_config):
     torch.testing.assert_close(maps[:, 2:, 26 + 1], expected[:, 2:], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("length", [13, 64])
-def test_encoder_attention_gradients_are_those_of_the_context(tiny_config, length):
+@pytest.mark.parametrize(("length", "layout"), [(13, "square"), (64, "square"), (64, "blocks")])
+def test_encoder_attention_gradients_are_those_of_the_context(tiny_config, length, layout):
     """The maps are the tensor the context is computed from: d loss / d map[q, key] = d loss / d context[q] . v[key]
-    for every entry checked, in the dense (13 tokens) and the block layout (64 tokens), globals' rows included."""
-    config = tiny_config(sparsity_type="none", encoder_layers=1, num_global_tokens=2)
+    for every entry checked, in the dense (13 tokens, full attention), the square (64) and the block layout (64),
+    globals' rows included."""
+    config = tiny_config(sparsity_type="none", encoder_layers=1, num_global_tokens=2, attention_maps=layout)
     model = _build(LSGPegasusEncoderModel, config)
     attention = model.encoder.layers[0].self_attn
     recorded = {}
@@ -218,7 +220,7 @@ def test_encoder_attention_gradients_are_those_of_the_context(tiny_config, lengt
 
     products = heads(grad_context) @ heads(recorded["value"]).transpose(-1, -2)  # [n, h, query, key]
     assert grad_maps.abs().sum() > 0
-    if length <= 2 * config.block_size:
+    if layout == "square":
         torch.testing.assert_close(grad_maps, products, atol=1e-5, rtol=1e-4)
         return
     token, k_len = 21, 2 + 24  # token 21: block 2, local window = tokens 8..31
@@ -250,7 +252,7 @@ def test_every_generation_mode_returns_its_optional_outputs(tiny_config, generat
         output_attentions=True, output_hidden_states=True, output_scores=True, **generate_kwargs,
     )  # fmt: skip
     assert out.sequences.shape == (2, 5)
-    assert len(out.encoder_attentions) == 2 and out.encoder_attentions[0].shape == (2, 4, 38, 1 + 24 + 16 + 1)
+    assert len(out.encoder_attentions) == 2 and out.encoder_attentions[0].shape == (2, 4, 38, 38)  # square
     assert len(out.encoder_hidden_states) == 3 and out.encoder_hidden_states[-1].shape == (2, 38, 32)
     assert len(out.scores) == 4 and len(out.decoder_attentions) == 4 and len(out.cross_attentions) == 4
     # Cross-attention sees the encoder output as trimmed: globals + the 37 tokens.

@@ -34,8 +34,11 @@ def generation_case(request, oracle_dir):
     return _load(oracle_dir, request.param)
 
 
-def test_forward_matches_reference(case):
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_forward_matches_reference(case, attn_implementation):
+    """On every kernel with a full forward here (flex_attention: test_flex_attention.py, encoder only)."""
     model = build_model(case)
+    model.set_attn_implementation(attn_implementation)
     inputs = inputs_of(case)
     mask_before = inputs["attention_mask"].clone()
     torch.manual_seed(int(case["forward_seed"]))  # lsh draws its projections from the global RNG, as the reference

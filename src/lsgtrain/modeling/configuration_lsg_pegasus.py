@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 
 SPARSITY_TYPES = ("none", "norm", "pooling", "lsh", "stride", "block_stride", "bos_pooling")
 CLASSIFIER_POOLINGS = ("global", "mean")
+ATTENTION_MAPS = ("square", "blocks")
 MAX_GLOBAL_TOKENS = 512  # rows of `global_embeddings` in every reference checkpoint
 
 
@@ -35,6 +36,9 @@ class LSGPegasusConfig(PegasusConfig):
         lsh_num_pre_rounds: LSH pre-merging rounds (`sparsity_type="lsh"` only).
         classifier_pooling: sequence classification pools the first global token (`"global"`) or takes the
             masked mean of the token outputs (`"mean"`).
+        attention_maps: layout of the encoder maps of `output_attentions=True`: `"square"` `[n, h, g + t, g + t]`
+            (refused above a memory bound), or `"blocks"`, each token's probabilities over the keys it sees (linear
+            in length); docs/model.md "Encoder attentions".
     """
 
     adaptive: bool = True
@@ -49,6 +53,7 @@ class LSGPegasusConfig(PegasusConfig):
     pool_with_global: bool = True
     lsh_num_pre_rounds: int = 1
     classifier_pooling: str = "global"
+    attention_maps: str = "square"
 
     def __post_init__(self, **kwargs):
         if self.sparsity_type is None:
@@ -83,6 +88,8 @@ class LSGPegasusConfig(PegasusConfig):
                 f"sparse_block_size ({self.sparse_block_size}) and sparsity_factor ({self.sparsity_factor}) "
                 "must be >= 0 (0 disables sparse attention)"
             )
+        if self.attention_maps not in ATTENTION_MAPS:
+            raise ValueError(f"attention_maps={self.attention_maps!r} is unknown; choose one of {ATTENTION_MAPS}")
         if self.lsh_num_pre_rounds < 0:
             raise ValueError(f"lsh_num_pre_rounds must be >= 0, got {self.lsh_num_pre_rounds}")
         if self.uses_sparse_tokens:

@@ -44,7 +44,7 @@ LSG_CLASSES: dict[str, type[LSGPegasusPreTrainedModel]] = {
 MODEL_FOLDER_FILES = (
     "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
     "tokenizer*.json", "tokenizer.model", "spiece.model", "special_tokens_map.json", "added_tokens.json",
-    "chat_template.*", "modeling_*.py", "configuration_*.py", "lsg_attention.py",
+    "chat_template.*", "modeling_*.py", "configuration_*.py", "lsg_*.py",
 )  # fmt: skip
 TRANSFORMERS_LOADING_LOGGER = "transformers.modeling_utils"  # where from_pretrained logs its LOAD REPORT
 

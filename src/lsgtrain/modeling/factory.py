@@ -78,7 +78,8 @@ def build_model(
         attention_dropout: replaces the checkpoint's (or `init`'s) attention dropout in every attention layer; None
             keeps it. With 0 the encoder takes the fast attention kernels, which have no dropout.
         gradient_checkpointing: recompute layer activations in backward (less memory, slower steps).
-        attn_implementation: the decoder's attention backend (`sdpa`, `eager`, `flash_attention_2`).
+        attn_implementation: the kernel of every attention, LSG encoder and decoder (`sdpa`, `eager`,
+            `flex_attention`, `flash_attention_2`; docs/model.md "Attention kernels").
         allow_weight_mismatch: load a checkpoint even where weights are missing (left random) or unexpected
             (dropped); by default that is an error, since it means the checkpoint is not the model configured.
         allow_tokenizer_change: use an explicit `tokenizer` that is not the checkpoint's own (another vocabulary or

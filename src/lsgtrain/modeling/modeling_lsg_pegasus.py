@@ -4,8 +4,9 @@ Only the encoder changes (reference `LSGPegasusEncoder`): global tokens are prep
 multiple of `block_size` and attend through `LSGBlockAttention`. The decoder, its cross-attention and the LM head are
 transformers' own Pegasus modules, so they run on its attention backends (eager, SDPA, flash).
 
-This file and the two it imports relatively are copied next to the weights by `save_pretrained`, so a saved folder
-loads with `trust_remote_code=True` where lsgtrain is not installed.
+This file and the ones it imports relatively (configuration, attention, layout, kernels, CPU function) are copied
+next to the weights by `save_pretrained`, so a saved folder loads with `trust_remote_code=True` where lsgtrain is
+not installed.
 
 Notation used for tensor shapes: n batch, t tokens given, t_pad after adaptive padding, g global tokens,
 D d_model, m decoder tokens, c labels.
@@ -85,7 +86,9 @@ class LSGPegasusPreTrainedModel(PegasusPreTrainedModel):
     base_model_prefix = "model"
     _no_split_modules = ["LSGPegasusEncoderLayer", "PegasusDecoderLayer"]
     _can_compile_fullgraph = True  # tested: a forward under torch.compile(fullgraph=True) gives the eager outputs
-    _supports_flex_attn = False
+    # One `attn_implementation` for every attention (lsg_kernels.py): the decoder's is Pegasus' own, the encoder's
+    # the LSG kernel of that name; flash-attn has no LSG layout, so with it the encoder runs its `sdpa` kernel.
+    _supports_flex_attn = True
 
     def __init__(self, config: LSGPegasusConfig, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
@@ -155,9 +158,9 @@ class LSGPegasusEncoder(LSGPegasusPreTrainedModel):
 
         Returns `last_hidden_state` `[n, g + t, D]` (`[n, t, D]` when `pass_global_tokens_to_decoder=False`); if
         asked, `hidden_states` per layer (embeddings first, final norm last) trimmed exactly as `last_hidden_state`,
-        and `attentions` per layer: the attention probabilities, a row per position of `hidden_states` (r rows):
-        `[n, h, r, g + t]` for inputs of at most 2 blocks, `[n, h, r, k_len + g]` (block layout) beyond; see
-        docs/model.md.
+        and `attentions` per layer: the attention probabilities, a row per position of `hidden_states` (r rows)
+        over the keys `[globals | tokens]`: `[n, h, r, g + t]` (square with the globals kept), or with
+        `config.attention_maps="blocks"` and inputs longer than 2 blocks `[n, h, r, k_len + g]`; see docs/model.md.
         """
         config = self.config
         if (input_ids is None) == (inputs_embeds is None):
