@@ -104,8 +104,8 @@ def user_keys(overrides: list[str] | None = None) -> set[str]:
 def _experiment_keys(name: str) -> set[str]:
     """What `experiment=NAME` sets: the groups its defaults list overrides and the keys it gives."""
     experiment = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "experiment" / f"{name}.yaml"))
-    groups = {next(iter(entry)).removeprefix("override /") for entry in experiment.pop("defaults", []) if
-              isinstance(entry, dict)}  # fmt: skip
+    defaults = experiment.pop("defaults") if "defaults" in experiment else []
+    groups = {next(iter(entry)).removeprefix("override /") for entry in defaults if isinstance(entry, dict)}
     return {group.replace("/", ".") for group in groups} | set(flatten_config(experiment))
 
 

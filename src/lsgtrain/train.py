@@ -67,15 +67,26 @@ def _config_dir() -> str:
 CONFIG_DIR = _config_dir()
 
 
+def _instantiate(conf: DictConfig, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, raising the target's own error (key, value, fix) rather than Hydra's wrapping."""
+    try:
+        return instantiate(conf, **kwargs)
+    except InstantiationException as error:
+        raise (error.__cause__ or error) from None
+
+
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every `_target_` entry of a callbacks/logger group (a dict of named configs)."""
     if not group:
         return []
-    return [instantiate(conf) for conf in group.values() if isinstance(conf, DictConfig) and "_target_" in conf]
+    return [_instantiate(conf) for conf in group.values() if isinstance(conf, DictConfig) and "_target_" in conf]
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
-    """Seed, check the config, then instantiate datamodule, model, LightningModule, callbacks, loggers, trainer."""
+    """Seed, check the config, then instantiate datamodule, callbacks, model, LightningModule, loggers, trainer.
+
+    Every component checks its own arguments as it is built; those built before the model (which may train a
+    tokenizer on the data) and the module's `check_arguments` refuse bad settings before any data work."""
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
     # Impossible LSG parameters fail here, before any data is read or tokenised, with the validator's own message.
@@ -86,18 +97,17 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)  # then the other settings that would fail late or unclearly
 
     logger.info("Instantiating datamodule <%s>", cfg.data._target_)
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = _instantiate(cfg.data, _convert_="all")
+    module_factory = _instantiate(cfg.module, _convert_="all", _partial_=True)
+    module_factory.func.check_arguments(**module_factory.keywords)
+    callbacks = _instantiate_group(cfg.callbacks)
     logger.info("Instantiating model <%s>", cfg.model._target_)
     # One decision for model and tokenizer (lsgtrain.modeling.factory); a resumed run keeps its saved tokenizer.
-    try:
-        model, datamodule.tokenizer = instantiate(
-            cfg.model, _convert_="all", **tokenizer_choice(cfg, datamodule), data_head=datamodule.model_kwargs
-        )
-    except InstantiationException as error:  # the factory's own error (key, value, fix), not Hydra's wrapping
-        raise (error.__cause__ or error) from None
+    model, datamodule.tokenizer = _instantiate(
+        cfg.model, _convert_="all", **tokenizer_choice(cfg, datamodule), data_head=datamodule.model_kwargs
+    )
     save_tokenizer_once(datamodule.tokenizer, Path(cfg.paths.output_dir) / RUN_TOKENIZER_DIR)
-    module = instantiate(cfg.module, _convert_="all", model=model)
-    callbacks = _instantiate_group(cfg.callbacks)
+    module = module_factory(model=model)
     callbacks.append(RunConfigCheckpoint(OmegaConf.to_container(cfg, resolve=True), datamodule.identity))
     loggers = _instantiate_group(cfg.logger)
     if not loggers:  # LearningRateMonitor refuses to run without a logger
@@ -105,7 +115,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     plugins: list[Any] = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # ranks from SLURM; requeueing is RequeueOnPreemption's job (step boundaries)
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
+    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
     if cfg.effective_batch_size:
         per_step = cfg.data.batch_size * trainer.world_size
         trainer.accumulate_grad_batches = max(1, math.ceil(cfg.effective_batch_size / per_step))

@@ -101,17 +101,14 @@ KEYS = (
     Key("trainer.devices", FREE, RUN),
     Key("trainer.strategy", FREE, RUN),
 )  # fmt: skip
-_BY_NAME = {key.name: key for key in KEYS}
 
 
 def lookup(name: str) -> Key:
     """The entry that decides for the dotted key `name`: its own, else the closest one above it."""
+    by_name = {key.name: key for key in KEYS}
     parts = name.split(".")
-    for end in range(len(parts), 0, -1):
-        key = _BY_NAME.get(".".join(parts[:end]))
-        if key is not None:
-            return key
-    return _BY_NAME[""]
+    above = (".".join(parts[:end]) for end in range(len(parts), -1, -1))  # ends with "", the root entry
+    return next(by_name[prefix] for prefix in above if prefix in by_name)
 
 
 def resume_fixed(name: str) -> bool:
