@@ -50,7 +50,7 @@ class Key:
         name: a group or dotted key ("" is the root: every key without a closer entry).
         resume: whether a resume may change it.
         evaluation: whether an evaluation takes it from the run.
-        shown: how the card shows its values.
+        shown: how the card shows its values (None: as the closest entry above says).
         folder: what of an evaluated model folder decides it (None: nothing).
         before: for keys added since runs were first written whose configs now set a value other than the
             behaviour of a run without the key: the value such a run trained with, which a resume compares against.
@@ -59,56 +59,53 @@ class Key:
     name: str
     resume: Resume
     evaluation: Evaluation
-    shown: Shown = Shown.MODEL
+    shown: Shown | None = None
     folder: Folder | None = None
     before: Any = NOT_IN_OLD_RUNS
 
 
 FIXED, FREE, RUN, OWN = Resume.FIXED, Resume.FREE, Evaluation.RUN, Evaluation.OWN
+
+
+def _each(resume: Resume, evaluation: Evaluation, *names: str) -> tuple[Key, ...]:
+    return tuple(Key(name, resume, evaluation) for name in names)
+
+
 KEYS = (
-    Key("", FREE, OWN),  # paths, loggers, hydra, task/run names, ckpt_path, train/test, how long to train
-    Key("model", FIXED, RUN),
-    Key("model.attention_dropout", FIXED, RUN, before=None),  # null: the checkpoint's own attention dropout
-    Key("model.gradient_checkpointing", FREE, RUN),
-    Key("model.attn_implementation", FREE, RUN),
-    Key("model.allow_tokenizer_change", FREE, RUN),
-    Key("model.lsg", FIXED, RUN, folder=Folder.CONFIG),
+    Key("", FREE, OWN, Shown.MODEL),  # paths, loggers, hydra, task/run names, ckpt_path, train/test, how long to train
+    # what was trained: a resume keeps it, an evaluation takes it from the run
+    *_each(FIXED, RUN, "model", "module", "seed"),
     Key("data", FIXED, RUN, Shown.DATASET),
     Key("data.tokenizer", FIXED, RUN, Shown.MODEL),  # a tokenizer path is a model folder (or its hub id)
-    Key("data.max_source_length", FIXED, RUN, Shown.DATASET, Folder.LENGTH),
-    Key("data.num_workers", FREE, RUN),
-    Key("data.eval_batch_size", FREE, RUN),
-    Key("data.cache_dir", FREE, RUN),
-    Key("data.num_proc", FREE, RUN),
-    Key("data.overwrite_cache", FREE, RUN),
-    Key("data.max_predict_samples", FREE, RUN),
-    Key("data.allow_split_overlap", FREE, RUN),
-    Key("data.allow_data_change", FREE, RUN),
-    Key("module", FIXED, RUN),
-    Key("module.generation", FREE, RUN, folder=Folder.GENERATION),
-    Key("module.compile", FREE, RUN),
-    Key("callbacks", FREE, RUN),  # ROUGE settings, predictions: the run's evaluation setup
-    Key("callbacks.hf_export", FREE, OWN),  # an evaluation exports nothing
-    Key("callbacks.rouge.val_generation", FREE, RUN, folder=Folder.GENERATION),
-    Key("seed", FIXED, RUN),
-    Key("effective_batch_size", FIXED, OWN),
-    Key("trainer.accumulate_grad_batches", FIXED, OWN),
-    Key("trainer.gradient_clip_val", FIXED, OWN),
-    Key("trainer.gradient_clip_algorithm", FIXED, OWN),
+    Key("data.max_source_length", FIXED, RUN, folder=Folder.LENGTH),
+    Key("model.lsg", FIXED, RUN, folder=Folder.CONFIG),
+    Key("model.attention_dropout", FIXED, RUN, before=None),  # null: the checkpoint's own attention dropout
     # the hardware and numerics the run validated with: a GPU run's evaluation must not score on CPU in fp32
     Key("trainer.precision", FIXED, RUN),
-    Key("trainer.accelerator", FREE, RUN),
-    Key("trainer.devices", FREE, RUN),
-    Key("trainer.strategy", FREE, RUN),
+    *_each(FREE, RUN, "trainer.accelerator", "trainer.devices", "trainer.strategy"),
+    # how the run computes and evaluates, not what it learns: a resume may change them
+    *_each(FREE, RUN, "model.gradient_checkpointing", "model.attn_implementation", "model.allow_tokenizer_change",
+           "module.compile", "data.num_workers", "data.eval_batch_size", "data.cache_dir", "data.num_proc",
+           "data.overwrite_cache", "data.max_predict_samples", "data.allow_split_overlap", "data.allow_data_change",
+           "callbacks"),  # callbacks: ROUGE settings, predictions (the run's evaluation setup)
+    Key("module.generation", FREE, RUN, folder=Folder.GENERATION),
+    Key("callbacks.rouge.val_generation", FREE, RUN, folder=Folder.GENERATION),
+    Key("callbacks.hf_export", FREE, OWN),  # an evaluation exports nothing
+    # the optimisation's own: a resume keeps it; an evaluation does not optimise
+    *_each(FIXED, OWN, "effective_batch_size", "trainer.accumulate_grad_batches", "trainer.gradient_clip_val",
+           "trainer.gradient_clip_algorithm"),
 )  # fmt: skip
 
 
 def lookup(name: str) -> Key:
-    """The entry that decides for the dotted key `name`: its own, else the closest one above it."""
+    """What the table says of the dotted key `name`: its own entry, else the closest one above it (`shown` from
+    the closest entry that gives one)."""
     by_name = {key.name: key for key in KEYS}
     parts = name.split(".")
     above = (".".join(parts[:end]) for end in range(len(parts), -1, -1))  # ends with "", the root entry
-    return next(by_name[prefix] for prefix in above if prefix in by_name)
+    entries = [by_name[prefix] for prefix in above if prefix in by_name]
+    shown = next(entry.shown for entry in entries if entry.shown is not None)
+    return Key(name, entries[0].resume, entries[0].evaluation, shown)
 
 
 def resume_fixed(name: str) -> bool:
