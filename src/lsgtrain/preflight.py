@@ -23,6 +23,7 @@ from .arguments import ConfigError, check_number
 from .checkpointing import first_process_of_run
 from .hub import HubUnavailable, PushTarget, check_push_target
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
+from .tasks.base import FREEZE_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ def _check_freeze(cfg: DictConfig) -> None:
     """Freezing keeps weights as loaded: frozen random weights never learn (the options themselves are the
     module's to check)."""
     freeze = OmegaConf.select(cfg, "module.freeze", default=None) or {}
-    asked = [key for key, value in freeze.items() if value]
+    asked = [key for key, value in freeze.items() if value is True and key in FREEZE_OPTIONS]
     if asked and not (cfg.model.pretrained or cfg.model.convert_from):
         raise ConfigError(
             f"module.freeze.{asked[0]}=true on a randomly initialised model: the frozen weights would stay random "
