@@ -5,7 +5,7 @@ and pushes it to the hub when asked."""
 import copy
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
@@ -16,9 +16,11 @@ from ..checkpointing import load_checkpoint
 from ..hub import PushTarget, push_folder
 from ..model_card import build_model_card, write_model_card
 from ..modeling.convert import save_atomically
-from ..run.folder import RunReport
 from .divergence import TrainingDiverged
 from .rouge_evaluation import RougeEvaluation
+
+if TYPE_CHECKING:
+    from ..run.folder import RunReport
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ class HFExport(Callback):
         self.exported = True
         trainer.strategy.barrier()
 
-    def on_run_end(self, trainer: Trainer, report: RunReport) -> None:
+    def on_run_end(self, trainer: Trainer, report: "RunReport") -> None:
         """Add the model card to the export, now that the test set has run on the exported weights (or with the
         reason it did not)."""
         if not self.exported:
