@@ -1,7 +1,7 @@
 """Checkpoint files that are either complete or absent, where a resumed run finds the last one and its tokenizer, how
 checkpoints are read without running code from them, and what a resume must agree on with the checkpoint's run."""
 
-import fcntl
+import logging
 import os
 import pickle
 from collections.abc import Callable
@@ -13,32 +13,17 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
 from .modeling.loading import CheckpointError
+from .run.keys import resume_fixed, values_before_the_keys
 
 if TYPE_CHECKING:
     from .data.datamodule import LongDocumentDataModule
 
-# Settings that shape the training trajectory: a resume whose config differs from its checkpoint's in one of them
-# is refused (the checkpoint's optimizer state, schedule and data order would silently win). Everything else
-# (trainer.max_epochs, paths, loggers, callbacks, devices, evaluation) may change and is applied.
-RESUME_FIXED = (
-    "model", "module", "data", "seed", "effective_batch_size", "trainer.accumulate_grad_batches",
-    "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm", "trainer.precision",
-)  # fmt: skip
-RESUME_FREE = (
-    "data.num_workers", "data.eval_batch_size", "data.cache_dir", "module.generation", "model.gradient_checkpointing",
-    "model.attn_implementation", "data.num_proc", "data.overwrite_cache", "data.max_predict_samples",
-    "data.allow_split_overlap", "data.allow_data_change", "model.allow_tokenizer_change",
-    "module.compile",
-)  # fmt: skip
+logger = logging.getLogger(__name__)
 
-# Keys added since runs were first written, whose configs now set a value other than the behaviour of a run without
-# the key: such a run trained with the value given here (null: the checkpoint's own attention dropout), and a resume
-# compares against it. A key whose default keeps the old behaviour does not belong here.
-VALUES_BEFORE_THE_KEY = {"model.attention_dropout": None}
 POSITION_TABLE = "embed_positions.weight"  # the sinusoidal tables, as long as the length a model was built for
 
 
@@ -143,37 +128,31 @@ def _other_length(
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The `RESUME_FIXED` settings whose values differ between a checkpoint's run config and the current one.
+    """The settings a resume must keep (`lsgtrain.run.keys`) whose values differ between a checkpoint's run config
+    and the current one.
 
     Settings in only one of them are not changes (see `settings_in_one_config`): a run started with an older
-    lsgtrain lacks the keys added since, whose defaults keep the old behaviour, except `VALUES_BEFORE_THE_KEY`.
+    lsgtrain lacks the keys added since, whose defaults keep the old behaviour, except those with a `Key.before`.
     """
     before, now = _saved_settings(saved), flatten_config(current)
     return [
         f"{key}: {before[key]!r} in the checkpoint, {now[key]!r} now"
         for key in sorted(set(before) & set(now))
-        if _is_fixed(key) and before[key] != now[key]
+        if resume_fixed(key) and before[key] != now[key]
     ]
 
 
 def settings_in_one_config(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The `RESUME_FIXED` settings that only the checkpoint's run config or only the current one has."""
+    """The settings a resume must keep that only the checkpoint's run config or only the current one has."""
     before, now = _saved_settings(saved), flatten_config(current)
     only_now = [f"{key}={now[key]!r} (not in the checkpoint)" for key in sorted(set(now) - set(before))]
     only_before = [f"{key}={before[key]!r} (only in the checkpoint)" for key in sorted(set(before) - set(now))]
-    return [setting for setting in only_now + only_before if _is_fixed(setting.split("=", 1)[0])]
+    return [setting for setting in only_now + only_before if resume_fixed(setting.split("=", 1)[0])]
 
 
 def _saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's flattened run config, with `VALUES_BEFORE_THE_KEY` for the keys it predates."""
-    return {**VALUES_BEFORE_THE_KEY, **flatten_config(saved)}
-
-
-def _is_fixed(key: str) -> bool:
-    def under(prefixes: tuple[str, ...]) -> bool:
-        return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
-
-    return under(RESUME_FIXED) and not under(RESUME_FREE)
+    """A checkpoint's flattened run config, with the value before the key for the keys it predates."""
+    return {**values_before_the_keys(), **flatten_config(saved)}
 
 
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -223,45 +202,6 @@ def changed_data(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     ]
 
 
-class RunFolderLock:
-    """An exclusive lock on a run folder (`.lock`, `fcntl.flock`), held by the first process of a run for its
-    whole length, so a second run started in the same folder (same `run_name`) stops at once instead of
-    interleaving logs and overwriting outputs. The kernel releases it when the process ends, even on kill -9."""
-
-    def __init__(self, folder: str | os.PathLike):
-        self.path = Path(folder) / ".lock"
-        self._file: Any = None
-
-    def __enter__(self) -> "RunFolderLock":
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a+")  # held open: closing it releases the lock
-        except OSError as error:
-            raise RuntimeError(
-                f"paths.output_dir={self.path.parent}: cannot write the run folder there ({error.strerror or error}); "
-                "point LSGTRAIN_ROOT (or paths.root_dir) at a folder you can write"
-            ) from None
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
-            raise RuntimeError(
-                f"run folder {self.path.parent} is in use by a run that is still going ({holder}); wait for it "
-                "to end, or give this run another run_name"
-            ) from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        self._file.flush()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
-
-
 def first_process_of_run() -> bool:
     """True in the process that starts a run: not a DDP rank launched by Lightning, torchrun or srun."""
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
@@ -274,7 +214,7 @@ RUN_TOKENIZER_DIR = "tokenizer"
 def resumed_checkpoint(cfg: DictConfig) -> Path | None:
     """The checkpoint `cfg.ckpt_path` resumes from, known before the trainer exists: `last` is this run folder's
     `checkpoints/last.ckpt` when there is one (where `callbacks.step_checkpoint` writes it)."""
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path = cfg.ckpt_path
     if ckpt_path != "last":
         return Path(ckpt_path) if ckpt_path else None
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -303,3 +243,53 @@ def _no_saved_tokenizer(checkpoint: Path, saved: Path) -> Callable[[], Any]:
         )
 
     return refuse
+
+
+def check_resume(checkpoint: dict[str, Any], cfg: DictConfig, datamodule: "LongDocumentDataModule", path: str) -> None:
+    """Refuse a resume whose settings (those `lsgtrain.run.keys` marks fixed) or data differ from the run that wrote
+    the checkpoint: it goes on with that run's optimizer, schedule, tokenizer and data order, which would win without a
+    word."""
+    saved = saved_run_config(checkpoint)
+    if saved is None:
+        logger.warning("%s holds no run config (older lsgtrain): cannot check that the settings match", path)
+    else:
+        _refuse_changed_settings(saved, OmegaConf.to_container(cfg, resolve=True), path)
+    _refuse_changed_data(checkpoint, datamodule, path)
+
+
+def _refuse_changed_settings(saved: dict[str, Any], current: dict[str, Any], path: str) -> None:
+    unmatched = settings_in_one_config(saved, current)
+    if unmatched:
+        logger.warning(
+            "%s was written by a run whose config lacks (or has) these settings, taken as they are now (a run started "
+            "with an older lsgtrain lacks the keys added since): %s", path, "; ".join(unmatched),
+        )  # fmt: skip
+    changed = changed_settings(saved, current)
+    if changed:
+        raise CheckpointError(
+            f"ckpt_path={path}: a resume continues that run's optimizer, schedule and data order, but these "
+            f"settings differ from the run that wrote it: {'; '.join(changed)}. Rerun with the checkpoint's "
+            "values, or start a new run (another run_name, or ckpt_path=null), e.g. from its exported weights "
+            "with model.pretrained=<run folder>/hf_model"
+        )
+
+
+def _refuse_changed_data(checkpoint: dict[str, Any], datamodule: "LongDocumentDataModule", path: str) -> None:
+    """On other data (a rewritten file, a new download) a resume would train on rows the run never chose, without a
+    word. Refused unless data.allow_data_change."""
+    saved = saved_data_identity(checkpoint)
+    if saved is None:
+        logger.warning("%s records no data identity (older lsgtrain): cannot check that the data is unchanged", path)
+        return
+    changed = changed_data(saved, datamodule.identity())
+    if not changed:
+        return
+    message = f"ckpt_path={path} was trained on other data than this run reads: {'; '.join(changed)}"
+    if datamodule.allow_data_change:
+        logger.warning("%s. data.allow_data_change=true: resuming on the data as it is now, with the checkpoint's "
+                       "tokenizer", message)  # fmt: skip
+        return
+    raise CheckpointError(
+        f"{message}. Put the data back as it was, or start a new run (another run_name, or ckpt_path=null); to "
+        "resume on the changed data on purpose (the checkpoint's tokenizer is kept), add data.allow_data_change=true"
+    )

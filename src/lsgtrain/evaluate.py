@@ -9,10 +9,12 @@ baseline before fine-tuning, or an export scored on another experiment's data), 
 classification), and writes `metrics.json` and the predictions to the run folder (`outputs/eval/runs/<time>`).
 
 What is evaluated is what was trained, unless a key says otherwise: a checkpoint's run config (`.hydra/config.yaml`
-of its run folder, else the config stored in the checkpoint) gives the model, data, module and callbacks settings;
+of its run folder, else the config stored in the checkpoint) gives the model, data, module and callbacks settings,
+the seed, and where and how precisely it computed (`trainer.accelerator`, `devices`, `strategy`, `precision`);
 an export (or any LSG folder) is read at its trained length (its tokenizer's `model_max_length`, at most its
-position tables), with its saved LSG settings, and decodes with its `generation_config.json`. Keys set on the
-command line (or by an `experiment=`) win over all of these; what was taken is logged.
+position tables), with its saved LSG settings, and decodes with its `generation_config.json`. Which key comes from
+where is `lsgtrain.run.keys`' table. Keys set on the command line (or by an `experiment=`) win over all of these;
+what was taken is logged.
 """
 
 import json
@@ -21,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -30,29 +30,37 @@ from omegaconf import DictConfig, OmegaConf
 from .checkpointing import check_weights_fit, flatten_config, load_checkpoint, saved_run_config
 from .loggers import finish_wandb_run
 from .modeling.factory import read_checkpoint_config, trained_length
+from .modeling.loading import local_folder
+from .run.keys import Folder, decided_by_the_folder, evaluation_own_inside, taken_from_the_run
 from .train import CONFIG_DIR, _metrics, build
 
 logger = logging.getLogger(__name__)
+_ABSENT = object()
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, float]:
     """Validate and test `cfg.ckpt_path`, or without one the model `model.pretrained` / `model.convert_from` loads;
-    returns the metrics (also written to `metrics.json`)."""
+    returns the metrics (also written to `metrics.json`).
+
+    `overrides`: the keys the user set, which win over the run's and the folder's, as Hydra override strings
+    (`["module.generation.num_beams=4"]`); None: Hydra's command line, or none when called without Hydra.
+    """
     try:
-        return _evaluate(cfg)
+        return _evaluate(cfg, user_keys(overrides))
     finally:
         finish_wandb_run()
 
 
-def _evaluate(cfg: DictConfig) -> dict[str, float]:
+def _evaluate(cfg: DictConfig, user: set[str]) -> dict[str, float]:
     ckpt_path = cfg.ckpt_path
     if ckpt_path:
         checkpoint = load_checkpoint(ckpt_path)  # no code runs from the file (weights_only); before any data work
         run, where = _run_config(Path(ckpt_path), checkpoint)
-        cfg = with_run_settings(cfg, run, where, source=f"ckpt_path={ckpt_path}", user=user_settings(cfg))
+        cfg = with_run_settings(cfg, run, where, source=f"ckpt_path={ckpt_path}", user=user)
     elif cfg.model.pretrained or cfg.model.convert_from:
-        if cfg.model.pretrained and Path(cfg.model.pretrained).expanduser().is_dir():
-            cfg = as_exported(cfg, Path(cfg.model.pretrained).expanduser())
+        folder = local_folder(cfg.model.pretrained, "model.pretrained") if cfg.model.pretrained else None
+        if folder is not None:  # a hub id is evaluated with this config's settings
+            cfg = as_exported(cfg, folder, user)
         _warn_lsg_overrides(cfg)
     else:
         raise ValueError(
@@ -82,30 +90,25 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-# What a run's config decides for its evaluation (the rest: where and how this evaluation runs).
-RUN_GROUPS = ("model", "data", "module", "callbacks")
-RUN_KEYS = ("seed",)
-EVAL_OWN = ("callbacks.hf_export",)  # an evaluation exports nothing
-LENGTH_KEY = "data.max_source_length"
-
-
-def user_settings(cfg: DictConfig) -> set[str]:
-    """The dotted keys the user set: on Hydra's command line, or (any entry) where `cfg` differs from the default
-    `eval` config (an `experiment=` sets many)."""
-    defaults = _leaves(_default_eval_config())
-    given = _leaves(cfg)
-    keys = {key for key, value in given.items() if key not in defaults or defaults[key] != value}
-    if HydraConfig.initialized():
-        parser = OverridesParser.create()
-        keys |= {o.key_or_group.lstrip("+~") for o in parser.parse_overrides(list(HydraConfig.get().overrides.task))}
+def user_keys(overrides: list[str] | None = None) -> set[str]:
+    """The dotted keys the user set: in `overrides` (Hydra override strings), by default Hydra's command line
+    (`HydraConfig.get().overrides.task`; none outside Hydra). A group choice (`data=arxiv_sum`) sets its group; an
+    `experiment=NAME` sets the groups and keys its file sets."""
+    if overrides is None:
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    keys = set()
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group.replace("/", ".")
+        keys |= _experiment_keys(override.value()) if key == "experiment" else {key}
     return keys
 
 
-def _default_eval_config() -> DictConfig:
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="eval")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="eval")
+def _experiment_keys(name: str) -> set[str]:
+    """What `experiment=NAME` sets: the groups its defaults list overrides and the keys it gives."""
+    experiment = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "experiment" / f"{name}.yaml"))
+    defaults = experiment.pop("defaults") if "defaults" in experiment else []
+    groups = {next(iter(entry)).removeprefix("override /") for entry in defaults if isinstance(entry, dict)}
+    return {group.replace("/", ".") for group in groups} | set(flatten_config(experiment))
 
 
 def _leaves(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +120,11 @@ def _is_set(key: str, user: set[str]) -> bool:
     """Whether the user set `key`, a key above it, or one below it (`module.generation` is set by
     `module.generation.num_beams=4`)."""
     return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in user)
+
+
+def _above_is_set(key: str, user: set[str]) -> bool:
+    """Whether the user set `key` itself or a key above it (`data=arxiv_sum` chose the whole data group)."""
+    return any(key == k or key.startswith(k + ".") for k in user)
 
 
 def _run_config(ckpt_path: Path, checkpoint: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -132,43 +140,41 @@ def _run_config(ckpt_path: Path, checkpoint: dict[str, Any]) -> tuple[dict[str, 
 def with_run_settings(
     cfg: DictConfig, run: dict[str, Any] | None, where: str, *, source: str, user: set[str]
 ) -> DictConfig:
-    """`cfg` with the run's model, data, module and callbacks settings (and seed) wherever the user set nothing;
-    a group the user replaced (another `_target_`) stays the user's. The run's `callbacks` come only from an
-    unresolved `.hydra/config.yaml`: resolved, they would write into the run's own folder. `user`: the keys the
-    user set (`user_settings`)."""
+    """`cfg` with the run's value of every key `lsgtrain.run.keys` says an evaluation takes from the run (its model,
+    data, module and callbacks, seed, and the trainer's accelerator, devices, strategy and precision), wherever the
+    user set nothing: a key the user set inside such a group wins over the run's, a group the user chose
+    (`data=arxiv_sum`) stays the user's. The run's `callbacks` come only from an unresolved `.hydra/config.yaml`:
+    resolved, they would write into the run's own folder. `user`: the keys the user set (`user_keys`)."""
     if run is None:
         logger.warning("%s holds no run config (older lsgtrain): evaluated with this config's settings", source)
         return cfg
     merged = OmegaConf.to_container(cfg, resolve=False)
+    flat_run, flat_cfg = _leaves(run), _leaves(cfg)
     taken = []
-    for group in RUN_GROUPS:
-        if group not in run or (group == "callbacks" and not where.endswith("config.yaml")):
+    for key in taken_from_the_run():
+        if key == "callbacks" and not where.endswith("config.yaml"):
             continue
-        target = f"{group}._target_"
-        if _is_set(target, user) and _leaves(run).get(target) != _leaves(cfg).get(target):
-            continue  # the user chose another model / data / module config
-        mine = {k: v for k, v in _leaves(cfg).items() if k.startswith(group + ".") and _is_set(k, user)}
-        merged[group] = run[group]
-        for key, value in mine.items():
-            _put(merged, key, value)
-        taken.append(group)
-    for key in RUN_KEYS:
-        if key in run and not _is_set(key, user):
-            merged[key] = run[key]
-            taken.append(key)
-    for key in EVAL_OWN:
-        _put(merged, key, OmegaConf.select(cfg, key))
-    given = ", ".join(sorted(k for k in user if k.startswith(RUN_GROUPS))) or "nothing"
+        value = _get(run, key)
+        if value is _ABSENT or _above_is_set(key, user):
+            continue
+        _put(merged, key, value)
+        for name, mine in flat_cfg.items():  # the user's keys inside it win
+            if (name == key or name.startswith(key + ".")) and _is_set(name, user):
+                _put(merged, name, mine)
+        for own in evaluation_own_inside(key):
+            _put(merged, own, OmegaConf.select(cfg, own))
+        taken.append(f"{key}={flat_run[key]}" if key in flat_run else key)
+    given = ", ".join(sorted(user)) or "nothing"
     logger.info("%s: evaluated with its run's settings (%s) for %s; set on the command line: %s", source, where,
                 ", ".join(taken), given)  # fmt: skip
     return _config_like(cfg, merged)
 
 
-def as_exported(cfg: DictConfig, folder: Path) -> DictConfig:
+def as_exported(cfg: DictConfig, folder: Path, user: set[str]) -> DictConfig:
     """`cfg` evaluating a model folder as it was trained, for every key the user did not set: the run's settings
-    when the folder is a run's export (`<run>/hf_model`), its trained length, its saved LSG settings, and its own
-    `generation_config.json` (the module's and the ROUGE callback's generation settings are dropped)."""
-    user = user_settings(cfg)
+    when the folder is a run's export (`<run>/hf_model`), and what `lsgtrain.run.keys` says the folder decides: its
+    saved LSG settings, its trained length, and its own `generation_config.json` (the config's decoding settings
+    are dropped)."""
     run_file = folder.parent / ".hydra" / "config.yaml"
     if run_file.is_file() and folder.name == "hf_model":
         run = OmegaConf.to_container(OmegaConf.load(run_file), resolve=False)
@@ -177,14 +183,17 @@ def as_exported(cfg: DictConfig, folder: Path) -> DictConfig:
     merged = OmegaConf.to_container(cfg, resolve=False)
     saved = read_checkpoint_config(str(folder), "model.pretrained")
     used = {}
-    for name in cfg.model.lsg:
-        if name in saved and not _is_set(f"model.lsg.{name}", user):
-            merged["model"]["lsg"][name] = used[f"model.lsg.{name}"] = saved[name]
-    if not _is_set(LENGTH_KEY, user):
-        length = trained_length(folder, saved["max_position_embeddings"])
-        merged["data"]["max_source_length"] = used[LENGTH_KEY] = length
+    for group in decided_by_the_folder(Folder.CONFIG):
+        for name in OmegaConf.select(cfg, group):
+            if name in saved and not _is_set(f"{group}.{name}", user):
+                _put(merged, f"{group}.{name}", saved[name])
+                used[f"{group}.{name}"] = saved[name]
+    for key in decided_by_the_folder(Folder.LENGTH):
+        if not _is_set(key, user):
+            used[key] = trained_length(folder, saved["max_position_embeddings"])
+            _put(merged, key, used[key])
     decoding = {}
-    for key in ("module.generation", "callbacks.rouge.val_generation"):
+    for key in decided_by_the_folder(Folder.GENERATION):
         if OmegaConf.select(cfg, key) is not None:
             mine = {k: v for k, v in (OmegaConf.select(cfg, key) or {}).items() if _is_set(f"{key}.{k}", user)}
             _put(merged, key, mine)
@@ -198,6 +207,15 @@ def as_exported(cfg: DictConfig, folder: Path) -> DictConfig:
     logger.info("model.pretrained=%s evaluated as saved: %s (keys set on the command line win)", folder,
                 ", ".join(f"{key}={value}" for key, value in used.items()))  # fmt: skip
     return _config_like(cfg, merged)
+
+
+def _get(tree: dict[str, Any], key: str) -> Any:
+    """The value at dotted `key` of a plain config tree, as written (interpolations unresolved); `_ABSENT` if none."""
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree
 
 
 def _put(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -20,6 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from transformers import GenerationConfig, PretrainedConfig
 
 from .data.sources import SplitRows
+from .modeling.loading import local_folder
+from .run.keys import lookup
 
 logger = logging.getLogger(__name__)
 
@@ -245,11 +247,12 @@ def reproduce_command() -> str | None:
 
 def portable_override(override: str) -> str:
     """`key=value` with a local path value replaced by the hub id it is a copy of (a hub-cache folder) or by
-    `.../<its last part>`: the card is shared, the paths of the machine that trained are not."""
+    `.../<its last part>`: the card is shared, the paths of the machine that trained are not. Whether the path is
+    looked up as a model or a dataset copy is the key's `shown` in `lsgtrain.run.keys`."""
     key, sep, value = override.partition("=")
     if not sep or not value.startswith(("/", "~")):
         return override
-    kind = "datasets" if key.lstrip("+~").startswith("data.") else "models"
+    kind = lookup(key.lstrip("+~")).shown.value
     return f"{key}={hub_id_of(value, kind) or '.../' + Path(value).name}"
 
 
@@ -306,7 +309,7 @@ def describe_data(
         text += f" `{data_cfg['text_column']}`, gap-sentence pretraining ({_describe_objective(data_cfg)}); windows of"
         text += f" {data_cfg['max_source_length']} tokens, gap sentences truncated to {data_cfg['max_target_length']}"
     else:
-        target = data_cfg.get("summary_column") or data_cfg["label_column"]  # summarization or classification data
+        target = data_cfg["summary_column" if "summary_column" in data_cfg else "label_column"]  # or classification
         text += f" `{data_cfg['text_column']}` -> `{target}`; documents truncated to {data_cfg['max_source_length']}"
         text += " tokens"
         if "max_target_length" in data_cfg:
@@ -343,9 +346,13 @@ def hub_id_of(source: str | None, kind: str, given: str | None = None) -> str | 
         return given
     if not source:
         return None
-    if not _is_local(source):  # a hub name, or a path that is not there (never a hub id)
-        return None if source.startswith((".", "/", "~")) or source.count("/") > 1 else source
-    for part in reversed(Path(source).expanduser().resolve().parts):
+    try:
+        folder = local_folder(source, kind)
+    except FileNotFoundError:  # a path that is not there, or a file: never a hub id
+        return None
+    if folder is None:  # a hub name
+        return source
+    for part in reversed(folder.resolve().parts):
         if part.startswith(f"{kind}--"):
             return part.removeprefix(f"{kind}--").replace("--", "/", 1)
     return None
@@ -355,7 +362,7 @@ def _describe_objective(data_cfg: dict[str, Any]) -> str:
     objective = data_cfg["objective"]
     ratio = f"gap ratio {objective['gap_ratio_range'] if objective['stochastic'] else objective['gap_ratio']}"
     mlm = f", MLM {objective['mlm_probability']}" if objective["mlm_probability"] else ""
-    intact = objective.get("intact_probability")  # runs from before the key have none
+    intact = objective["intact_probability"] if "intact_probability" in objective else None  # older runs: none
     kept = f", {intact:.0%} of them left in the input" if intact else ""
     return f"{objective['strategy']} sentences, {ratio}{kept}{mlm}"
 

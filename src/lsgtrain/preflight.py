@@ -19,10 +19,11 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from .arguments import ConfigError, check_number
 from .checkpointing import first_process_of_run
 from .hub import HubUnavailable, PushTarget, check_push_target
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
-from .tasks.base import FREEZE_OPTIONS, SCHEDULES
+from .tasks.base import FREEZE_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +32,10 @@ LSG_KEYS = tuple(LSGPegasusConfig.__annotations__)
 FP16_PRECISIONS = ("16", "16-mixed", "16-true", "transformer-engine-float16")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work, with the key, the value and the fix."""
-
-
 @dataclass(frozen=True)
 class Number:
-    """A numeric config key: its type, smallest allowed value, and an example for the error message."""
+    """A numeric config key that no lsgtrain component owns (Lightning's Trainer, torch's optimizer, the model
+    factory's dropout, the entry's effective batch): its kind, smallest value and an example (`check_number`)."""
 
     key: str
     kind: type
@@ -48,45 +46,14 @@ class Number:
 
     def check(self, cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, self.key, default=None)
-        if value is None:
-            return
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if self.kind is int:
-            numeric = numeric and float(value).is_integer()
-        in_range = numeric and (
-            self.minimum is None or (value > self.minimum if self.exclusive else value >= self.minimum)
-        )
-        in_range = in_range and (self.below is None or value < self.below)
-        if not in_range:
-            what = "an integer" if self.kind is int else "a number"
-            bound = "" if self.minimum is None else f"> {self.minimum:g}" if self.exclusive else f">= {self.minimum:g}"
-            bound += f" and < {self.below:g}" if self.below is not None else ""
-            raise ConfigError(
-                f"{self.key}={value!r} must be {what}{' ' + bound if bound else ''}, e.g. {self.key}={self.example}"
-            )
+        check_number(self.key, value, self.kind, self.minimum, self.example, exclusive=self.exclusive, below=self.below)
 
 
+# The data, module and callback settings are checked by the components that take them (their `__init__`, the
+# module's `check_arguments`), as the trainer's own arguments cannot be.
 NUMBERS = (
-    Number("data.max_source_length", int, 1, "4096"),
-    Number("data.max_target_length", int, 1, "256"),
-    Number("data.batch_size", int, 1, "4"),
-    Number("data.eval_batch_size", int, 1, "16"),
-    Number("data.max_samples", int, 1, "100"),
-    Number("data.max_train_samples", int, 1, "1000"),
-    Number("data.max_eval_samples", int, 1, "100"),
-    Number("data.max_predict_samples", int, 1, "100"),
-    Number("data.num_proc", int, 1, "4"),
-    Number("data.val_fraction", float, 0, "0.1", exclusive=True, below=1),
     Number("model.attention_dropout", float, 0, "0.0", below=1),
     Number("module.optimizer.lr", float, 0, "5e-4", exclusive=True),
-    Number("module.weight_decay", float, 0, "0.01"),
-    Number("module.scheduler.warmup_steps", int, 0, "1000"),
-    Number("module.label_smoothing", float, 0, "0.1"),
-    Number("module.scheduler.warmup_ratio", float, 0, "0.1", below=1),
-    Number("module.generation.num_beams", int, 1, "4"),
-    Number("module.generation.max_new_tokens", int, 1, "256"),
-    Number("module.generation.no_repeat_ngram_size", int, 0, "3"),
-    Number("module.generation.length_penalty", float, None, "1.0"),
     Number("trainer.accumulate_grad_batches", int, 1, "1"),
     Number("trainer.gradient_clip_val", float, 0, "1.0"),
     Number("trainer.log_every_n_steps", int, 1, "50"),
@@ -99,7 +66,7 @@ NUMBERS = (
 def check_config(cfg: DictConfig) -> None:
     """Raise `ConfigError` for values that cannot work; cheap, so it runs before any data or model work."""
     for key in ("task_name", "run_name"):
-        check_folder_name(key, cfg.get(key))
+        check_folder_name(key, cfg[key])
     for number in NUMBERS:
         number.check(cfg)
     for group in ("trainer", "module"):
@@ -109,7 +76,6 @@ def check_config(cfg: DictConfig) -> None:
     _check_lsg_keys(cfg)
     _check_length_fits_blocks(cfg)
     _check_finite_schedule(cfg)
-    _check_schedule_name(cfg)
     _check_freeze(cfg)
     _check_fp16(cfg)
     _check_push_to_hub(cfg)
@@ -213,7 +179,7 @@ def _spell(annotation: Any) -> str:
 
 def _check_makes_steps(cfg: DictConfig) -> None:
     """A run whose settings allow no optimizer step would end "finished" with its random weights exported."""
-    if not cfg.get("train", True):
+    if not cfg.train:
         return
     none = [
         f"trainer.{key}={value!r}"
@@ -259,7 +225,7 @@ def unwritable(folder: Path) -> str | None:
 
 
 def _check_lsg_keys(cfg: DictConfig) -> None:
-    for key in cfg.model.get("lsg") or {}:
+    for key in cfg.model.lsg or {}:
         if key not in LSG_KEYS:
             close = difflib.get_close_matches(str(key), LSG_KEYS, n=1)
             hint = f"did you mean model.lsg.{close[0]}? " if close else ""
@@ -297,21 +263,11 @@ def _check_finite_schedule(cfg: DictConfig) -> None:
         )
 
 
-def _check_schedule_name(cfg: DictConfig) -> None:
-    name = OmegaConf.select(cfg, "module.scheduler.name", default=None)
-    if name is not None and name not in SCHEDULES:
-        raise ConfigError(f"module.scheduler.name={name!r} is unknown; choose one of {', '.join(SCHEDULES)}")
-
-
 def _check_freeze(cfg: DictConfig) -> None:
-    """Freezing keeps weights as loaded: unknown options are typos, and frozen random weights never learn."""
+    """Freezing keeps weights as loaded: frozen random weights never learn (the options themselves are the
+    module's to check)."""
     freeze = OmegaConf.select(cfg, "module.freeze", default=None) or {}
-    for key, value in freeze.items():
-        if key not in FREEZE_OPTIONS:
-            raise ConfigError(f"module.freeze.{key} is not a freezing option; options: {', '.join(FREEZE_OPTIONS)}")
-        if not isinstance(value, bool):
-            raise ConfigError(f"module.freeze.{key}={value!r} must be true or false")
-    asked = [key for key, value in freeze.items() if value]
+    asked = [key for key, value in freeze.items() if value is True and key in FREEZE_OPTIONS]
     if asked and not (cfg.model.pretrained or cfg.model.convert_from):
         raise ConfigError(
             f"module.freeze.{asked[0]}=true on a randomly initialised model: the frozen weights would stay random "
@@ -344,7 +300,7 @@ def _check_push_to_hub(cfg: DictConfig) -> None:
     """A run that is to push its export checks the hub now (offline mode, network, token, the repository's
     visibility), not after hours of training; once per run (whoami is rate-limited), not per DDP rank."""
     target = PushTarget.from_config(OmegaConf.select(cfg, "callbacks.hf_export.push_to_hub", default=None))
-    if target.repo_id is None or not cfg.get("train", True) or not first_process_of_run():
+    if target.repo_id is None or not cfg.train or not first_process_of_run():
         return
     try:
         check_push_target(target)

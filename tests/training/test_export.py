@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from lsgtrain import hub
-from lsgtrain.callbacks.hf_export import run_generation_config
+from lsgtrain.callbacks.hf_export import push_export, run_generation_config
 from lsgtrain.checkpointing import CheckpointError
 from lsgtrain.cli import main as cli_main
 from lsgtrain.evaluate import evaluate
@@ -32,7 +32,7 @@ from lsgtrain.model_card import build_model_card, hub_id_of, portable_override
 from lsgtrain.modeling import LSGPegasusConfig, LSGPegasusForConditionalGeneration
 from lsgtrain.modeling.convert import save_atomically
 from lsgtrain.preflight import ConfigError
-from lsgtrain.train import CONFIG_DIR, _push_export, train
+from lsgtrain.train import CONFIG_DIR, train
 
 from .conftest import FAST, TINY_INIT
 
@@ -272,9 +272,8 @@ def test_a_bad_push_setting_is_refused_before_anything_is_read(make_cfg, tmp_pat
 
 def test_a_push_failing_at_the_end_of_a_run_says_how_to_retry(run, monkeypatch):
     FakeHub(upload_error=ConnectionResetError("connection reset by peer")).install(monkeypatch)
-    export = SimpleNamespace(dirpath=run["export"], push_to_hub=hub.PushTarget("me/model", private=False))
     with pytest.raises(RuntimeError, match=rf"the run finished .* `lsgtrain push {run['export']} me/model --public`"):
-        _push_export(export)
+        push_export(run["export"], hub.PushTarget("me/model", private=False))
 
 
 def test_generation_settings_the_export_cannot_save_fail_before_training(make_cfg, tmp_path):
@@ -370,7 +369,7 @@ def test_evaluating_a_runs_export_reproduces_its_validation_rouge(run, make_cfg,
     # a key set on the command line wins over the export's own
     cfg = make_cfg(f"model.pretrained={run['export']}", *ONE_EPOCH[:1], "module.generation.max_new_tokens=2",
                    config_name="eval", fast=False)  # fmt: skip
-    evaluate(cfg)
+    evaluate(cfg, overrides=["module.generation.max_new_tokens=2"])
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions" / "test.jsonl").read_text().splitlines()]
     assert max(len(row["prediction"].split()) for row in rows) <= 2
 
@@ -406,7 +405,7 @@ def test_a_checkpoint_trained_at_another_length_is_named_as_such(run, run_folder
     best = next((run_folder_with_hydra_config / "checkpoints").glob("epoch*.ckpt"))
     cfg = make_cfg(f"ckpt_path={best}", "data.max_source_length=512", config_name="eval", fast=False)
     with pytest.raises(CheckpointError, match=r"was trained at data.max_source_length=256 .* this config builds 512"):
-        evaluate(cfg)
+        evaluate(cfg, overrides=["data.max_source_length=512"])
 
 
 def _card(make_cfg, *overrides: str, **options):

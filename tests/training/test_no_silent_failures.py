@@ -223,9 +223,9 @@ def test_a_resumed_run_keeps_its_metrics_history(make_cfg, tmp_path):
 
 
 def test_a_second_run_in_the_same_folder_is_refused_while_the_first_goes_on(make_cfg, tmp_path):
-    from lsgtrain.checkpointing import RunFolderLock
+    from lsgtrain.run.folder import RunFolder
 
-    with RunFolderLock(tmp_path / "run"):
+    with RunFolder(tmp_path / "run"):
         with pytest.raises(RuntimeError, match=rf"run folder {tmp_path / 'run'} is in use by a run that is still "
                            rf"going \(pid {os.getpid()} on .*another run_name"):  # fmt: skip
             train(make_cfg(*SHORT))

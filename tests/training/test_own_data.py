@@ -13,10 +13,10 @@ from omegaconf import open_dict
 from lsgtrain.data import sources
 from lsgtrain.data.sources import DataSourceError
 from lsgtrain.evaluate import evaluate
-from lsgtrain.preflight import ConfigError, check_config
+from lsgtrain.preflight import ConfigError
 from lsgtrain.train import train
 
-from .conftest import QUICK, WORDS
+from .conftest import QUICK, WORDS, assert_refused_before_data_work
 
 
 def _rows(count: int, start: int = 0) -> list[dict]:
@@ -159,9 +159,8 @@ def test_per_split_caps_apply_before_tokenizer_training_and_are_logged(make_cfg,
         ("data.max_predict_samples=abc", r"data.max_predict_samples='abc' must be an integer >= 1"),
     ],
 )
-def test_own_data_settings_are_checked_before_any_data_work(make_cfg, override, message):
-    with pytest.raises(ConfigError, match=message):
-        check_config(make_cfg(override))
+def test_own_data_settings_are_checked_before_any_data_work(make_cfg, tmp_path, override, message):
+    assert_refused_before_data_work(make_cfg(override), tmp_path, ConfigError, message)
 
 
 def _tokenized_files(cache: Path) -> dict[str, float]:

@@ -338,7 +338,7 @@ def test_evaluate_scores_a_model_folder_without_a_checkpoint(make_cfg, tiny_chec
     cfg = make_cfg(f"model.pretrained={tiny_checkpoint}", "data.max_samples=4", "model.lsg.num_global_tokens=2",
                    config_name="eval")  # fmt: skip
     cfg.paths.output_dir = str(tmp_path / "eval")
-    metrics = evaluate(cfg)
+    metrics = evaluate(cfg, overrides=["model.lsg.num_global_tokens=2"])
     assert {"val/rougeLsum", "test/rougeLsum"} <= metrics.keys()
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert written["model"] == str(tiny_checkpoint) and written["metrics"]["test/rouge1"] == metrics["test/rouge1"]

@@ -19,7 +19,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from lsgtrain.metrics.rouge import ROUGE_TYPES, lead_baseline
-from lsgtrain.train import CONFIG_DIR, _lead_baseline_lines, train
+from lsgtrain.run.folder import lead_baseline_lines
+from lsgtrain.train import CONFIG_DIR, train
 
 LETTERS = "a b c d e f g h i j k l m n o p".split()
 BLOCK = 4  # model.lsg.block_size: a sequence (2 tokens per letter, `▁` and the letter, then `</s>`) spans 6 blocks
@@ -125,7 +126,7 @@ def test_lead_baseline_is_reported_beside_rouge_in_logs_summary_and_card(copy_ru
         assert f"val/lead_{name}" in metrics
     summary = json.loads((copy_run["run"] / "run_summary.json").read_text())
     assert summary["metrics"]["test/lead_rouge1"] == metrics["test/lead_rouge1"]
-    printed = _lead_baseline_lines(summary["metrics"])  # the end-of-run summary's line
+    printed = lead_baseline_lines(summary["metrics"])  # the end-of-run summary's line
     assert printed == [
         f"  test ROUGE vs lead baseline (first {words} words of each document): "
         + ", ".join(f"{name} {metrics[f'test/{name}']:.2f} vs {scores[name]:.2f}" for name in ROUGE_TYPES)

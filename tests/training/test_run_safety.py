@@ -61,7 +61,8 @@ def test_run_and_task_names_must_be_plain_folder_names(make_cfg, tmp_path, name)
          r"trainer.max_epochs\?"),
         (["module.optimizer.betas=[0.9,0.99]", "+module.optimizer.eps=tiny"], r"module.optimizer.eps='tiny' must be a "
          r"number \(torch.optim.AdamW takes eps: float\)"),
-        (["module.scheduler.warmup_ratio=x"], r"module.scheduler.warmup_ratio='x' must be a number >= 0 and < 1"),
+        (["module.scheduler.warmup_ratio=x"], r"module.scheduler.warmup_ratio='x' must be a number \(lsgtrain.tasks."),
+        (["module.scheduler.warmup_ratio=1.5"], r"module.scheduler.warmup_ratio=1.5 must be a number >= 0 and < 1"),
         (["module.generation.no_repeat_ngram_size=x"], r"no_repeat_ngram_size='x' must be an integer >= 0"),
         (["trainer.max_epochs=0", "+trainer.max_steps=4"], r"trainer.max_epochs=0 leaves the run no optimizer step"),
         (["+trainer.max_steps=0"], r"trainer.max_steps=0 leaves the run no optimizer step"),

@@ -1,10 +1,11 @@
 """Exports the best checkpoint as a Hugging Face folder (weights, tokenizer, modeling code, the run's generation
-settings) at the end of fit; the entry adds the model card once the test set has run (`lsgtrain.model_card`)."""
+settings) at the end of fit, adds its model card once the test set has run on those weights (`lsgtrain.model_card`),
+and pushes it to the hub when asked."""
 
 import copy
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
@@ -12,10 +13,14 @@ from transformers import GenerationConfig
 from typing_extensions import override
 
 from ..checkpointing import load_checkpoint
-from ..hub import PushTarget
+from ..hub import PushTarget, push_folder
+from ..model_card import build_model_card, write_model_card
 from ..modeling.convert import save_atomically
 from .divergence import TrainingDiverged
 from .rouge_evaluation import RougeEvaluation
+
+if TYPE_CHECKING:
+    from ..run.folder import RunReport
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +29,8 @@ LENGTH_BOUNDS = (("max_new_tokens", "max_length"), ("min_new_tokens", "min_lengt
 
 
 class HFExport(Callback):
-    """After `fit`, write the best model (by the checkpoint callback's monitor; the last one if none) to `dirpath`.
+    """After `fit`, write the best model (by the checkpoint callback's monitor; the last one if none) to `dirpath`;
+    at the end of the run (`lsgtrain.run.folder.RunEndCallback`) its model card, then the push.
 
     The folder loads with `AutoModelForSeq2SeqLM` / `AutoModelForSequenceClassification.from_pretrained(dirpath,
     trust_remote_code=True)`. It is written to a temporary folder and renamed, so it only exists when complete, and
@@ -36,8 +42,8 @@ class HFExport(Callback):
         dirpath: the export folder.
         license: the model card's license (a hub license id, e.g. `apache-2.0`); None: the base checkpoint's when
             its model card names one, else apache-2.0.
-        push_to_hub: `{repo_id, private}`: where the entry pushes the finished export (None or `repo_id: null`:
-            nowhere); private unless `private: false`.
+        push_to_hub: `{repo_id, private}`: where the finished export is pushed once the run has finished (None or
+            `repo_id: null`: nowhere); private unless `private: false`.
         base_model, dataset: the hub ids the model card names (`base_model`, `datasets`) when the base checkpoint /
             the dataset is a local copy whose path does not spell it (a hub-cache folder does); None: from the path.
 
@@ -73,8 +79,11 @@ class HFExport(Callback):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Runs before the checkpoint callbacks (Lightning calls them last), so a checkpoint saved at this validation
         # stores its metrics (state_dict) and the export reports the validation of the very weights it writes.
-        if not trainer.sanity_checking:
-            self._last_validation = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if trainer.sanity_checking:
+            return
+        self._last_validation = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if self.exported and trainer.state.fn == "validate":  # the exported weights scored again after the fit
+            self.validation_metrics = self._last_validation
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -113,6 +122,45 @@ class HFExport(Callback):
             logger.info("exported %s model to %s", "best" if best else "last", self.dirpath)
         self.exported = True
         trainer.strategy.barrier()
+
+    def on_run_end(self, trainer: Trainer, report: "RunReport") -> None:
+        """Add the model card to the export, now that the test set has run on the exported weights (or with the
+        reason it did not)."""
+        if not self.exported:
+            return
+        card = build_model_card(
+            run_config=report.config,
+            model_config=trainer.lightning_module.model.config,
+            validation=self.validation_metrics,
+            test={key: value for key, value in report.metrics.items() if key.startswith("test/")},
+            generation=self.generation_config,
+            trainer=trainer,
+            seconds=report.seconds,
+            resumed=report.resumed,
+            license=self.license,
+            repo_id=self.push_to_hub.repo_id,
+            rows=trainer.datamodule.rows,
+            untested=report.untested,
+            hub_ids={"base_model": self.base_model, "dataset": self.dataset},
+        )
+        logger.info("model card written to %s", write_model_card(card, self.dirpath))
+
+    def on_run_finished(self, trainer: Trainer) -> None:
+        if self.exported and self.push_to_hub.repo_id:
+            push_export(self.dirpath, self.push_to_hub)
+
+
+def push_export(folder: Path, target: PushTarget) -> None:
+    """Push a finished run's export (callbacks.hf_export.push_to_hub); a failure leaves the run finished and says how
+    to push it again."""
+    try:
+        push_folder(folder, target)
+    except Exception as error:  # the hub's and the network's errors alike: the run itself is done
+        retry = f"lsgtrain push {folder} {target.repo_id}{'' if target.private else ' --public'}"
+        raise RuntimeError(
+            f"the run finished and its export is in {folder}, but pushing it to {target.repo_id} failed: "
+            f"{error}. Push it again with `{retry}`"
+        ) from error
 
 
 class UntrainedModel(RuntimeError):

@@ -225,6 +225,13 @@ class RougeEvaluation(ValidationSchedule):
         self._finish(trainer, pl_module, "test")
 
 
+def validated_on_less(trainer: Trainer) -> bool:
+    """Whether this trainer's ROUGE evaluation validated during training on less than the final scoring does (a
+    sample, or another decoding: `RougeEvaluation.reduced`); the entry then scores the best checkpoint again on the
+    whole validation split."""
+    return any(isinstance(callback, RougeEvaluation) and callback.reduced for callback in trainer.callbacks)
+
+
 def _pad(tensor: torch.Tensor, length: int, value: int) -> torch.Tensor:
     """Right-pad (or cut the padding of) `[n, s]` to `[n, length]`; the collator pads on the right."""
     if tensor.shape[1] >= length:

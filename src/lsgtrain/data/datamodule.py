@@ -23,6 +23,7 @@ from datasets import Dataset, DatasetDict
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..arguments import check_number
 from .sources import (
     SplitRows,
     cap_splits,
@@ -161,6 +162,13 @@ class LongDocumentDataModule(LightningDataModule):
         allow_data_change: bool = False,
     ):
         super().__init__()
+        counts = {"max_source_length": (max_source_length, "4096"), "batch_size": (batch_size, "4"),
+                  "eval_batch_size": (eval_batch_size, "16"), "max_samples": (max_samples, "100"),
+                  "max_train_samples": (max_train_samples, "1000"), "max_eval_samples": (max_eval_samples, "100"),
+                  "max_predict_samples": (max_predict_samples, "100"), "num_proc": (num_proc, "4")}  # fmt: skip
+        for key, (value, example) in counts.items():
+            check_number(f"data.{key}", value, int, 1, example)
+        check_number("data.val_fraction", val_fraction, float, 0, "0.1", exclusive=True, below=1)
         self.source = source
         self.dataset_name = dataset_name
         self.dataset_config = dataset_config
@@ -404,6 +412,7 @@ class SummarizationDataModule(LongDocumentDataModule):
 
     def __init__(self, *, summary_column: str = "summary", max_target_length: int = 256, **kwargs):
         super().__init__(**kwargs)
+        check_number("data.max_target_length", max_target_length, int, 1, "256")
         self.summary_column = summary_column
         self.max_target_length = max_target_length
 

@@ -16,6 +16,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
+from ..arguments import check_number
 from .datamodule import LongDocumentDataModule, pad_labels
 from .gap_sentences import MASK_SENTENCE_ID, MASK_TOKEN_ID, GapSentenceObjective, pack_windows, sentence_scores
 from .gap_sentences import split_sentences as document_sentences
@@ -67,6 +68,7 @@ class GapSentenceDataModule(LongDocumentDataModule):
         if "gap_ratio_range" in options:
             options["gap_ratio_range"] = tuple(options["gap_ratio_range"])
         self.objective = GapSentenceObjective(**options)
+        check_number("data.max_target_length", max_target_length, int, 1, "256")
         self.max_target_length = max_target_length
         if max_windows is not None and max_windows < 1:
             raise ValueError(f"data.max_windows={max_windows} must be >= 1 (or null: every window of a document)")

@@ -1,5 +1,7 @@
 """What the summarization and classification LightningModules share: the HF model, optimizer, schedule, freezing."""
 
+import functools
+import inspect
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -9,6 +11,8 @@ import torch
 from lightning import LightningModule
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel, get_scheduler
+
+from ..arguments import ConfigError, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +40,7 @@ def warmup_schedule(
     `linear` decay to 0 (the LSG paper's schedule), `cosine` decay to 0 (half a cosine), `constant`, or
     `inverse_sqrt` (1/sqrt(step / warm-up steps); over 10,000 steps without warm-up); built by transformers'
     `get_scheduler`."""
-    if name not in SCHEDULES:
-        raise ValueError(f"module.scheduler.name={name!r} is unknown; choose one of {', '.join(SCHEDULES)}")
-    if not 0.0 <= warmup_ratio < 1.0:
-        raise ValueError(f"module.scheduler.warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    if warmup_steps is not None and warmup_steps < 0:
-        raise ValueError(f"module.scheduler.warmup_steps must be an integer >= 0 or null, got {warmup_steps!r}")
+    check_schedule(name=name, warmup_ratio=warmup_ratio, warmup_steps=warmup_steps)
     warmup = int(warmup_ratio * total_steps) if warmup_steps is None else warmup_steps
     if warmup >= total_steps and name in ("linear", "cosine"):
         raise ValueError(
@@ -55,6 +54,15 @@ def warmup_schedule(
             "rows per step (effective_batch_size, data.batch_size)", total_steps, warmup_ratio,
         )  # fmt: skip
     return get_scheduler(SCHEDULES[name], optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def check_schedule(*, name: str, warmup_ratio: float, warmup_steps: int | None) -> None:
+    """Raise `ConfigError` for a schedule `warmup_schedule` cannot build (the module checks its scheduler with it
+    before any data work, `LongDocumentModule.check_arguments`)."""
+    if name not in SCHEDULES:
+        raise ConfigError(f"module.scheduler.name={name!r} is unknown; choose one of {', '.join(SCHEDULES)}")
+    check_number("module.scheduler.warmup_ratio", warmup_ratio, float, 0, "0.1", below=1)
+    check_number("module.scheduler.warmup_steps", warmup_steps, int, 0, "1000")
 
 
 def freeze_parameters(
@@ -152,6 +160,29 @@ class LongDocumentModule(LightningModule):
             "sinusoidal position tables (computed, never trained)", f"{trainable:,}", f"{total:,}",
             100 * trainable / total, asked, len(frozen), f"{sum(fixed.values()):,}",
         )  # fmt: skip
+
+    @classmethod
+    def check_arguments(
+        cls,
+        *,
+        scheduler: Callable[..., Any] | None = None,
+        weight_decay: float = 0.01,
+        freeze: Mapping[str, bool] | None = None,
+        **_: Any,
+    ) -> None:
+        """Raise `ConfigError` for arguments `__init__` could not use. Called by the training entry with the module's
+        config (its optimizer and scheduler as partials) before the model is built, which may train a tokenizer on
+        the data; subclasses check their own arguments too."""
+        check_number("module.weight_decay", weight_decay, float, 0, "0.01")
+        if isinstance(scheduler, functools.partial) and scheduler.func is warmup_schedule:
+            given = inspect.signature(warmup_schedule).bind_partial(**scheduler.keywords)
+            given.apply_defaults()
+            check_schedule(**{key: given.arguments[key] for key in ("name", "warmup_ratio", "warmup_steps")})
+        for key, value in (freeze or {}).items():  # unknown options are typos
+            if key not in FREEZE_OPTIONS:
+                raise ConfigError(f"module.freeze.{key} is not a freezing option; options: {', '.join(FREEZE_OPTIONS)}")
+            if not isinstance(value, bool):
+                raise ConfigError(f"module.freeze.{key}={value!r} must be true or false")
 
     def model_forward(self, **inputs: Any) -> Any:
         """The model's forward for training, validation and test steps: `torch.compile`d with `module.compile`.

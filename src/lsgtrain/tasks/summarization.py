@@ -8,7 +8,16 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..arguments import check_number
 from .base import LongDocumentModule
+
+# `module.generation.<key>`: what generate() cannot take (kind, smallest value, an example); the rest it checks itself
+GENERATION_NUMBERS = {
+    "num_beams": (int, 1, "4"),
+    "max_new_tokens": (int, 1, "256"),
+    "no_repeat_ngram_size": (int, 0, "3"),
+    "length_penalty": (float, None, "1.0"),
+}
 
 
 class SummarizationModule(LongDocumentModule):
@@ -25,6 +34,16 @@ class SummarizationModule(LongDocumentModule):
         super().__init__(**kwargs)
         self.label_smoothing = label_smoothing
         self.generation = dict(generation or {})
+
+    @classmethod
+    def check_arguments(
+        cls, *, label_smoothing: float = 0.0, generation: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        super().check_arguments(**kwargs)
+        check_number("module.label_smoothing", label_smoothing, float, 0, "0.1")
+        for key, value in (generation or {}).items():
+            if key in GENERATION_NUMBERS:
+                check_number(f"module.generation.{key}", value, *GENERATION_NUMBERS[key])
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         inputs = self.model_inputs(batch)
