@@ -8,7 +8,7 @@ kernels (CPU flash attention, CUDA flex_attention) have no dropout, so training 
 explicit-scores (CPU) or chunked SDPA (CUDA) path. The recipes set `model.attention_dropout: 0.0` on the strength of
 this measurement (docs/training.md, "Attention dropout").
 
-Each run is `python train.py seed=S run_name=adP_sS model.init.attention_dropout=P logger=csv` in its own process
+Each run is `python train.py seed=S run_name=adP_sS model.attention_dropout=P logger=csv` in its own process
 under `--root` (about 5 minutes each on 2 cores); a run whose `run_summary.json` exists is reused, so an interrupted
 ablation resumes. Writes `benchmarks/results/attention_dropout.{json,md}`.
 """
@@ -33,7 +33,7 @@ def run_summary(root: Path, dropout: str, seed: str) -> dict:
     if not summary.is_file():
         env = {**os.environ, "LSGTRAIN_ROOT": str(root), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
         command = [sys.executable, str(REPO / "train.py"), f"seed={seed}", f"run_name={name}",
-                   f"+model.init.attention_dropout={dropout}", "logger=csv"]  # fmt: skip
+                   f"model.attention_dropout={dropout}", "logger=csv"]  # fmt: skip
         subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     return json.loads(summary.read_text())["metrics"]
 
@@ -66,8 +66,8 @@ def main() -> None:
         dropout: {seed: run_summary(args.root, dropout, seed) for seed in seeds} for dropout in args.dropouts.split(",")
     }
     note = (
-        f"`python train.py` (aclsum, tiny LSG-Pegasus from scratch, 10 epochs) with `model.init.attention_dropout` "
-        f"set, seeds {args.seeds}; ROUGE F1 x 100, mean ± standard deviation over the seeds."
+        "`python train.py` (the default: aclsum, the shipped pretrained tiny LSG-Pegasus) with "
+        f"`model.attention_dropout` set, seeds {args.seeds}; ROUGE F1 x 100, mean ± standard deviation over the seeds."
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "attention_dropout.json").write_text(json.dumps({"note": note, "runs": results}, indent=2))

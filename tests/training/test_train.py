@@ -192,7 +192,8 @@ def test_bad_column_names_the_columns_present(make_cfg):
 
 
 def test_offline_hub_dataset_gives_a_clear_error(make_cfg):
-    with pytest.raises(Exception, match=r"could not fetch dataset 'ccdv/arxiv-summarization'.*data\.source=files"):
+    expected = r"could not fetch dataset 'ccdv/arxiv-summarization'.*data\.dataset_name=DIR.*data\.source=files"
+    with pytest.raises(Exception, match=expected):
         train(make_cfg("data=arxiv_sum", "data.tokenizer.pretrained=null"))
 
 

@@ -183,8 +183,9 @@ def _load_hub(
             raise
         raise DataSourceError(
             f"could not fetch dataset '{dataset_name}' from the Hugging Face hub (offline? HF_HUB_OFFLINE="
-            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is internet and point the config "
-            "at local files: data.source=files data.data_files.train=... data.data_files.val=... "
+            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it where there is internet (hf download "
+            f"{dataset_name} --repo-type dataset --local-dir DIR) and give the folder: data.dataset_name=DIR; or "
+            "point the config at your own files: data.source=files data.data_files.train=... data.data_files.val=... "
             f"data.data_files.test=... (json, jsonl, csv or parquet). Cause: {error}"
         ) from error
     where = dataset_name + (f" ({dataset_config})" if dataset_config else "")
