@@ -169,3 +169,23 @@ def test_ddp_trainer_takes_the_node_count_from_slurm(make_cfg, monkeypatch):
     assert make_cfg("trainer=ddp_bf16").trainer.num_nodes == 3
     monkeypatch.delenv("SLURM_JOB_NUM_NODES")
     assert make_cfg("trainer=ddp").trainer.num_nodes == 1
+
+
+def test_gpu_trainers_train_in_bf16_unless_fp32_is_named(make_cfg):
+    """`trainer=ddp` is bf16-mixed like `trainer=gpu`; full fp32 is asked for by name (`ddp_fp32`)."""
+    precisions = {
+        name: make_cfg(f"trainer={name}").trainer.precision for name in ("gpu", "ddp", "ddp_bf16", "ddp_fp32")
+    }
+    assert precisions == {"gpu": "bf16-mixed", "ddp": "bf16-mixed", "ddp_bf16": "bf16-mixed", "ddp_fp32": "32-true"}
+
+
+@pytest.mark.parametrize("experiment", ["arxiv_sum", "pubmed_sum"])
+def test_summarization_recipes_validate_on_a_sample_and_decode_as_the_paper_at_the_end(make_cfg, experiment):
+    """Validation while training: every 2,000 steps, 500 papers, greedy, 256 tokens; the final scoring of the best
+    checkpoint and the test keep the paper's 5 beams and 512 tokens (`module.generation`)."""
+    cfg = make_cfg(f"experiment={experiment}", fast=False)
+    rouge = cfg.callbacks.rouge
+    assert (rouge.every_n_steps, rouge.every_n_epochs, rouge.max_samples) == (2000, None, 500)
+    assert OmegaConf.to_container(rouge.val_generation) == {"num_beams": 1, "max_new_tokens": 256}
+    assert (cfg.module.generation.num_beams, cfg.module.generation.max_new_tokens) == (5, 512)
+    assert cfg.trainer.precision == "bf16-mixed"
