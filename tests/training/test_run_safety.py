@@ -328,3 +328,6 @@ def test_sigterm_and_sigint_save_the_step_exit_non_zero_and_the_same_command_res
     after = read_steps(steps_file)[saved_step:]
     assert [row["step"] for row in after] == list(range(saved_step + 1, 9))
     assert json.loads((run / "run_summary.json").read_text())["global_step"] == 8
+    # the resumed run's saves replace the signal's last.ckpt (no last-v1.ckpt beside it): its epoch ends are steps 4, 8
+    assert sorted(path.name for path in last.parent.glob("last*.ckpt")) == ["last.ckpt"]
+    assert torch.load(last, weights_only=True)["global_step"] == 8
