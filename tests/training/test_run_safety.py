@@ -157,6 +157,25 @@ def test_test_rows_that_are_also_training_rows_are_counted_and_named(make_cfg, s
     assert "val:" not in caplog.text
 
 
+def test_test_rows_that_are_also_validation_rows_are_counted_and_named(make_cfg, standin_files, tmp_path, caplog):
+    """The best checkpoint is chosen on the validation documents: a test document among them is not held-out."""
+    from hydra.utils import instantiate
+
+    files = standin_files("summarization", "document", "summary")
+    val_rows = [json.loads(line) for line in Path(files["val"]).read_text().splitlines()]
+    test_rows = [json.loads(line) for line in Path(files["test"]).read_text().splitlines()]
+    test_rows[0] = {**test_rows[0], "id": "another-id", "document": val_rows[2]["document"]}
+    leaked = tmp_path / "leaked.jsonl"
+    leaked.write_text("".join(json.dumps(row) + "\n" for row in test_rows))
+    cfg = make_cfg("data.source=files", _files({**files, "test": str(leaked)}))
+    with caplog.at_level("WARNING"):
+        assert len(instantiate(cfg.data, _convert_="all").raw["test"]) == len(test_rows)  # warned, not dropped
+    assert (f"test: 1 of {len(test_rows)} rows are also in the validation split (same document after collapsing "
+            f"whitespace; {leaked} rows 1): their scores are not held-out (used to choose the best checkpoint)"
+            ) in caplog.text  # fmt: skip
+    assert "training split" not in caplog.text
+
+
 def _rewrite(path: Path) -> None:
     """Other rows in the same file (its rows reversed), written after the run saw it."""
     path.write_text("\n".join(reversed(path.read_text().splitlines())) + "\n")
@@ -329,3 +348,6 @@ def test_sigterm_and_sigint_save_the_step_exit_non_zero_and_the_same_command_res
     after = read_steps(steps_file)[saved_step:]
     assert [row["step"] for row in after] == list(range(saved_step + 1, 9))
     assert json.loads((run / "run_summary.json").read_text())["global_step"] == 8
+    # the resumed run's saves replace the signal's last.ckpt (no last-v1.ckpt beside it): its epoch ends are steps 4, 8
+    assert sorted(path.name for path in last.parent.glob("last*.ckpt")) == ["last.ckpt"]
+    assert torch.load(last, weights_only=True)["global_step"] == 8

@@ -1,5 +1,6 @@
 from .divergence import StopOnNonFinite, TrainingDiverged
 from .hf_export import HFExport
+from .last_checkpoint import LastCheckpoint
 from .predictions import LabelPredictions
 from .preemption import RequeueOnPreemption, StopOnSignal
 from .random_state import RandomStateCheckpoint
@@ -14,6 +15,7 @@ from .validation_schedule import (
 __all__ = [
     "HFExport",
     "LabelPredictions",
+    "LastCheckpoint",
     "RandomStateCheckpoint",
     "RequeueOnPreemption",
     "RougeEvaluation",

@@ -291,23 +291,32 @@ def refuse_identical_files(data_files: Mapping[str, str], allow: bool) -> None:
     )
 
 
-def warn_split_overlap(splits: DatasetDict, text_column: str, origins: Mapping[str, str]) -> dict[str, int]:
-    """Count the validation and test rows whose text (whitespace collapsed) is also a training row's, by hash so
-    that it stays cheap on arXiv-sized data, and warn naming the first ones; returns split -> count."""
-    train = {_text_hash(text) for text in splits["train"][text_column]}
+# (split, earlier split) pairs whose shared documents make the first split's scores not held-out: a test document
+# also in validation was chosen on (the best checkpoint, early stopping), one in training was trained on.
+OVERLAP_PAIRS = (("val", "train"), ("test", "train"), ("test", "val"))
+
+
+def warn_split_overlap(splits: DatasetDict, text_column: str, origins: Mapping[str, str]) -> dict[tuple[str, str], int]:
+    """Count the validation rows whose text (whitespace collapsed) is also a training row's, and the test rows also
+    in training or in validation, by hash so that it stays cheap on arXiv-sized data, and warn naming the first
+    ones; returns (split, other split) -> count."""
+    hashes = {split: [_text_hash(text) for text in dataset[text_column]] for split, dataset in splits.items()}
     counts = {}
-    for split in ("val", "test"):
-        if split not in splits:
+    for split, other in OVERLAP_PAIRS:
+        if split not in splits or other not in splits:
             continue
-        shared = [i for i, text in enumerate(splits[split][text_column]) if _text_hash(text) in train]
-        counts[split] = len(shared)
+        seen = set(hashes[other])
+        shared = [i for i, digest in enumerate(hashes[split]) if digest in seen]
+        counts[split, other] = len(shared)
         if shared:
             named = ", ".join(str(i + 1) for i in shared[:MAX_ROWS_NAMED])
             more = f" and {len(shared) - MAX_ROWS_NAMED} more" if len(shared) > MAX_ROWS_NAMED else ""
+            consequence = "trained on" if other == "train" else "used to choose the best checkpoint"
             logger.warning(
-                "%s: %d of %d rows are also in the training split (same %s after collapsing whitespace; %s rows %s%s):"
-                " their scores are not held-out", split, len(shared), len(splits[split]), text_column,
-                origins[split], named, more,
+                "%s: %d of %d rows are also in the %s split (same %s after collapsing whitespace; %s rows %s%s): "
+                "their scores are not held-out (%s)", split, len(shared), len(splits[split]),
+                "training" if other == "train" else "validation", text_column, origins[split], named, more,
+                consequence,
             )  # fmt: skip
     return counts
 
