@@ -162,7 +162,12 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="documents per batch (batched by token length)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda if there is a GPU")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the model's weights")
-    parser.add_argument("--max-length", type=int, help="source tokens (default: the model's maximum)")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        help="source tokens (default: the length the model was trained on, its tokenizer's "
+        "model_max_length, at most its position table)",
+    )
     generation = parser.add_argument_group("generation (default: the model's generation_config)")
     generation.add_argument("--num-beams", type=int)
     generation.add_argument("--max-new-tokens", type=int)
