@@ -23,7 +23,7 @@ from datasets import Dataset, DatasetDict
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..arguments import check_number
+from ..arguments import ConfigError, check_number
 from .sources import (
     SplitRows,
     cap_splits,
@@ -292,7 +292,12 @@ class LongDocumentDataModule(LightningDataModule):
     def train_tokenizer(self):
         """A Pegasus-layout tokenizer of `data.tokenizer.vocab_size` pieces trained on the training split (cached);
         used only for a randomly initialised model."""
-        vocab_size = self.tokenizer_options.get("vocab_size", 8000)
+        vocab_size = self.tokenizer_options.get("vocab_size")
+        if vocab_size is None:  # a data config of the user's own without the tokenizer keys of conf/data/aclsum.yaml
+            raise ConfigError(
+                "data.tokenizer.vocab_size is not set: a randomly initialised model trains its tokenizer on the data "
+                "and needs its size, e.g. data.tokenizer.vocab_size=8000 (or give a checkpoint: model.pretrained=...)"
+            )
         return cached_pegasus_tokenizer(self.tokenizer_training_texts(), vocab_size, self.cache_dir / "tokenizers")
 
     def tokenizer_training_texts(self) -> list[str]:
