@@ -1,6 +1,6 @@
 """`lsgtrain` command line: `train` and `eval` (the Hydra apps, with any overrides), `predict` over files or a dataset
-split, `summarize` text files, `push` an export to the hub, `convert` a Pegasus checkpoint to LSG, run the offline
-`demo`."""
+split, `summarize` text files, `compare` two runs' predictions, `push` an export to the hub, `convert` a Pegasus
+checkpoint to LSG, run the offline `demo`."""
 
 import argparse
 import json
@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from .compare import add_compare_parser
 from .hub import push_command
 from .modeling.configuration_lsg_pegasus import SPARSITY_TYPES
 
@@ -233,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("files", nargs="+", help="UTF-8 text files, one document each (the path is its id)")
     _add_prediction_options(summarize)
     summarize.set_defaults(run=_summarize)
+
+    add_compare_parser(commands)
 
     push = commands.add_parser("push", help="upload a run's export (model, tokenizer, card) to the Hugging Face hub")
     push.add_argument("folder", help="a finished run's hf_model folder")

@@ -1,5 +1,6 @@
 from .divergence import StopOnNonFinite, TrainingDiverged
 from .hf_export import HFExport
+from .plots import EvaluationFigures
 from .predictions import LabelPredictions
 from .preemption import RequeueOnPreemption, StopOnSignal
 from .random_state import RandomStateCheckpoint
@@ -12,6 +13,7 @@ from .validation_schedule import (
 )
 
 __all__ = [
+    "EvaluationFigures",
     "HFExport",
     "LabelPredictions",
     "RandomStateCheckpoint",
