@@ -68,7 +68,7 @@ def _run_prediction(args: argparse.Namespace, documents) -> None:
     report = predict(
         args.model, documents, output=args.output, resume=args.resume, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, max_length=args.max_length, generation=generation,
-        trust_remote_code=args.trust_remote_code,
+        trust_remote_code=args.trust_remote_code, bootstrap=(args.bootstrap_resamples, args.bootstrap_seed),
     )  # fmt: skip
     out = sys.stdout if args.output else sys.stderr  # stdout carries the rows when there is no --output
     lines = [f"{report.written} predictions written to {args.output or 'stdout'}"
@@ -174,6 +174,8 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
         "--early-stopping", type=_early_stopping, metavar="{true,false,never}",
         help="beam search: stop when num_beams candidates are finished (true), by a heuristic (false), or never",
     )  # fmt: skip
+    parser.add_argument("--bootstrap-resamples", type=int, default=1000, help="of each ROUGE's 95%% interval")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seeds those resamples")
     parser.add_argument(
         "--trust-remote-code", action="store_true",
         help="run the model folder's own Python files (only for folders you trust; not needed for lsgtrain exports)",

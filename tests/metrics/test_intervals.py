@@ -44,7 +44,7 @@ def test_rouge_by_length_buckets_by_untruncated_tokens_with_intervals(scored):
     assert buckets[1].rouge == mean_rouge(scored[1:3]) == buckets[1].lead
     assert buckets[2].intervals["rouge1"] == (scored[3]["rouge1"], scored[3]["rouge1"])
     assert bucket_name(4096, 8192) == "4k-8k"
-    metrics = buckets[1].metrics("test")
+    metrics = buckets[1].metrics("test/")
     assert metrics["test/len_1k-2k/documents"] == 2 and metrics["test/len_1k-2k/truncated"] == 1
     assert (
         metrics["test/len_1k-2k/rouge1_low"]

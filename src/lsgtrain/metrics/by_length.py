@@ -34,9 +34,9 @@ class LengthBucket:
     intervals: dict[str, tuple[float, float]]
     lead: dict[str, float] | None
 
-    def metrics(self, stage: str) -> dict[str, float]:
-        """The flat metrics it logs: `{stage}/len_{name}/{rouge}[_low|_high]`, `.../lead_{rouge}`, counts."""
-        prefix = f"{stage}/len_{self.name}/"
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """The flat metrics it logs: `{prefix}len_{name}/{rouge}[_low|_high]`, `.../lead_{rouge}`, the counts."""
+        prefix = f"{prefix}len_{self.name}/"
         metrics = {f"{prefix}documents": float(self.documents), f"{prefix}truncated": float(self.truncated)}
         for name, value in self.rouge.items():
             metrics[f"{prefix}{name}"] = value

@@ -37,19 +37,21 @@ class SummaryEvaluation:
     def lead(self) -> dict[str, float] | None:
         return mean_rouge(self.lead_per_document) if self.lead_per_document else None
 
-    def metrics(self, stage: str) -> dict[str, float]:
+    def metrics(self, stage: str | None) -> dict[str, float]:
         """`stage/{rouge}` and `_low` / `_high`; `stage/lead_*` likewise and `stage/lead_words`; per source the mean
-        (`stage/stats/{source}/{statistic}`) and median (`..._median`) of each statistic; the length buckets."""
-        metrics = _with_intervals(f"{stage}/", self.rouge, self.intervals)
+        (`stage/stats/{source}/{statistic}`) and median (`..._median`) of each statistic; the length buckets
+        (`LengthBucket.metrics`). Without a stage (`lsgtrain predict`'s metrics), the names without `stage/`."""
+        prefix = f"{stage}/" if stage else ""
+        metrics = _with_intervals(prefix, self.rouge, self.intervals)
         if self.lead_per_document is not None:
-            metrics.update(_with_intervals(f"{stage}/lead_", self.lead, self.lead_intervals))
-            metrics[f"{stage}/lead_words"] = float(self.lead_words)
+            metrics.update(_with_intervals(f"{prefix}lead_", self.lead, self.lead_intervals))
+            metrics[f"{prefix}lead_words"] = float(self.lead_words)
         for source, rows in self.statistics.items():
             for name, summary in aggregate(rows).items():
-                metrics[f"{stage}/stats/{source}/{name}"] = summary["mean"]
-                metrics[f"{stage}/stats/{source}/{name}_median"] = summary["median"]
+                metrics[f"{prefix}stats/{source}/{name}"] = summary["mean"]
+                metrics[f"{prefix}stats/{source}/{name}_median"] = summary["median"]
         for bucket in self.buckets:
-            metrics.update(bucket.metrics(stage))
+            metrics.update(bucket.metrics(prefix))
         return metrics
 
     def row_statistics(self, k: int) -> dict[str, float | int | None]:
