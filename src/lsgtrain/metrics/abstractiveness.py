@@ -29,12 +29,21 @@ def fragment_tokens(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
-def fragments(summary: Sequence[str], article: Sequence[str]) -> list[list[str]]:
-    """F(A, S), Grusky et al. 2018 Figure 3: at summary position i, the longest run of tokens shared with the article
-    starting there (the article scanned left to right, jumping past each match); i then moves past it (or by one)."""
-    positions: dict[str, list[int]] = defaultdict(list)  # article positions of each token: the scan's only hits
+def _positions(article: Sequence[str]) -> dict[str, list[int]]:
+    """The article positions of each token: the only places the scan of Figure 3 can match."""
+    positions: dict[str, list[int]] = defaultdict(list)
     for j, token in enumerate(article):
         positions[token].append(j)
+    return positions
+
+
+def fragments(
+    summary: Sequence[str], article: Sequence[str], positions: dict[str, list[int]] | None = None
+) -> list[list[str]]:
+    """F(A, S), Grusky et al. 2018 Figure 3: at summary position i, the longest run of tokens shared with the article
+    starting there (the article scanned left to right, jumping past each match); i then moves past it (or by one).
+    `positions`: `_positions(article)`, when several summaries share the article."""
+    positions = _positions(article) if positions is None else positions
     found, i = [], 0
     while i < len(summary):
         best, scanned_to = 0, 0  # the scan's j: a match from j to j' resumes the scan at j'
@@ -54,11 +63,13 @@ def fragments(summary: Sequence[str], article: Sequence[str]) -> list[list[str]]
     return found
 
 
-def coverage_density(summary: Sequence[str], article: Sequence[str]) -> tuple[float, float]:
+def coverage_density(
+    summary: Sequence[str], article: Sequence[str], positions: dict[str, list[int]] | None = None
+) -> tuple[float, float]:
     """Extractive fragment coverage and density of `summary` in `article` (tokens); (0, 0) for an empty summary."""
     if not summary:
         return 0.0, 0.0
-    lengths = [len(fragment) for fragment in fragments(summary, article)]
+    lengths = [len(fragment) for fragment in fragments(summary, article, positions)]
     return sum(lengths) / len(summary), sum(length * length for length in lengths) / len(summary)
 
 
@@ -66,13 +77,15 @@ def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(tokens[k : k + n]) for k in range(len(tokens) - n + 1)]
 
 
-def novel_ngram_share(summary: Sequence[str], article: Sequence[str], n: int) -> float | None:
+def novel_ngram_share(
+    summary: Sequence[str], article: Sequence[str], n: int, seen: set[tuple[str, ...]] | None = None
+) -> float | None:
     """The share of the summary's n-grams (counted with repeats) that never occur in the article; None when the
-    summary has fewer than n tokens."""
+    summary has fewer than n tokens. `seen`: the article's n-grams, when several summaries share the article."""
     grams = _ngrams(summary, n)
     if not grams:
         return None
-    seen = set(_ngrams(article, n))
+    seen = set(_ngrams(article, n)) if seen is None else seen
     return sum(gram not in seen for gram in grams) / len(grams)
 
 
@@ -85,23 +98,37 @@ def repeated_trigram_share(summary: Sequence[str]) -> float | None:
     return (len(grams) - len(set(grams))) / len(grams)
 
 
+class DocumentStatistics:
+    """The `STATISTICS` of summaries of one document; its tokens, their positions and its n-grams are built once,
+    for all of them (the model's, the lead's, the reference)."""
+
+    def __init__(self, document: str):
+        self.words = len(document.split())
+        self.tokens = fragment_tokens(document)
+        self.positions = _positions(self.tokens)
+        self.ngrams = {n: set(_ngrams(self.tokens, n)) for n in NGRAM_ORDERS}
+
+    def of(self, summary: str) -> dict[str, float | None]:
+        """`words` (whitespace-separated, as the lead baseline counts), `compression` (document words / summary
+        words; None for an empty summary), fragment coverage and density, novel 1- to 4-gram shares and the
+        repeated-trigram share (0-1)."""
+        summary_tokens, words = fragment_tokens(summary), len(summary.split())
+        coverage, density = coverage_density(summary_tokens, self.tokens, self.positions)
+        result: dict[str, float | None] = {
+            "words": float(words),
+            "compression": self.words / words if words else None,
+            "coverage": coverage,
+            "density": density,
+        }
+        for n in NGRAM_ORDERS:
+            result[f"novel_{n}gram"] = novel_ngram_share(summary_tokens, self.tokens, n, self.ngrams[n])
+        result["repeated_trigrams"] = repeated_trigram_share(summary_tokens)
+        return result
+
+
 def summary_statistics(summary: str, document: str) -> dict[str, float | None]:
-    """The `STATISTICS` of one summary of `document`: `words` (whitespace-separated, as the lead baseline counts),
-    `compression` (document words / summary words; None for an empty summary), fragment coverage and density,
-    novel 1- to 4-gram shares and the repeated-trigram share (0-1)."""
-    summary_tokens, article_tokens = fragment_tokens(summary), fragment_tokens(document)
-    words = len(summary.split())
-    coverage, density = coverage_density(summary_tokens, article_tokens)
-    result: dict[str, float | None] = {
-        "words": float(words),
-        "compression": len(document.split()) / words if words else None,
-        "coverage": coverage,
-        "density": density,
-    }
-    for n in NGRAM_ORDERS:
-        result[f"novel_{n}gram"] = novel_ngram_share(summary_tokens, article_tokens, n)
-    result["repeated_trigrams"] = repeated_trigram_share(summary_tokens)
-    return result
+    """The `STATISTICS` of one summary of `document` (`DocumentStatistics.of`)."""
+    return DocumentStatistics(document).of(summary)
 
 
 def aggregate(per_summary: Sequence[dict[str, float | None]]) -> dict[str, dict[str, float]]:

@@ -6,7 +6,7 @@ gives; `SummaryEvaluation.metrics` flattens it into the `stage/...` metrics a ru
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .abstractiveness import aggregate, summary_statistics
+from .abstractiveness import DocumentStatistics, aggregate
 from .by_length import LengthBucket, rouge_by_length
 from .intervals import mean_intervals
 from .rouge import ROUGE_TYPES, lead_summaries, mean_rouge, score_documents
@@ -101,8 +101,12 @@ def evaluate_summaries(
     evaluation.lead_words, lead = lead_summaries(list(documents), list(references))
     evaluation.lead_per_document = score_documents(lead, list(references))
     evaluation.lead_intervals = intervals(evaluation.lead_per_document)
-    for source, summaries in zip(SOURCES, (predictions, lead, references), strict=True):
-        rows = [summary_statistics(summary, document) for summary, document in zip(summaries, documents, strict=True)]
+    by_document = []  # per document, the statistics of its three summaries (the document indexed once)
+    for document, *texts in zip(documents, predictions, lead, references, strict=True):
+        index = DocumentStatistics(document)
+        by_document.append([index.of(text) for text in texts])
+    for k, (source, summaries) in enumerate(zip(SOURCES, (predictions, lead, references), strict=True)):
+        rows = [statistics[k] for statistics in by_document]
         if count_tokens is not None:
             for row, tokens in zip(rows, count_tokens(list(summaries)), strict=True):
                 row["tokens"] = float(tokens)
