@@ -1,6 +1,6 @@
 """`lsgtrain` command line: `train` and `eval` (the Hydra apps, with any overrides), `predict` over files or a dataset
-split, `summarize` text files, `push` an export to the hub, `convert` a Pegasus checkpoint to LSG, run the offline
-`demo`."""
+split, `summarize` text files, `compare` two runs' predictions, `push` an export to the hub, `convert` a Pegasus
+checkpoint to LSG, run the offline `demo`."""
 
 import argparse
 import json
@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from .compare import add_compare_parser
 from .hub import push_command
 from .modeling.configuration_lsg_pegasus import SPARSITY_TYPES
 
@@ -67,7 +68,7 @@ def _run_prediction(args: argparse.Namespace, documents) -> None:
     report = predict(
         args.model, documents, output=args.output, resume=args.resume, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, max_length=args.max_length, generation=generation,
-        trust_remote_code=args.trust_remote_code,
+        trust_remote_code=args.trust_remote_code, bootstrap=(args.bootstrap_resamples, args.bootstrap_seed),
     )  # fmt: skip
     out = sys.stdout if args.output else sys.stderr  # stdout carries the rows when there is no --output
     lines = [f"{report.written} predictions written to {args.output or 'stdout'}"
@@ -178,6 +179,8 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
         "--early-stopping", type=_early_stopping, metavar="{true,false,never}",
         help="beam search: stop when num_beams candidates are finished (true), by a heuristic (false), or never",
     )  # fmt: skip
+    parser.add_argument("--bootstrap-resamples", type=int, default=1000, help="of each ROUGE's 95%% interval")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seeds those resamples")
     parser.add_argument(
         "--trust-remote-code", action="store_true",
         help="run the model folder's own Python files (only for folders you trust; not needed for lsgtrain exports)",
@@ -238,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("files", nargs="+", help="UTF-8 text files, one document each (the path is its id)")
     _add_prediction_options(summarize)
     summarize.set_defaults(run=_summarize)
+
+    add_compare_parser(commands)
 
     push = commands.add_parser("push", help="upload a run's export (model, tokenizer, card) to the Hugging Face hub")
     push.add_argument("folder", help="a finished run's hf_model folder")

@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from transformers import GenerationConfig, PretrainedConfig
 
 from .data.sources import SplitRows
+from .metrics.abstractiveness import STATISTICS
 from .modeling.loading import local_folder
 from .run.keys import lookup
 
@@ -109,7 +110,24 @@ summaries), scored the same way; a model below it does worse than copying the do
 | metric | this model | lead baseline |
 |---|---|---|
 {% for name, model, baseline in lead.rows %}| {{ name }} | {{ model }} | {{ baseline }} |
-{% endfor %}{% endif %}
+{% endfor %}{% endif %}{% if by_length %}
+ROUGE by source length ({{ by_length.split }} documents, tokens before truncation; the model read the first
+{{ by_length.truncation }} tokens of each: the documents "cut" were read only in part):
+
+| {{ by_length.header | join(" | ") }} |
+|{% for _ in by_length.header %}---|{% endfor %}
+{% for row in by_length.rows %}| {{ row | join(" | ") }} |
+{% endfor %}{% endif %}{% if statistics %}
+Length and abstractiveness of the {{ statistics.split }} summaries (mean, median in brackets): words, compression
+(document words / summary words), extractive fragment coverage and density (Grusky et al. 2018), the share of
+n-grams absent from the document, the share of repeated trigrams:
+
+| statistic | this model | lead baseline | reference |
+|---|---|---|---|
+{% for row in statistics.rows %}| {{ row | join(" | ") }} |
+{% endfor %}{% endif %}{% if figures %}
+Figures (in the run folder, beside this export: not pushed with it): {{ figures }}.
+{% endif %}
 ## Training
 
 {% if command %}Reproduce the run from the lsgtrain repository:
@@ -214,6 +232,9 @@ def build_model_card(
         results=_results_rows(validation, test),
         results_note=_results_note(validation, test, untested, pretraining=pretraining),
         lead=lead,
+        by_length=_length_rows(validation, test, data_cfg),
+        statistics=_statistics_rows(validation, test),
+        figures=_figure_links(run_config),
         command=reproduce_command(),
         optimizer=f"{optimizer['_target_'].rsplit('.', 1)[-1]}, lr {optimizer['lr']}, weight decay "
         f"{module_cfg['weight_decay']}",
@@ -400,7 +421,7 @@ def _eval_results(
                 arguments["held_out_from_train"] = data_cfg["val_fraction"]
         for key, value in sorted(metrics.items()):
             name = key.split("/", 1)[1]
-            if name == "loss":
+            if name == "loss" or not _headline(name):
                 continue
             results.append(EvalResult(
                 task_type=task, dataset_type=data.hub_id or data.name, dataset_name=data.name,
@@ -411,8 +432,79 @@ def _eval_results(
 
 
 def _results_rows(validation: dict[str, float], test: dict[str, float]) -> list[tuple[str, str, str]]:
-    names = sorted({key.split("/", 1)[1] for key in (*validation, *test)})
-    return [(name, _number(validation.get(f"val/{name}")), _number(test.get(f"test/{name}"))) for name in names]
+    """One row per headline metric, its 95% bootstrap interval beside it where one was logged."""
+    names = sorted(name for name in {key.split("/", 1)[1] for key in (*validation, *test)} if _headline(name))
+    return [(name, _with_interval(validation, f"val/{name}"), _with_interval(test, f"test/{name}")) for name in names]
+
+
+def _headline(name: str) -> bool:
+    """A metric of the results table: not an interval bound (beside its metric), a length bucket or a statistic."""
+    return "/" not in name and not name.endswith(("_low", "_high"))
+
+
+def _with_interval(metrics: dict[str, float], key: str) -> str:
+    """`32.78 [31.02, 34.51]`: the value and its `_low` / `_high` bounds; `-` when not logged."""
+    if f"{key}_low" not in metrics or key not in metrics:
+        return _number(metrics.get(key))
+    return f"{_number(metrics[key])} [{_number(metrics[f'{key}_low'])}, {_number(metrics[f'{key}_high'])}]"
+
+
+def _tested_split(validation: dict[str, float], test: dict[str, float]) -> tuple[str, str, dict[str, float]]:
+    """The split the card's evaluation tables describe: the test split, else the validation one."""
+    return ("test", "test", test) if test else ("validation", "val", validation)
+
+
+def _length_rows(validation: dict[str, float], test: dict[str, float], data_cfg: dict[str, Any]) -> dict | None:
+    """The ROUGE-by-source-length table (`stage/len_{bucket}/...`), shortest bucket first; None without buckets."""
+    split, stage, metrics = _tested_split(validation, test)
+    buckets = sorted({key.split("/")[1] for key in metrics if key.startswith(f"{stage}/len_")}, key=_bucket_start)
+    if not buckets:
+        return None
+    names = ("rouge1", "rouge2", "rougeLsum")
+    rows = []
+    for bucket in buckets:
+        prefix = f"{stage}/{bucket}/"
+        row = [
+            bucket.removeprefix("len_"),
+            *(str(round(metrics[prefix + count])) for count in ("documents", "truncated")),
+        ]
+        row += [_with_interval(metrics, f"{prefix}{name}") for name in names]
+        row += [_number(metrics.get(f"{prefix}lead_{name}")) for name in names]
+        rows.append(row)
+    header = ["source tokens", "documents", "cut", *names, *(f"lead {name}" for name in names)]
+    return {"split": split, "truncation": data_cfg["max_source_length"], "header": header, "rows": rows}
+
+
+def _bucket_start(bucket: str) -> int:
+    """`len_2k-4k` -> 2048 (`len_0-1k` -> 0): the buckets' order."""
+    start = bucket.removeprefix("len_").split("-")[0].rstrip("+")
+    return 0 if start == "0" else int(start.removesuffix("k")) * 1024
+
+
+STATISTIC_ROWS = (STATISTICS[0], "tokens", *STATISTICS[1:])  # words, tokens, then the text statistics
+
+
+def _statistics_rows(validation: dict[str, float], test: dict[str, float]) -> dict | None:
+    """Mean (median) of each statistic (`stage/stats/{source}/{name}`) for the model, the lead and the references."""
+    split, stage, metrics = _tested_split(validation, test)
+    rows = []
+    for name in STATISTIC_ROWS:
+        cells = []
+        for source in ("gen", "lead", "ref"):
+            key = f"{stage}/stats/{source}/{name}"
+            cells.append(f"{_number(metrics[key])} ({_number(metrics[f'{key}_median'])})" if key in metrics else "-")
+        if any(cell != "-" for cell in cells):
+            rows.append([name, *cells])
+    return {"split": split, "rows": rows} if rows else None
+
+
+def _figure_links(run_config: dict[str, Any]) -> str:
+    """Markdown links (relative to the export folder) to the evaluation figures already drawn; empty: none."""
+    callbacks = run_config["callbacks"]
+    if not (callbacks.get("figures") and callbacks.get("hf_export")):  # entries a config can drop (`=null`) or lack
+        return ""
+    folder, export = Path(callbacks["figures"]["figures_dir"]), callbacks["hf_export"]["dirpath"]
+    return ", ".join(f"[{path.name}]({os.path.relpath(path, export)})" for path in sorted(folder.glob("*.png")))
 
 
 def _lead_baseline(validation: dict[str, float], test: dict[str, float]) -> dict[str, Any] | None:
@@ -422,15 +514,15 @@ def _lead_baseline(validation: dict[str, float], test: dict[str, float]) -> dict
         if f"{stage}/lead_words" not in metrics:
             continue
         names = sorted(key.split("/lead_", 1)[1] for key in metrics if key.startswith(f"{stage}/lead_rouge"))
-        rows = [
-            (name, _number(metrics.get(f"{stage}/{name}")), _number(metrics[f"{stage}/lead_{name}"])) for name in names
-        ]
+        rows = [(name, _with_interval(metrics, f"{stage}/{name}"), _with_interval(metrics, f"{stage}/lead_{name}"))
+                for name in names if _headline(name)]  # fmt: skip
         return {"split": split, "words": round(metrics[f"{stage}/lead_words"]), "rows": rows}
     return None
 
 
 def _without_lead(metrics: dict[str, float]) -> dict[str, float]:
-    return {key: value for key, value in metrics.items() if "/lead_" not in key}
+    """Without `stage/lead_*` (the lead baseline's own table); a length bucket keeps its lead column."""
+    return {key: value for key, value in metrics.items() if not key.split("/", 1)[1].startswith("lead_")}
 
 
 def _results_note(

@@ -34,8 +34,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .callbacks.predictions import label_values
 from .data.sources import FILE_FORMATS, DataSourceError, load_hub_dataset, read_table
+from .metrics.evaluation import evaluate_summaries
 from .metrics.predictions import prediction_row
-from .metrics.rouge import compute_rouge, score_documents
+from .metrics.rouge import score_documents
 from .modeling.factory import readable_weights, trained_length
 from .modeling.loading import architectures, load_tokenizer, local_folder, read_config
 from .tasks.classification import class_predictions, classification_metrics
@@ -250,6 +251,7 @@ def predict(
     max_length: int | None = None,
     generation: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
+    bootstrap: tuple[int, int] = (1000, 0),
 ) -> PredictionReport:
     """Summarize (seq2seq model) or classify (sequence-classification model) every non-empty document.
 
@@ -272,6 +274,7 @@ def predict(
             `model_max_length`; at most the model's `max_position_embeddings`).
         generation: `generate` settings overriding the model's `generation_config` (num_beams, max_new_tokens, ...).
         trust_remote_code: run the model folder's own `.py` files (only for folders you trust).
+        bootstrap: `(resamples, seed)` of the 95% bootstrap interval beside each ROUGE (`rouge1_low` / `_high`).
     """
     model_dir = Path(model_dir)
     config = _read_config(model_dir)
@@ -337,7 +340,7 @@ def predict(
     if documents.references is not None:
         wanted = {json.dumps(doc_id) for doc_id in documents.ids}
         rows = [row for row in rows if json.dumps(row["id"]) in wanted]
-        report.metrics = _metrics(rows, labels, multi_label=multi_label)
+        report.metrics = _metrics(rows, labels, multi_label=multi_label, bootstrap=bootstrap)
         if output is not None and report.metrics:
             record = {"model": str(model_dir), "rows": len(rows), "metrics": report.metrics}
             if generation_config is not None:
@@ -514,15 +517,19 @@ def _row_metrics(prediction: str | list[str], reference: Any, classify: bool) ->
     return {"correct": prediction == str(reference)}
 
 
-def _metrics(rows: list[dict[str, Any]], labels: list[str] | None, *, multi_label: bool) -> dict[str, float]:
-    """ROUGE (summaries) or accuracy / F1 (labels) over the rows that have a reference."""
+def _metrics(
+    rows: list[dict[str, Any]], labels: list[str] | None, *, multi_label: bool, bootstrap: tuple[int, int]
+) -> dict[str, float]:
+    """ROUGE with 95% bootstrap intervals (summaries) or accuracy / F1 (labels) over the rows that have a reference."""
     scored = [row for row in rows if row.get("reference") is not None and str(row["reference"]).strip()]
     if len(scored) < len(rows):
         logger.warning("%d of %d rows have no reference and are not scored", len(rows) - len(scored), len(rows))
     if not scored:
         return {}
     if labels is None:
-        return compute_rouge([row["prediction"] for row in scored], [str(row["reference"]) for row in scored])
+        predictions, references = [row["prediction"] for row in scored], [str(row["reference"]) for row in scored]
+        resamples, seed = bootstrap
+        return evaluate_summaries(predictions, references, resamples=resamples, seed=seed).metrics(None)
     index = {label: i for i, label in enumerate(labels)}
     metrics = classification_metrics(num_labels=len(labels), multi_label=multi_label)
     if multi_label:

@@ -1,4 +1,5 @@
-"""Two CPU processes (DDP over gloo) score the validation set exactly like one process."""
+"""Two CPU processes (DDP over gloo) score the validation set exactly like one process: ROUGE, its intervals, the
+statistics and the length buckets."""
 
 import json
 import os
@@ -39,6 +40,11 @@ def test_two_process_ddp_rouge_equals_one_process(make_cfg, tmp_path, cache_dir)
     for stage in ("val", "test"):
         for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
             assert double[f"{stage}/{name}"] == pytest.approx(single[f"{stage}/{name}"], abs=1e-9), (stage, name)
+    # the 95% intervals, the lead's, the statistics and the length buckets too: all from the gathered documents
+    assert {"test/rouge1_low", "test/lead_rouge2_high", "test/stats/gen/density"} <= single.keys()
+    assert any(key.startswith("test/len_") for key in single)
+    scored = {key: value for key, value in single.items() if not key.endswith("/loss")}  # the loss: a synced mean
+    assert {key: double[key] for key in scored} == pytest.approx(scored, abs=1e-9)
     rows = {
         name: [json.loads(line) for line in (tmp_path / name / "predictions" / "val.jsonl").open()]
         for name in ("single", "ddp")

@@ -187,7 +187,9 @@ def test_predict_reads_jsonl_csv_and_parquet_with_ids_and_rouge(tiny_checkpoint,
     for row in rows:  # each row's own ROUGE, as a training run's predictions carry it
         assert row["rougeLsum"] == round(compute_rouge([row["prediction"]], [row["reference"]])["rougeLsum"], 2)
     saved = _metrics_file(output)
-    assert saved["metrics"] == pytest.approx(expected) and saved["rows"] == 5
+    assert {name: saved["metrics"][name] for name in expected} == pytest.approx(expected) and saved["rows"] == 5
+    for name, value in expected.items():  # each ROUGE with its 95% bootstrap interval
+        assert saved["metrics"][f"{name}_low"] <= value <= saved["metrics"][f"{name}_high"]
     assert saved["generation"]["num_beams"] == 1 and saved["generation"]["max_new_tokens"] == 3
     assert f"rougeLsum    {expected['rougeLsum']:.4f}" in capsys.readouterr().out
 
@@ -277,7 +279,10 @@ def test_predict_reads_a_dataset_split_from_a_local_folder(hub_standins, tmp_pat
     rows = _rows(output)
     assert report.written == len(rows) == 4 and sorted(row["id"] for row in rows) == [0, 1, 2, 3]
     assert all(row["document_tokens"] > 200 and not row["truncated"] for row in rows)  # 4,096 positions
-    assert set(_metrics_file(output)["metrics"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    rouge = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+    assert set(_metrics_file(output)["metrics"]) == {
+        f"{name}{bound}" for name in rouge for bound in ("", "_low", "_high")
+    }
     with pytest.raises(PredictionError, match=r"could not load the 'tset' split of dataset .*Unknown split"):
         read_documents(dataset=str(hub_standins["ccdv/arxiv-summarization"]), split="tset", config="section")
 

@@ -126,15 +126,18 @@ def test_lead_baseline_is_reported_beside_rouge_in_logs_summary_and_card(copy_ru
         assert f"val/lead_{name}" in metrics
     summary = json.loads((copy_run["run"] / "run_summary.json").read_text())
     assert summary["metrics"]["test/lead_rouge1"] == metrics["test/lead_rouge1"]
-    printed = lead_baseline_lines(summary["metrics"])  # the end-of-run summary's line
+    printed = lead_baseline_lines(summary["metrics"])  # the end-of-run summary's line, 95% intervals beside
+
+    def shown(key: str) -> str:
+        return f"{metrics[key]:.2f} [{metrics[key + '_low']:.2f}, {metrics[key + '_high']:.2f}]"
+
     assert printed == [
-        f"  test ROUGE vs lead baseline (first {words} words of each document): "
-        + ", ".join(f"{name} {metrics[f'test/{name}']:.2f} vs {scores[name]:.2f}" for name in ROUGE_TYPES)
+        f"  test ROUGE vs lead baseline (first {words} words of each document; 95% bootstrap intervals): "
+        + ", ".join(f"{name} {shown(f'test/{name}')} vs {shown(f'test/lead_{name}')}" for name in ROUGE_TYPES)
     ]
     card = ModelCard.load(copy_run["run"] / "hf_model" / "README.md")
     assert f"Lead baseline: the first {words} words of each test document" in card.text
-    model, lead = f"{metrics['test/rouge1']:.2f}", f"{metrics['test/lead_rouge1']:.2f}"
-    assert f"| rouge1 | {model} | {lead} |" in card.text
+    assert f"| rouge1 | {shown('test/rouge1')} | {shown('test/lead_rouge1')} |" in card.text
     assert "lead" not in " ".join(r.metric_type for r in card.data.eval_results)  # not the model's results
     assert "| lead_rouge1 |" not in card.text
 

@@ -1,6 +1,7 @@
 from .divergence import StopOnNonFinite, TrainingDiverged
 from .hf_export import HFExport
 from .last_checkpoint import LastCheckpoint
+from .plots import EvaluationFigures
 from .predictions import LabelPredictions
 from .preemption import RequeueOnPreemption, StopOnSignal
 from .random_state import RandomStateCheckpoint
@@ -13,6 +14,7 @@ from .validation_schedule import (
 )
 
 __all__ = [
+    "EvaluationFigures",
     "HFExport",
     "LabelPredictions",
     "LastCheckpoint",

@@ -8,8 +8,8 @@ import torch
 from lightning import LightningModule, Trainer
 from typing_extensions import override
 
+from ..metrics.evaluation import SummaryEvaluation, evaluate_summaries
 from ..metrics.predictions import prediction_row, write_predictions
-from ..metrics.rouge import lead_baseline, mean_rouge, score_documents
 from ..tasks.summarization import decode_summaries
 from .predictions import gather_by_index, predictions_file
 from .validation_schedule import ValidationSchedule
@@ -35,6 +35,12 @@ class RougeEvaluation(ValidationSchedule):
     median word count of their references, logged as `stage/lead_words`; `lsgtrain.metrics.rouge.lead_baseline`):
     the reference point summarization papers give: a model below it does worse than copying the opening.
 
+    Each ROUGE comes with its 95% bootstrap interval (`stage/rouge1_low` / `_high`, the lead's too), resampled from
+    the gathered per-document scores with `bootstrap_seed` (so DDP equals one process); with the source documents,
+    the length and abstractiveness statistics of the summaries, the lead and the references (`stage/stats/...`, also
+    in each predictions row) and ROUGE by source length (`stage/len_{bucket}/...`): `lsgtrain.metrics.evaluation`.
+    The last evaluation of each stage stays in `evaluations` (the figures are drawn from it).
+
     Args:
         every_n_epochs: ROUGE at the end of every N epochs (and of the last one); None: only on the step schedule.
         every_n_steps: validate, with ROUGE, every N optimizer steps too (`ValidationSchedule`).
@@ -43,6 +49,8 @@ class RougeEvaluation(ValidationSchedule):
         predictions_dir: where to write predictions (None: do not write).
         val_generation: `generate` keyword arguments overriding `module.generation` during training only.
         lead_baseline: also score and log the lead baseline (on the documents ROUGE scored: the sample, if any).
+        bootstrap_resamples: resamples of each 95% bootstrap interval.
+        bootstrap_seed: seeds them (the same scores always get the same interval).
     """
 
     def __init__(
@@ -54,6 +62,8 @@ class RougeEvaluation(ValidationSchedule):
         predictions_dir: str | None = None,
         val_generation: dict[str, Any] | None = None,
         lead_baseline: bool = True,
+        bootstrap_resamples: int = 1000,
+        bootstrap_seed: int = 0,
     ):
         if every_n_epochs is not None and every_n_epochs < 1:
             raise ValueError(f"callbacks.rouge.every_n_epochs must be >= 1 or null, got {every_n_epochs}")
@@ -66,6 +76,8 @@ class RougeEvaluation(ValidationSchedule):
             raise ValueError(f"callbacks.rouge.max_samples must be >= 1 or null, got {max_samples}")
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"callbacks.rouge.every_n_steps must be >= 1 or null, got {every_n_steps}")
+        if bootstrap_resamples < 1:
+            raise ValueError(f"callbacks.rouge.bootstrap_resamples must be >= 1, got {bootstrap_resamples}")
         super().__init__(every_n_steps=every_n_steps)
         self.every_n_epochs = every_n_epochs
         self.max_samples = max_samples
@@ -73,6 +85,10 @@ class RougeEvaluation(ValidationSchedule):
         self.predictions_dir = Path(predictions_dir) if predictions_dir else None
         self.val_generation = dict(val_generation or {})
         self.lead_baseline = lead_baseline
+        self.bootstrap_resamples = bootstrap_resamples
+        self.bootstrap_seed = bootstrap_seed
+        self.evaluations: dict[str, SummaryEvaluation] = {}  # the last evaluation of each stage
+        self._source_tokens: dict[str, list[int]] = {}  # per stage, each document's length in tokens, untruncated
         self._predictions: dict[int, str] = {}
         self._active = False
         self._sample: set[int] | None = None  # document indices ROUGE runs on during training (None: all)
@@ -175,30 +191,40 @@ class RougeEvaluation(ValidationSchedule):
         order = sorted(predictions)
         if len(order) != expected and not (trainer.fast_dev_run or _limited(trainer, stage)):
             raise RuntimeError(f"{stage}: {len(order)} predictions for {expected} documents")
-        texts, targets = [predictions[i] for i in order], [references[i] for i in order]
-        per_document = score_documents(texts, targets)
-        scores = mean_rouge(per_document)
-        for name, value in scores.items():
-            pl_module.log(f"{stage}/{name}", value, prog_bar=name == "rougeLsum", sync_dist=False)
-        logger.info("%s ROUGE over %d documents: %s", stage, len(order), _format(scores))
-        if self.lead_baseline:
-            self._log_lead_baseline(trainer, pl_module, stage, order, references)
+        evaluation = self._evaluate(trainer, stage, order, [predictions[i] for i in order], references)
+        for name, value in evaluation.metrics(stage).items():  # every rank holds every document: no sync
+            pl_module.log(name, value, prog_bar=name == f"{stage}/rougeLsum", sync_dist=False)
+        scores = _format(evaluation.rouge, evaluation.intervals)
+        logger.info("%s ROUGE over %d documents (95%% bootstrap intervals): %s", stage, len(order), scores)
+        if evaluation.lead is not None:
+            logger.info("%s lead baseline (first %d words of each document): %s", stage, evaluation.lead_words,
+                        _format(evaluation.lead, evaluation.lead_intervals))  # fmt: skip
+        self.evaluations[stage] = evaluation
         if self.predictions_dir is not None and trainer.is_global_zero:
-            rows = [prediction_row(i, predictions[i], references[i], rouge)
-                    for i, rouge in zip(order, per_document, strict=True)]  # fmt: skip
+            rows = [prediction_row(i, predictions[i], references[i], {**rouge, **evaluation.row_statistics(k)})
+                    for k, (i, rouge) in enumerate(zip(order, evaluation.per_document, strict=True))]  # fmt: skip
             write_predictions(predictions_file(self.predictions_dir, trainer, stage), rows)
         self._predictions = {}
 
-    def _log_lead_baseline(
-        self, trainer: Trainer, pl_module: LightningModule, stage: str, order: list[int], references: list[str]
-    ) -> None:
-        """Log the lead baseline of the documents just scored (every rank holds them all, so no sync)."""
-        documents = trainer.datamodule.documents(stage)
-        words, scores = lead_baseline([documents[i] for i in order], [references[i] for i in order])
-        for name, value in scores.items():
-            pl_module.log(f"{stage}/lead_{name}", value, sync_dist=False)
-        pl_module.log(f"{stage}/lead_words", float(words), sync_dist=False)
-        logger.info("%s lead baseline (first %d words of each document): %s", stage, words, _format(scores))
+    def _evaluate(
+        self, trainer: Trainer, stage: str, order: list[int], texts: list[str], references: list[str]
+    ) -> SummaryEvaluation:
+        """`evaluate_summaries` of the documents `order` (with the lead baseline, statistics and length buckets when
+        the datamodule has the source documents)."""
+        targets = [references[i] for i in order]
+        settings = {"resamples": self.bootstrap_resamples, "seed": self.bootstrap_seed}
+        if not self.lead_baseline:
+            return evaluate_summaries(texts, targets, **settings)
+        datamodule = trainer.datamodule
+        documents = datamodule.documents(stage)
+        if stage not in self._source_tokens:
+            self._source_tokens[stage] = _token_counts(datamodule.tokenizer, documents)
+        return evaluate_summaries(
+            texts, targets, [documents[i] for i in order],
+            count_tokens=lambda summaries: _token_counts(datamodule.tokenizer, summaries, add_special_tokens=False),
+            source_tokens=[self._source_tokens[stage][i] for i in order], truncation=datamodule.max_source_length,
+            **settings,
+        )  # fmt: skip
 
     @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -232,6 +258,11 @@ def validated_on_less(trainer: Trainer) -> bool:
     return any(isinstance(callback, RougeEvaluation) and callback.reduced for callback in trainer.callbacks)
 
 
+def _token_counts(tokenizer, texts: list[str], **kwargs: Any) -> list[int]:
+    """Each text's length in the model's tokens."""
+    return [len(ids) for ids in tokenizer(texts, verbose=False, **kwargs)["input_ids"]]
+
+
 def _pad(tensor: torch.Tensor, length: int, value: int) -> torch.Tensor:
     """Right-pad (or cut the padding of) `[n, s]` to `[n, length]`; the collator pads on the right."""
     if tensor.shape[1] >= length:
@@ -244,5 +275,6 @@ def _limited(trainer: Trainer, stage: str) -> bool:
     return limit != 1.0
 
 
-def _format(scores: dict[str, float]) -> str:
-    return " ".join(f"{name}={value:.2f}" for name, value in scores.items())
+def _format(scores: dict[str, float], intervals: dict[str, tuple[float, float]]) -> str:
+    return " ".join(f"{name}={value:.2f} [{intervals[name][0]:.2f}, {intervals[name][1]:.2f}]"
+                    for name, value in scores.items())  # fmt: skip

@@ -78,12 +78,19 @@ def lead(document: str, words: int) -> str:
     return " ".join(document.split()[:words])
 
 
-def lead_baseline(documents: list[str], references: list[str]) -> tuple[int, dict[str, float]]:
-    """ROUGE of the lead baseline: each document's `lead` of N words, N = the median word count of `references`
-    (rounded half up, at least 1), scored by `compute_rouge` against them. Returns `(N, scores)`."""
+def lead_summaries(documents: list[str], references: list[str]) -> tuple[int, list[str]]:
+    """The lead baseline's summaries: each document's `lead` of N words, N = the median word count of `references`
+    (rounded half up, at least 1). Returns `(N, summaries)`."""
     if len(documents) != len(references):
         raise ValueError(f"{len(documents)} documents for {len(references)} references")
     if not references:
         raise ValueError("lead baseline of an empty set")
     words = max(1, math.floor(statistics.median(len(reference.split()) for reference in references) + 0.5))
-    return words, compute_rouge([lead(document, words) for document in documents], references)
+    return words, [lead(document, words) for document in documents]
+
+
+def lead_baseline(documents: list[str], references: list[str]) -> tuple[int, dict[str, float]]:
+    """ROUGE of the lead baseline (`lead_summaries`), scored by `compute_rouge` against `references`. Returns
+    `(N, scores)`."""
+    words, summaries = lead_summaries(documents, references)
+    return words, compute_rouge(summaries, references)

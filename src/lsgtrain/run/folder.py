@@ -135,7 +135,8 @@ class RunFolder:
             "test_skipped_because": untested,
         }
         lines = [f"run finished in {report.seconds / 60:.1f} min, {trainer.global_step} optimizer steps -> {self.path}"]
-        lines += [f"  {key:<20} {value:.4f}" for key, value in sorted(metrics.items())]
+        headline = {key: value for key, value in metrics.items() if key.count("/") == 1}  # not buckets, statistics
+        lines += [f"  {key:<20} {value:.4f}" for key, value in sorted(headline.items())]
         lines += lead_baseline_lines(metrics)
         lines.append(f"  best checkpoint      {best or '-'}")
         lines += [f"  not tested:          {untested}"] if untested else []
@@ -178,8 +179,11 @@ def lead_baseline_lines(metrics: dict[str, float]) -> list[str]:
     """The test ROUGE beside the lead baseline of the same documents (`test/lead_*`, logged by the ROUGE evaluation)."""
     if "test/lead_words" not in metrics:
         return []
-    pairs = [(name, metrics[f"test/{name}"], metrics[f"test/lead_{name}"]) for name in ROUGE_TYPES]
-    return [
-        f"  test ROUGE vs lead baseline (first {metrics['test/lead_words']:.0f} words of each document): "
-        + ", ".join(f"{name} {model:.2f} vs {lead:.2f}" for name, model, lead in pairs)
-    ]
+
+    def shown(key: str) -> str:  # the value and its 95% bootstrap interval, when logged
+        bounds = f" [{metrics[key + '_low']:.2f}, {metrics[key + '_high']:.2f}]" if key + "_low" in metrics else ""
+        return f"{metrics[key]:.2f}{bounds}"
+
+    pairs = ", ".join(f"{name} {shown(f'test/{name}')} vs {shown(f'test/lead_{name}')}" for name in ROUGE_TYPES)
+    words = f"first {metrics['test/lead_words']:.0f} words of each document"
+    return [f"  test ROUGE vs lead baseline ({words}; 95% bootstrap intervals): {pairs}"]
