@@ -6,10 +6,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 # `../shared` beside the repository root (LSG_SHARED_DIR overrides it).
 SHARED_DIR = Path(os.environ.get("LSG_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
 ORACLE_DIR = SHARED_DIR / "oracle" / "lsg_pegasus"
