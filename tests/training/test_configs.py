@@ -8,12 +8,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary
 from omegaconf import OmegaConf
 
 from lsgtrain.callbacks import (
+    EvaluationFigures,
     HFExport,
     LabelPredictions,
+    LastCheckpoint,
     RandomStateCheckpoint,
     RequeueOnPreemption,
     RougeEvaluation,
@@ -79,10 +81,7 @@ def test_logger_configs_instantiate(make_cfg, logger, monkeypatch, tmp_path):
 # name -> the class a callbacks config builds and the attributes holding its settings (`_x` holds key `x`)
 CALLBACKS = {
     "model_checkpoint": (ScheduledModelCheckpoint, ("monitor", "mode", "save_top_k", "save_last", "dirpath")),
-    "step_checkpoint": (
-        ModelCheckpoint,
-        ("dirpath", "_every_n_train_steps", "_save_on_train_epoch_end", "save_top_k", "save_last"),
-    ),
+    "step_checkpoint": (LastCheckpoint, ("dirpath", "_every_n_train_steps")),
     "requeue": (RequeueOnPreemption, ()),
     "stop_on_signal": (StopOnSignal, ()),
     "random_state": (RandomStateCheckpoint, ()),
@@ -90,6 +89,7 @@ CALLBACKS = {
     "hf_export": (HFExport, ("dirpath", "license", "base_model", "dataset")),
     "rouge": (RougeEvaluation, ("every_n_epochs", "every_n_steps", "max_samples", "seed", "predictions_dir")),
     "predictions": (LabelPredictions, ("predictions_dir",)),
+    "figures": (EvaluationFigures, ("figures_dir",)),
     "validation": (ValidationSchedule, ("every_n_steps",)),
     "lr_monitor": (LearningRateMonitor, ("logging_interval",)),
     "model_summary": (ModelSummary, ("_max_depth",)),
