@@ -256,8 +256,9 @@ def test_predict_writes_the_summaries_the_task_generates_in_a_test(make_cfg, sta
                    *(f"++data.data_files.{split}={path}" for split, path in files.items()), "data.eval_batch_size=1",
                    config_name="eval", fast=False)  # fmt: skip
     cfg.paths.output_dir = str(tmp_path / "eval")
-    cfg.module.generation.num_beams, cfg.module.generation.max_new_tokens = 3, 12  # not the YAML's 2 and 160
-    evaluate(cfg)
+    decoding = ["module.generation.num_beams=3", "module.generation.max_new_tokens=12"]  # not the folder's own
+    cfg.module.generation.num_beams, cfg.module.generation.max_new_tokens = 3, 12
+    evaluate(cfg, overrides=decoding)  # what the user set: the folder's generation_config.json decides the rest
     tested = {row["id"]: row["prediction"] for row in _rows(tmp_path / "eval" / "predictions" / "test.jsonl")}
     output = tmp_path / "out.jsonl"
     options = ["--output", str(output), "--batch-size", "1", "--num-beams", "3", "--max-new-tokens", "12"]
