@@ -243,12 +243,12 @@ def _check_generation_lengths(cfg: DictConfig) -> None:
     generation = OmegaConf.select(cfg, "module.generation", default=None)
     if not isinstance(generation, DictConfig):
         return  # a classifier generates nothing
-    final = {name: ("module.generation", value) for name, value in generation.items()}
+    final = _lengths(generation, "module.generation")
     decodings = [final]
     validation = OmegaConf.select(cfg, "callbacks.rouge.val_generation", default=None)
     if isinstance(validation, DictConfig) and validation:
         check_generation("callbacks.rouge.val_generation", OmegaConf.to_container(validation, resolve=True))
-        decodings.append({**final, **{name: ("callbacks.rouge.val_generation", v) for name, v in validation.items()}})
+        decodings.append({**final, **_lengths(validation, "callbacks.rouge.val_generation")})
     targets = OmegaConf.select(cfg, "data.max_target_length", default=None)
     positions, decided_by = _decoder_positions(cfg)
     for decoding in decodings:
@@ -267,12 +267,22 @@ def _check_generation_lengths(cfg: DictConfig) -> None:
                 f"end its summaries within {targets} tokens, and generation would force them longer; lower "
                 f"{min_key}.min_new_tokens or raise data.max_target_length"
             )
-        if positions is not None and isinstance(longest, int) and longest > positions:
+        if positions is not None and longest is not None and longest > positions:
             raise ConfigError(
                 f"{max_key}.max_new_tokens={longest} is beyond the decoder's position table ({positions} positions: "
                 f"{decided_by}); set {max_key}.max_new_tokens={positions} or less, or raise data.max_target_length "
                 "(the table covers it)"
             )
+
+
+def _lengths(settings: DictConfig, key: str) -> dict[str, tuple[str, int]]:
+    """`min_new_tokens` / `max_new_tokens` of the generation settings at `key`, as `name -> (key, value)`, where they
+    are whole numbers (other values are refused by the checks of their owner, `check_generation`)."""
+    return {
+        name: (key, value)
+        for name, value in settings.items()
+        if name in ("min_new_tokens", "max_new_tokens") and isinstance(value, int) and not isinstance(value, bool)
+    }
 
 
 def _decoder_positions(cfg: DictConfig) -> tuple[int | None, str]:

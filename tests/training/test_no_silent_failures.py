@@ -147,6 +147,7 @@ def test_summarize_does_not_run_a_model_folders_code_unless_asked(tiny_checkpoin
         # contradictory lengths (issue 26.7): both keys named
         (["data.max_target_length=8", "+module.generation.min_new_tokens=32"], r"module.generation.min_new_tokens="
          r"32 is above data.max_target_length=8: the model learns to end its summaries within 8 tokens"),
+        (["+module.generation.min_new_tokens=abc"], r"module.generation.min_new_tokens='abc' must be an integer >= 0"),
         (["+module.generation.min_new_tokens=50"], r"module.generation.min_new_tokens=50 is above "
          r"module.generation.max_new_tokens=8: no summary can be both"),
         (["+module.generation.min_new_tokens=6", "+callbacks.rouge.val_generation.max_new_tokens=4"],

@@ -22,6 +22,27 @@ GENERATION_NUMBERS = {
 }
 
 
+def check_generation(key: str, settings: Mapping[str, Any]) -> None:
+    """Raise `ConfigError` for `generate` settings at `key` (`module.generation`, the ROUGE callback's
+    `val_generation`) that generation would refuse or misread, before any data work: a name `GenerationConfig` does
+    not know (a typo, with the closest name), a number out of range, `min_new_tokens` above `max_new_tokens`."""
+    known = GenerationConfig().to_dict()
+    for name, value in settings.items():
+        if name not in known:
+            close = difflib.get_close_matches(str(name), list(known), n=1)
+            hint = f"did you mean {key}.{close[0]}? " if close else ""
+            raise ConfigError(f"{key}.{name} is not a generation setting (transformers' GenerationConfig); {hint}"
+                              "remove it or fix its name")  # fmt: skip
+        if name in GENERATION_NUMBERS:
+            check_number(f"{key}.{name}", value, *GENERATION_NUMBERS[name])
+    shortest, longest = settings.get("min_new_tokens"), settings.get("max_new_tokens")
+    if shortest is not None and longest is not None and shortest > longest:
+        raise ConfigError(
+            f"{key}.min_new_tokens={shortest} is above {key}.max_new_tokens={longest}: no summary can be both; "
+            f"lower {key}.min_new_tokens or raise {key}.max_new_tokens"
+        )
+
+
 class SummarizationModule(LongDocumentModule):
     """Seq2seq fine-tuning with (optionally label-smoothed) cross-entropy.
 
@@ -44,27 +65,6 @@ class SummarizationModule(LongDocumentModule):
         super().check_arguments(**kwargs)
         check_number("module.label_smoothing", label_smoothing, float, 0, "0.1", below=1)  # 1: the uniform target
         check_generation("module.generation", generation or {})
-
-
-def check_generation(key: str, settings: Mapping[str, Any]) -> None:
-    """Raise `ConfigError` for `generate` settings at `key` (`module.generation`, the ROUGE callback's
-    `val_generation`) that generation would refuse or misread, before any data work: a name `GenerationConfig` does
-    not know (a typo, with the closest name), a number out of range, `min_new_tokens` above `max_new_tokens`."""
-    known = GenerationConfig().to_dict()
-    for name, value in settings.items():
-        if name not in known:
-            close = difflib.get_close_matches(str(name), list(known), n=1)
-            hint = f"did you mean {key}.{close[0]}? " if close else ""
-            raise ConfigError(f"{key}.{name} is not a generation setting (transformers' GenerationConfig); {hint}"
-                              "remove it or fix its name")  # fmt: skip
-        if name in GENERATION_NUMBERS:
-            check_number(f"{key}.{name}", value, *GENERATION_NUMBERS[name])
-    shortest, longest = settings.get("min_new_tokens"), settings.get("max_new_tokens")
-    if shortest is not None and longest is not None and shortest > longest:
-        raise ConfigError(
-            f"{key}.min_new_tokens={shortest} is above {key}.max_new_tokens={longest}: no summary can be both; "
-            f"lower {key}.min_new_tokens or raise {key}.max_new_tokens"
-        )
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         inputs = self.model_inputs(batch)
