@@ -1,6 +1,9 @@
 """How every component refuses a bad argument: `ConfigError` naming the config key as the user writes it, the value
-and a value that works. Imports nothing of lsgtrain, so data, tasks, callbacks and the pre-flight checks share it."""
+and a value that works, and `unwritable`, the probe of a folder written later. Imports nothing of lsgtrain, so data,
+tasks, callbacks and the pre-flight checks share it."""
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 
@@ -32,3 +35,20 @@ def check_number(
         bound = "" if minimum is None else f"> {minimum:g}" if exclusive else f">= {minimum:g}"
         bound += f" and < {below:g}" if below is not None else ""
         raise ConfigError(f"{key}={value!r} must be {what}{' ' + bound if bound else ''}, e.g. {key}={example}")
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why nothing can be written in `folder` (or, while it does not exist, in its nearest existing parent, where
+    it would be created), or None. Probes with a temporary file: permissions, read-only mounts and full quotas alike;
+    creates no folder."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"cannot write in {existing} ({error.strerror or error})"
+    return None

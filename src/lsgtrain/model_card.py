@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from transformers import GenerationConfig, PretrainedConfig
 
 from .data.sources import SplitRows
@@ -267,14 +268,28 @@ def reproduce_command() -> str | None:
 
 
 def portable_override(override: str) -> str:
-    """`key=value` with a local path value replaced by the hub id it is a copy of (a hub-cache folder) or by
-    `.../<its last part>`: the card is shared, the paths of the machine that trained are not. Whether the path is
-    looked up as a model or a dataset copy is the key's `shown` in `lsgtrain.run.keys`."""
+    """`key=value` with a local path value (or, in a dict value such as `data.data_files={train: PATH, ...}`, each
+    path in it) replaced by the hub id it is a copy of (a hub-cache folder) or by `.../<its last part>`: the card is
+    shared, the paths of the machine that trained are not. Whether a path is looked up as a model or a dataset copy
+    is the key's `shown` in `lsgtrain.run.keys`."""
     key, sep, value = override.partition("=")
-    if not sep or not value.startswith(("/", "~")):
+    if not sep:
         return override
-    kind = lookup(key.lstrip("+~")).shown.value
-    return f"{key}={hub_id_of(value, kind) or '.../' + Path(value).name}"
+    name = key.lstrip("+~")
+    if value.startswith("{"):
+        parsed = OverridesParser.create().parse_override(override).value()
+        if isinstance(parsed, dict):
+            entries = (f"{entry}: {_portable_value(f'{name}.{entry}', str(v))}" for entry, v in parsed.items())
+            return f"{key}={{{', '.join(entries)}}}"
+    return f"{key}={_portable_value(name, value)}"
+
+
+def _portable_value(key: str, value: str) -> str:
+    """A path (absolute, home, `./` or `../`, or with more than one `/`, which no hub id has) as the card shows it;
+    other values as they are."""
+    if not value.startswith(("/", "~", "./", "../")) and value.count("/") < 2:
+        return value
+    return hub_id_of(value, lookup(key).shown.value) or ".../" + Path(value).name
 
 
 def describe_hardware(trainer: L.Trainer) -> str:

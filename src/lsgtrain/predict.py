@@ -38,7 +38,7 @@ from .metrics.evaluation import evaluate_summaries
 from .metrics.predictions import prediction_row
 from .metrics.rouge import score_documents
 from .modeling.factory import readable_weights, trained_length
-from .modeling.loading import architectures, load_tokenizer, local_folder, read_config
+from .modeling.loading import architectures, load_tokenizer, local_folder, read_config, tokenizer_overflow
 from .tasks.classification import class_predictions, classification_metrics
 from .tasks.summarization import decode_summaries, generate_ids
 
@@ -299,6 +299,12 @@ def predict(
     if done:
         logger.info("resuming %s: %d rows already there, %d documents to go", output, len(done), len(todo))
     tokenizer = load_tokenizer(model_dir, "model")
+    overflow = "vocab_size" in config and tokenizer_overflow(tokenizer, config["vocab_size"])
+    if overflow:
+        raise PredictionError(
+            f"{model_dir}: its tokenizer does not fit its model ({overflow}): the tokenizer is not the one the model "
+            "was trained with; copy that one's files into the folder (a run's <run>/tokenizer/)"
+        )
     texts = [str(documents.texts[i]) for i in todo]
     lengths = [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]] if texts else []
     report.truncated = sum(length > max_length for length in lengths)
@@ -314,6 +320,8 @@ def predict(
     if todo:
         model = _ready_model(model_dir, trust_remote_code, torch_device, DTYPES[dtype])
         generation_config = None if classify else _generation_config(model, generation or {})  # checked, recorded
+        if generation_config is not None:
+            _check_generation_fits(generation_config, model_max)
         order = sorted(range(len(todo)), key=lambda k: -lengths[k])  # longest first: memory runs out at once or never
         with _open_output(output) as sink, tqdm(total=len(todo), unit="doc", desc="predict") as progress:
             for batch in _batches(order, batch_size):
@@ -490,6 +498,17 @@ def _generation_config(model: PreTrainedModel, overrides: dict[str, Any]):
     config.validate()
     logger.info("generation: %s", {key: getattr(config, key, None) for key in GENERATION_KEYS})
     return config
+
+
+def _check_generation_fits(config, positions: int | None) -> None:
+    """The decoder reads one position per generated token: more new tokens than its position table would fail
+    with an IndexError at the first batch, after the output file was opened."""
+    if positions is not None and config.max_new_tokens is not None and config.max_new_tokens > positions:
+        raise PredictionError(
+            f"max_new_tokens={config.max_new_tokens} (--max-new-tokens, or the model's generation_config.json) is "
+            f"beyond the decoder's position table (max_position_embeddings={positions}); pass --max-new-tokens "
+            f"{positions} or less"
+        )
 
 
 def _summarize(

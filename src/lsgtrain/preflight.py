@@ -8,7 +8,6 @@ import difflib
 import inspect
 import logging
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass
@@ -19,11 +18,13 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from .arguments import ConfigError, check_number
+from .arguments import ConfigError, check_number, unwritable
 from .checkpointing import first_process_of_run
 from .hub import HubUnavailable, PushTarget, check_push_target
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
+from .modeling.loading import CheckpointError, read_config
 from .tasks.base import FREEZE_OPTIONS
+from .tasks.summarization import check_generation
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_writable(cfg)
     _check_lsg_keys(cfg)
     _check_length_fits_blocks(cfg)
+    _check_generation_lengths(cfg)
     _check_finite_schedule(cfg)
     _check_freeze(cfg)
     _check_fp16(cfg)
@@ -207,23 +209,6 @@ def _check_writable(cfg: DictConfig) -> None:
             )
 
 
-def unwritable(folder: Path) -> str | None:
-    """Why nothing can be written in `folder` (or, while it does not exist, in its nearest existing parent, where
-    it would be created), or None. Probes with a temporary file: permissions, read-only mounts and full quotas alike;
-    creates no folder."""
-    existing = folder.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        return f"cannot write in {existing} ({error.strerror or error})"
-    return None
-
-
 def _check_lsg_keys(cfg: DictConfig) -> None:
     for key in cfg.model.lsg or {}:
         if key not in LSG_KEYS:
@@ -247,6 +232,81 @@ def _check_length_fits_blocks(cfg: DictConfig) -> None:
         f"data.max_source_length={length} is not a multiple of model.lsg.block_size={block}: batches are padded "
         f"to a multiple of the block size, past the model's {length} positions; use {options}"
     )
+
+
+def _check_generation_lengths(cfg: DictConfig) -> None:
+    """Generation lengths against the data, the model and each other, for the final decoding (`module.generation`,
+    whose own settings the module checks) and validation's (`callbacks.rouge.val_generation` over it):
+    `min_new_tokens` above `data.max_target_length` (the model learns to end summaries within it) or above
+    `max_new_tokens`, and `max_new_tokens` beyond the decoder's position table, which fails with an IndexError at
+    the first validation, after a whole epoch."""
+    generation = OmegaConf.select(cfg, "module.generation", default=None)
+    if not isinstance(generation, DictConfig):
+        return  # a classifier generates nothing
+    final = _lengths(generation, "module.generation")
+    decodings = [final]
+    validation = OmegaConf.select(cfg, "callbacks.rouge.val_generation", default=None)
+    if isinstance(validation, DictConfig) and validation:
+        check_generation("callbacks.rouge.val_generation", OmegaConf.to_container(validation, resolve=True))
+        decodings.append({**final, **_lengths(validation, "callbacks.rouge.val_generation")})
+    targets = OmegaConf.select(cfg, "data.max_target_length", default=None)
+    positions, decided_by = _decoder_positions(cfg)
+    for decoding in decodings:
+        (min_key, shortest), (max_key, longest) = (
+            decoding.get(name, ("", None)) for name in ("min_new_tokens", "max_new_tokens")
+        )
+        if shortest is not None and longest is not None and shortest > longest and min_key != max_key:
+            raise ConfigError(
+                f"{min_key}.min_new_tokens={shortest} is above {max_key}.max_new_tokens={longest} (validation "
+                f"decodes with {max_key} over module.generation): no summary can be both; lower the one or raise "
+                "the other"
+            )
+        if shortest is not None and isinstance(targets, int) and shortest > targets:
+            raise ConfigError(
+                f"{min_key}.min_new_tokens={shortest} is above data.max_target_length={targets}: the model learns to "
+                f"end its summaries within {targets} tokens, and generation would force them longer; lower "
+                f"{min_key}.min_new_tokens or raise data.max_target_length"
+            )
+        if positions is not None and longest is not None and longest > positions:
+            raise ConfigError(
+                f"{max_key}.max_new_tokens={longest} is beyond the decoder's position table ({positions} positions: "
+                f"{decided_by}); set {max_key}.max_new_tokens={positions} or less, or raise data.max_target_length "
+                "(the table covers it)"
+            )
+
+
+def _lengths(settings: DictConfig, key: str) -> dict[str, tuple[str, int]]:
+    """`min_new_tokens` / `max_new_tokens` of the generation settings at `key`, as `name -> (key, value)`, where they
+    are whole numbers (other values are refused by the checks of their owner, `check_generation`)."""
+    return {
+        name: (key, value)
+        for name, value in settings.items()
+        if name in ("min_new_tokens", "max_new_tokens") and isinstance(value, int) and not isinstance(value, bool)
+    }
+
+
+def _decoder_positions(cfg: DictConfig) -> tuple[int | None, str]:
+    """The size of the position table the model factory builds (`build_model`: a checkpoint's, extended to cover
+    `model.max_source_length` and `model.max_target_length`) and which of them decides it; None when a checkpoint's
+    config cannot be read (the factory reports why)."""
+    sizes = {}
+    for key in ("model.max_source_length", "model.max_target_length"):
+        size = OmegaConf.select(cfg, key, default=None)
+        if isinstance(size, int) and not isinstance(size, bool):
+            sizes[f"{key}={size}"] = size
+    for key in ("model.pretrained", "model.convert_from"):
+        checkpoint = OmegaConf.select(cfg, key, default=None)
+        if not checkpoint:
+            continue
+        try:
+            positions = read_config(checkpoint, key).get("max_position_embeddings")
+        except (CheckpointError, FileNotFoundError):
+            return None, key
+        sizes[f"the max_position_embeddings of {key}={checkpoint}"] = positions if isinstance(positions, int) else 0
+    if not sizes:
+        return None, ""
+    largest = max(sizes, key=sizes.get)
+    return sizes[largest], largest
 
 
 def _check_finite_schedule(cfg: DictConfig) -> None:

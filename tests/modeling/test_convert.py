@@ -1,6 +1,9 @@
 """Pegasus -> LSG conversion: the reference's numbers, the CLI, length extension and clear failures."""
 
 import json
+import resource
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -180,6 +183,22 @@ def test_failure_while_saving_leaves_nothing_behind(tmp_path, tokenizer, monkeyp
         convert_checkpoint(tmp_path / "plain", tmp_path / "out", max_sequence_length=1024)
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["plain"]
+
+
+def test_a_file_size_limit_while_saving_names_the_output_folder_and_the_cause(tmp_path):
+    """Before: a bare SafetensorError with a traceback, no path (issue 26.13)."""
+    _save_plain(tmp_path / "plain")
+    limit = (tmp_path / "plain" / "model.safetensors").stat().st_size // 2
+    command = [sys.executable, "-m", "lsgtrain.cli", "convert", str(tmp_path / "plain"), str(tmp_path / "out")]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"could not write the model's weights to {tmp_path / 'out'} (staged in .out." in result.stderr
+    assert "File too large" in result.stderr and "raise the file-size limit (`ulimit -f`" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
 
 
 def test_refuses_a_non_empty_output_folder(tmp_path):

@@ -517,3 +517,10 @@ def test_local_paths_in_the_cards_command_become_hub_ids_or_their_last_part(tmp_
     hub_name = "data.dataset_name=ccdv/arxiv-summarization"
     assert portable_override(hub_name) == hub_name
     assert portable_override("experiment=arxiv_sum") == "experiment=arxiv_sum"
+
+
+def test_the_cards_command_names_the_files_of_a_dict_override_by_name_only(tmp_path):
+    """Before: `data.data_files={...}` was copied verbatim, relative and absolute paths included (issue 26.11)."""
+    override = f"data.data_files={{train: ../../data/x/../train.jsonl, val: {tmp_path / 'val.jsonl'}}}"
+    assert portable_override(override) == "data.data_files={train: .../train.jsonl, val: .../val.jsonl}"
+    assert portable_override("data.data_files.train=./data/train.jsonl") == "data.data_files.train=.../train.jsonl"

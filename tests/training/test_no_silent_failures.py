@@ -144,10 +144,42 @@ def test_summarize_does_not_run_a_model_folders_code_unless_asked(tiny_checkpoin
         (["model.lsg.block_size=32", "model.lsg.sparsity_factor=3"], r"valid sparsity_factor values for this "
          r"block_size: \[1, 2, 4, 8, 16\]"),
         (["ckpt_path=/nonexistent.ckpt"], r"ckpt_path=/nonexistent.ckpt: no checkpoint file there"),
+        # contradictory lengths (issue 26.7): both keys named
+        (["data.max_target_length=8", "+module.generation.min_new_tokens=32"], r"module.generation.min_new_tokens="
+         r"32 is above data.max_target_length=8: the model learns to end its summaries within 8 tokens"),
+        (["+module.generation.min_new_tokens=abc"], r"module.generation.min_new_tokens='abc' must be an integer >= 0"),
+        (["+module.generation.min_new_tokens=50"], r"module.generation.min_new_tokens=50 is above "
+         r"module.generation.max_new_tokens=8: no summary can be both"),
+        (["+module.generation.min_new_tokens=6", "+callbacks.rouge.val_generation.max_new_tokens=4"],
+         r"module.generation.min_new_tokens=6 is above callbacks.rouge.val_generation.max_new_tokens=4"),
+        (["+callbacks.rouge.val_generation.max_new_tokens=300"], r"callbacks.rouge.val_generation.max_new_tokens=300 "
+         r"is beyond the decoder's position table \(256 positions: model.max_source_length=256\)"),
+        # label smoothing 1 trains towards the uniform distribution (issue 26.8)
+        (["module.label_smoothing=1.0"], r"module.label_smoothing=1.0 must be a number >= 0 and < 1"),
+        # misspelt keys, with the closest name (issues 26.9, 26.13)
+        (["++model.init.d_modle=64"], r"model.init.d_modle is not a setting of the model's config "
+         r"\(LSGPegasusConfig\); did you mean model.init.d_model\?"),
+        (["+module.generation.num_beam=4"], r"module.generation.num_beam is not a generation setting "
+         r"\(transformers' GenerationConfig\); did you mean module.generation.num_beams\?"),
     ],
 )  # fmt: skip
 def test_bad_settings_fail_before_any_data_work_naming_key_value_and_fix(make_cfg, tmp_path, overrides, message):
     assert_refused_before_data_work(make_cfg(*overrides, "data.max_samples=4"), tmp_path, ValueError, message)
+
+
+def test_max_new_tokens_beyond_the_decoders_position_table_is_refused_before_data_work(
+    make_cfg, tiny_checkpoint, tmp_path
+):
+    """Before: an IndexError at the first validation, after a whole epoch (issue 26.7). The table is a checkpoint's
+    own when it is longer than the run's lengths."""
+    cfg = make_cfg("data.max_samples=4")
+    cfg.module.generation.max_new_tokens = 257
+    message = r"module.generation.max_new_tokens=257 is beyond the decoder's position table \(256 positions: model."
+    assert_refused_before_data_work(cfg, tmp_path, ValueError, message)
+    cfg = make_cfg("data.max_samples=4", f"model.pretrained={tiny_checkpoint}")
+    cfg.module.generation.max_new_tokens = 513
+    message = rf"\(512 positions: the max_position_embeddings of model.pretrained={tiny_checkpoint}\); set "
+    assert_refused_before_data_work(cfg, tmp_path, ValueError, message)
 
 
 @pytest.mark.parametrize(("block_size", "factor"), [(30, 4), (32, 3), (12, 4), (16, 6)])

@@ -245,6 +245,43 @@ def test_predict_names_a_model_folder_without_a_tokenizer_or_a_missing_one(tiny_
     assert f"model={tmp_path / 'nowhere'}: no checkpoint folder there" in capsys.readouterr().err
 
 
+def _copy_of(checkpoint: Path, folder: Path) -> Path:
+    shutil.copytree(checkpoint, folder)
+    return folder
+
+
+def test_a_tokenizer_larger_than_the_models_embeddings_is_refused_before_any_output(tiny_checkpoint, tmp_path, capsys):
+    """Before: an IndexError in the embedding lookup after loading, and an empty output file (issue 26.12). The
+    same check as training's (`modeling.loading.tokenizer_overflow`)."""
+    from lsgtrain.data.tokenizer import train_pegasus_tokenizer
+
+    folder = _copy_of(tiny_checkpoint, tmp_path / "model")
+    train_pegasus_tokenizer([_text(300, seed=i) + f" word{i}" for i in range(200)], vocab_size=400).save_pretrained(
+        folder
+    )
+    document, output = tmp_path / "document.txt", tmp_path / "out.jsonl"
+    document.write_text(_text(30))
+    assert cli_main(["summarize", str(folder), str(document), "--output", str(output), *QUICK_GENERATION]) == 2
+    error = capsys.readouterr().err
+    assert f"{folder}: its tokenizer does not fit its model (its largest id is" in error
+    rows = json.loads((folder / "config.json").read_text())["vocab_size"]
+    assert f"but the model has {rows} embedding rows" in error
+    assert not output.exists()
+
+
+def test_max_new_tokens_beyond_the_decoders_positions_is_refused_before_any_output(tiny_checkpoint, tmp_path, capsys):
+    """Before: an IndexError at the first batch, and an empty output file (issue 26.7)."""
+    document, output = tmp_path / "document.txt", tmp_path / "out.jsonl"
+    document.write_text(_text(30))
+    options = [str(tiny_checkpoint), str(document), "--output", str(output), "--num-beams", "1"]
+    assert cli_main(["summarize", *options, "--max-new-tokens", "513"]) == 2
+    assert (
+        "max_new_tokens=513 (--max-new-tokens, or the model's generation_config.json) is beyond the decoder's "
+        "position table (max_position_embeddings=512); pass --max-new-tokens 512 or less" in capsys.readouterr().err
+    )
+    assert not output.exists()
+
+
 def test_predict_writes_the_summaries_the_task_generates_in_a_test(make_cfg, standin_files, tmp_path):
     """One generation of summaries (`lsgtrain.tasks.summarization.generate_ids` / `decode_summaries`): `lsgtrain
     predict` over a run's test file writes the summaries that run's test (the ROUGE callback) wrote, for the same

@@ -107,6 +107,26 @@ def test_unwritable_cache_or_outputs_are_refused_before_any_work(make_cfg, tmp_p
             train(cfg)
 
 
+def test_an_unwritable_export_folder_is_refused_before_any_work(make_cfg, tmp_path):
+    """Before: the export failed after the training (issue 26.13)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = make_cfg("data.max_samples=4", f"callbacks.hf_export.dirpath={blocker}/export")
+    message = rf"callbacks.hf_export.dirpath={blocker}/export: {blocker} is a file, not a folder; the export is"
+    assert_refused_before_data_work(cfg, tmp_path, ConfigError, message)
+
+
+def test_a_summary_column_that_is_not_text_is_named_before_a_tokenizer_is_trained(make_cfg, standin_files, tmp_path):
+    """Before: transformers' message while tokenising, after the tokenizer was trained, naming no file, column or
+    row (issue 26.13)."""
+    files = standin_files("classification", "document", "summary")  # `summary` holds class ids
+    cfg = make_cfg(*QUICK, "data.source=files", _files(files))
+    message = rf"data.summary_column='summary' of the train split \({files['train']}\) holds int values, not text: "
+    with pytest.raises(DataSourceError, match=message + r"the first is row 0, 0. Give that column as strings"):
+        train(cfg)
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+
 def test_a_refused_run_leaves_no_run_folder_but_a_resumable_one_is_kept(tmp_path):
     result = _train_py(tmp_path, "run_name=refused", "trainer.max_epochs=abc")
     assert result.returncode == 1 and "trainer.max_epochs='abc' must be an integer" in result.stderr

@@ -12,6 +12,7 @@ from lightning import Callback, LightningModule, Trainer
 from transformers import GenerationConfig
 from typing_extensions import override
 
+from ..arguments import ConfigError, unwritable
 from ..checkpointing import load_checkpoint
 from ..hub import PushTarget, push_folder
 from ..model_card import build_model_card, write_model_card
@@ -48,6 +49,7 @@ class HFExport(Callback):
             the dataset is a local copy whose path does not spell it (a hub-cache folder does); None: from the path.
 
     Raises:
+        ConfigError: a `dirpath` nothing can be written in (probed now: the export comes after the training).
         ValueError: a bad `push_to_hub`; generation settings that `generate` does not know or that contradict each
             other (at setup, before training).
     """
@@ -61,6 +63,12 @@ class HFExport(Callback):
         dataset: str | None = None,
     ):
         self.dirpath = Path(dirpath)
+        problem = unwritable(self.dirpath)
+        if problem:
+            raise ConfigError(
+                f"callbacks.hf_export.dirpath={dirpath}: {problem}; the export is written there after the training. "
+                "Point it at a folder you can write, or set callbacks.hf_export=null"
+            )
         self.license = license
         self.base_model = base_model
         self.dataset = dataset

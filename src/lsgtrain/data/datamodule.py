@@ -246,7 +246,7 @@ class LongDocumentDataModule(LightningDataModule):
                 split_names=self.split_names,
             )
             raw = self.select_splits(raw)
-            check_columns(raw, self.columns())
+            check_columns(raw, self.columns(), origins)
             loaded = {split: len(dataset) for split, dataset in raw.items()}
             kept = drop_empty_rows(raw, self.columns(), origins)
             carved = carve_validation(kept, self.val_fraction, self.seed, origins)

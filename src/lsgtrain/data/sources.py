@@ -452,8 +452,14 @@ def log_lengths(splits: DatasetDict, text_column: str) -> None:
                            split, short, len(words), SHORT_DOCUMENT_WORDS, words[0])  # fmt: skip
 
 
-def check_columns(splits: DatasetDict, columns: Mapping[str, str]) -> None:
-    """Raise if a configured column (key: the config key naming it) is missing from a split."""
+# Columns tokenised as text: strings (nulls are dropped as empty rows), not numbers or lists
+TEXT_KEYS = ("text_column", "summary_column")
+
+
+def check_columns(splits: DatasetDict, columns: Mapping[str, str], origins: Mapping[str, str]) -> None:
+    """Raise if a configured column (key: the config key naming it) is missing from a split, or if a text column
+    (`TEXT_KEYS`) holds other values: the tokenizer would fail on them after being trained, naming no file, column
+    or row."""
     for split, dataset in splits.items():
         for key, column in columns.items():
             if column not in dataset.column_names:
@@ -461,3 +467,14 @@ def check_columns(splits: DatasetDict, columns: Mapping[str, str]) -> None:
                     f"data.{key}={column!r} is not a column of the {split} split; "
                     f"columns present: {dataset.column_names}"
                 )
+            feature = dataset.features[column]
+            if key not in TEXT_KEYS or getattr(feature, "dtype", None) in ("string", "large_string", "null"):
+                continue
+            row, value = next(((i, v) for i, v in enumerate(dataset[column]) if v is not None), (None, None))
+            if row is None:
+                continue  # only nulls: dropped as empty rows
+            raise DataSourceError(
+                f"data.{key}={column!r} of the {split} split ({origins[split]}) holds {type(value).__name__} values, "
+                f"not text: the first is row {row}, {value!r:.80}. Give that column as strings, or name the text "
+                f"column in data.{key}"
+            )

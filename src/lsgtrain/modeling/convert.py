@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import GenerationConfig, set_seed
 
 from .configuration_lsg_pegasus import MAX_GLOBAL_TOKENS, LSGPegasusConfig
@@ -363,7 +364,13 @@ def save_atomically(
     staging = output_dir.parent / f".{output_dir.name}.{secrets.token_hex(8)}"
     staging.mkdir()
     try:
-        model.save_pretrained(staging)
+        try:
+            model.save_pretrained(staging)
+        except SafetensorError as error:  # safetensors names neither the file nor why it could not write it
+            raise RuntimeError(
+                f"could not write the model's weights to {output_dir} (staged in {staging.name}): {error}. Free "
+                "space there, or raise the file-size limit (`ulimit -f`; the weights are one file), and run again"
+            ) from error
         if generation_config is not None:
             generation_config.save_pretrained(staging)
         if tokenizer is not None:

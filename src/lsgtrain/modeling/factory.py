@@ -11,6 +11,7 @@ Knows nothing of Lightning or data: training a tokenizer and the head keys the d
 """
 
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -23,9 +24,10 @@ from typing import Any, NamedTuple
 from safetensors import SafetensorError
 from transformers import PreTrainedTokenizerBase
 
+from ..arguments import ConfigError
 from .configuration_lsg_pegasus import LSGPegasusConfig
 from .convert import convert_checkpoint, expected_missing_weights, init_global_embeddings, load_checked
-from .loading import CheckpointError, load_tokenizer, read_config
+from .loading import CheckpointError, load_tokenizer, read_config, tokenizer_overflow
 from .modeling_lsg_pegasus import (
     LSGPegasusForConditionalGeneration,
     LSGPegasusForSequenceClassification,
@@ -92,6 +94,8 @@ def build_model(
     """
     if task not in TASK_CLASSES:
         raise ValueError(f"model.task={task!r} is unknown; choose one of {sorted(TASK_CLASSES)}")
+    check_config_keys(init or {}, "model.init")
+    check_config_keys(head, "model")
     if pretrained and convert_from:
         raise ValueError("set only one of model.pretrained (an LSG checkpoint) and model.convert_from (Pegasus)")
     checkpoint, key = (pretrained, "model.pretrained") if pretrained else (convert_from, "model.convert_from")
@@ -138,6 +142,28 @@ def build_model(
         {key: getattr(model.config, key) for key in sorted(lsg)}, chosen.name_or_path, len(chosen),
     )  # fmt: skip
     return ModelAndTokenizer(model, chosen)
+
+
+# `num_labels` sizes `id2label` (a `PretrainedConfig` argument, not a field of its own)
+CONFIG_KEYS = frozenset(
+    {name for name in LSGPegasusConfig.__dataclass_fields__ if not name.startswith("_")}
+    | set(LSGPegasusConfig.attribute_map)
+    | set(LSGPegasusConfig().to_dict())
+    | {"num_labels"}
+)
+
+
+def check_config_keys(keys: Mapping[str, Any], prefix: str) -> None:
+    """Raise for a key LSGPegasusConfig does not know: the config would keep it as a stray attribute (and write it
+    into the exported config.json) while the model is built with the default it was meant to replace."""
+    for key in keys:
+        if key not in CONFIG_KEYS:
+            close = difflib.get_close_matches(str(key), sorted(CONFIG_KEYS), n=1)
+            hint = f"did you mean {prefix}.{close[0]}? " if close else ""
+            raise ConfigError(
+                f"{prefix}.{key} is not a setting of the model's config (LSGPegasusConfig); {hint}remove it or fix "
+                "its name"
+            )
 
 
 def read_checkpoint_config(name: str, key: str) -> dict[str, Any]:
@@ -198,10 +224,8 @@ def check_tokenizer_fits(
 ) -> None:
     """Raise unless every id of `tokenizer` has an embedding row in the model of `config` and the pad, eos and
     decoder-start ids agree (Pegasus' decoder starts from the pad token)."""
-    problems = []
-    largest = max(tokenizer.get_vocab().values())
-    if largest >= config["vocab_size"]:
-        problems.append(f"its largest id is {largest} but the model has {config['vocab_size']} embedding rows")
+    overflow = tokenizer_overflow(tokenizer, config["vocab_size"])
+    problems = [overflow] if overflow else []
     expected = {
         "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id,

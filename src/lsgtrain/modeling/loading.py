@@ -108,6 +108,15 @@ def load_tokenizer(name: str | os.PathLike, key: str, *, optional: bool = False)
     return _with_pegasus_ids(tokenizer, spiece, name)
 
 
+def tokenizer_overflow(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> str | None:
+    """Why `tokenizer` cannot feed a model of `vocab_size` embedding rows (an id with no row: an IndexError in the
+    embedding lookup), or None. The training factory and `lsgtrain predict` both ask, before any output is written."""
+    largest = max(tokenizer.get_vocab().values())
+    if largest < vocab_size:
+        return None
+    return f"its largest id is {largest} but the model has {vocab_size} embedding rows"
+
+
 def _with_pegasus_ids(tokenizer: PreTrainedTokenizerBase, spiece: Path, name: str | os.PathLike):
     expected = pegasus_vocabulary(spiece)
     if tokenizer.get_vocab() == expected:
@@ -144,4 +153,5 @@ __all__ = [
     "local_folder",
     "pegasus_vocabulary",
     "read_config",
+    "tokenizer_overflow",
 ]

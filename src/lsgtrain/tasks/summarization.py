@@ -1,23 +1,46 @@
 """LightningModule for LSG-Pegasus summarization: teacher-forced loss; the one generation of summaries (the ROUGE
 callback's and `lsgtrain predict`'s)."""
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..arguments import check_number
+from ..arguments import ConfigError, check_number
 from .base import LongDocumentModule
 
 # `module.generation.<key>`: what generate() cannot take (kind, smallest value, an example); the rest it checks itself
 GENERATION_NUMBERS = {
     "num_beams": (int, 1, "4"),
     "max_new_tokens": (int, 1, "256"),
+    "min_new_tokens": (int, 0, "0"),
     "no_repeat_ngram_size": (int, 0, "3"),
     "length_penalty": (float, None, "1.0"),
 }
+
+
+def check_generation(key: str, settings: Mapping[str, Any]) -> None:
+    """Raise `ConfigError` for `generate` settings at `key` (`module.generation`, the ROUGE callback's
+    `val_generation`) that generation would refuse or misread, before any data work: a name `GenerationConfig` does
+    not know (a typo, with the closest name), a number out of range, `min_new_tokens` above `max_new_tokens`."""
+    known = GenerationConfig().to_dict()
+    for name, value in settings.items():
+        if name not in known:
+            close = difflib.get_close_matches(str(name), list(known), n=1)
+            hint = f"did you mean {key}.{close[0]}? " if close else ""
+            raise ConfigError(f"{key}.{name} is not a generation setting (transformers' GenerationConfig); {hint}"
+                              "remove it or fix its name")  # fmt: skip
+        if name in GENERATION_NUMBERS:
+            check_number(f"{key}.{name}", value, *GENERATION_NUMBERS[name])
+    shortest, longest = settings.get("min_new_tokens"), settings.get("max_new_tokens")
+    if shortest is not None and longest is not None and shortest > longest:
+        raise ConfigError(
+            f"{key}.min_new_tokens={shortest} is above {key}.max_new_tokens={longest}: no summary can be both; "
+            f"lower {key}.min_new_tokens or raise {key}.max_new_tokens"
+        )
 
 
 class SummarizationModule(LongDocumentModule):
@@ -40,10 +63,8 @@ class SummarizationModule(LongDocumentModule):
         cls, *, label_smoothing: float = 0.0, generation: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         super().check_arguments(**kwargs)
-        check_number("module.label_smoothing", label_smoothing, float, 0, "0.1")
-        for key, value in (generation or {}).items():
-            if key in GENERATION_NUMBERS:
-                check_number(f"module.generation.{key}", value, *GENERATION_NUMBERS[key])
+        check_number("module.label_smoothing", label_smoothing, float, 0, "0.1", below=1)  # 1: the uniform target
+        check_generation("module.generation", generation or {})
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         inputs = self.model_inputs(batch)
