@@ -351,3 +351,38 @@ def test_sigterm_and_sigint_save_the_step_exit_non_zero_and_the_same_command_res
     # the resumed run's saves replace the signal's last.ckpt (no last-v1.ckpt beside it): its epoch ends are steps 4, 8
     assert sorted(path.name for path in last.parent.glob("last*.ckpt")) == ["last.ckpt"]
     assert torch.load(last, weights_only=True)["global_step"] == 8
+
+
+@pytest.mark.slow
+def test_a_sigterm_during_the_validation_runs_that_validation_after_the_resume(tmp_path):
+    """Before, the resumed run skipped the interrupted validation: no best checkpoint, the last weights exported
+    with no validation metrics, exit 0."""
+    validated = tmp_path / "validated.jsonl"
+    command = [
+        sys.executable, "train.py", *FAST, *TINY_INIT, "run_name=stopped", "data.max_samples=8", "data.eval_batch_size=2",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.rouge.every_n_epochs=1", "test=false",
+        "++module.generation.max_new_tokens=4", "++module.generation.num_beams=1",
+        f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "+callbacks.val_recorder._target_=tests.slurm.step_recorder.ValidationRecorder",
+        f"+callbacks.val_recorder.path={validated}", "+callbacks.val_recorder.delay_s=1.0",
+    ]  # fmt: skip
+    log = tmp_path / "first.log"
+    with log.open("w") as output:
+        first = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while not (validated.exists() and validated.read_text()):
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=300)
+    assert first.returncode == 143, log.read_text()[-3000:]
+    run = tmp_path / "outputs" / "train" / "runs" / "stopped"
+    assert not list((run / "checkpoints").glob("epoch*.ckpt"))  # stopped before the validation's end
+    second = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["best_checkpoint"] and Path(summary["best_checkpoint"]).is_file()
+    assert "val/rougeLsum" in summary["metrics"]
+    assert "with no validation metrics" not in second.stdout + second.stderr
+    card = (run / "hf_model" / "README.md").read_text()
+    assert "rougeLsum" in card
