@@ -359,8 +359,9 @@ def test_a_sigterm_during_the_validation_runs_that_validation_after_the_resume(t
     with no validation metrics, exit 0."""
     validated = tmp_path / "validated.jsonl"
     command = [
-        sys.executable, "train.py", *FAST, *TINY_INIT, "run_name=stopped", "data.max_samples=8", "data.eval_batch_size=2",
-        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.rouge.every_n_epochs=1", "test=false",
+        sys.executable, "train.py", *FAST, *TINY_INIT, "run_name=stopped", "data.max_samples=8",
+        "data.eval_batch_size=2", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "callbacks.rouge.every_n_epochs=1", "test=false",
         "++module.generation.max_new_tokens=4", "++module.generation.num_beams=1",
         f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
         "+callbacks.val_recorder._target_=tests.slurm.step_recorder.ValidationRecorder",
