@@ -209,6 +209,43 @@ def test_resuming_on_rewritten_data_is_refused_unless_allowed_and_keeps_the_toke
     assert objects["datamodule"].tokenizer.get_vocab() == _vocab(run / "tokenizer")
 
 
+def test_a_resume_continues_with_the_tokenizer_its_checkpoint_was_trained_with(make_cfg, standin_files, tmp_path):
+    """Before, a run that failed after training its tokenizer left `<run>/tokenizer/`; the rerun on the fixed data
+    trained another one but kept the folder, and its resume continued with the failed attempt's (other ids)."""
+    files = standin_files("summarization", "document", "summary")
+    local = {split: tmp_path / f"{split}.jsonl" for split in files}
+    rows = [json.loads(line) for line in Path(files["train"]).read_text().splitlines()]
+    local["train"].write_text("".join(json.dumps({**row, "summary": i}) + "\n" for i, row in enumerate(rows)))
+    for split in ("val", "test"):
+        local[split].write_text(Path(files[split]).read_text())
+    common = [*QUICK, "data.source=files", _files(local)]
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="str"):  # the summaries are numbers: found while tokenising
+        train(make_cfg(*common))
+    assert not (run / "tokenizer").exists()  # nothing the next attempt could take for its own
+    # the fixed file: text summaries, other documents (the tokenizer is trained on them: another vocabulary)
+    local["train"].write_text("".join(json.dumps({**row, "document": row["summary"]}) + "\n" for row in rows))
+    _, objects = train(make_cfg(*common))  # the same run_name
+    trained_with = objects["datamodule"].tokenizer.get_vocab()
+    assert _vocab(run / "tokenizer") == trained_with
+    (run / "run_summary.json").unlink()  # as if stopped after its last checkpoint
+    last = run / "checkpoints" / "last.ckpt"
+    intact = last.read_bytes()
+    checkpoint = torch.load(last, weights_only=True)
+    recorded = checkpoint["callbacks"]["RunConfigCheckpoint"]["tokenizer"]
+    checkpoint["callbacks"]["RunConfigCheckpoint"]["tokenizer"] = "0123456789abcdef"  # as if trained with another
+    torch.save(checkpoint, last)
+    message = (
+        rf"trained with the tokenizer 0123456789abcdef, but this resume would continue with another one, {recorded}"
+    )
+    with pytest.raises(CheckpointError, match=message + ".*data.tokenizer.pretrained"):
+        train(make_cfg(*common, "trainer.max_epochs=2"))
+    last.write_bytes(intact)
+    _, objects = train(make_cfg(*common, "trainer.max_epochs=2"))
+    assert objects["trainer"].global_step > checkpoint["global_step"]
+    assert objects["datamodule"].tokenizer.get_vocab() == trained_with
+
+
 def test_a_local_dataset_folder_is_identified_by_its_fingerprint_and_a_hub_dataset_by_name(tmp_path):
     from lsgtrain.checkpointing import changed_data
     from lsgtrain.data.sources import data_identity
