@@ -487,3 +487,18 @@ def test_local_paths_in_the_cards_command_become_hub_ids_or_their_last_part(tmp_
     hub_name = "data.dataset_name=ccdv/arxiv-summarization"
     assert portable_override(hub_name) == hub_name
     assert portable_override("experiment=arxiv_sum") == "experiment=arxiv_sum"
+
+
+def test_a_save_removes_the_staging_folders_that_killed_saves_left(tiny_checkpoint, tmp_path):
+    """Before, a kill -9 during the export left `.hf_model.<hex>/` (as large as the model) for good."""
+    from transformers import AutoTokenizer
+
+    stale = tmp_path / ".hf_model.0123456789abcdef"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half a model")
+    unrelated = tmp_path / ".hf_model.notes"
+    unrelated.mkdir()
+    model = LSGPegasusForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    save_atomically(model, AutoTokenizer.from_pretrained(tiny_checkpoint), tmp_path / "hf_model")
+    assert (tmp_path / "hf_model" / "config.json").is_file()
+    assert not stale.exists() and unrelated.is_dir()

@@ -4,6 +4,7 @@ leftovers, corrupt weight files."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -303,6 +304,32 @@ def test_corrupt_weight_files_are_named_with_the_fix(make_cfg, tiny_checkpoint, 
     document.write_text("Long documents need sparse attention. " * 20)
     assert cli_main(["summarize", str(folder), str(document), "--max-new-tokens", "3"]) == 2
     assert f"{weights} is not a readable weight file (truncated or corrupt" in capsys.readouterr().err
+
+
+def test_a_truncated_last_checkpoint_names_the_intact_one_beside_it_and_a_truncated_tokenizer_its_file(
+    make_cfg, tiny_checkpoint, tmp_path
+):
+    """Before: a truncated last.ckpt was refused with no way out; a truncated tokenizer.json gave the JSON parser's
+    message only."""
+    train(make_cfg(*QUICK))
+    run = tmp_path / "run"
+    (run / "run_summary.json").unlink()  # as if killed while writing last.ckpt (a copy cut short, a full disk)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    (best,) = (run / "checkpoints").glob("epoch*.ckpt")
+    way_out = rf"Beside it: {best.name}; to go on from the newest, rerun with ckpt_path={best}"
+    with pytest.raises(CheckpointError, match=rf"{last} is not a readable checkpoint .*{way_out}"):
+        train(make_cfg(*QUICK, "trainer.max_epochs=2"))
+    _, objects = train(make_cfg(*QUICK, "trainer.max_epochs=2", f"ckpt_path={best}"))  # the way out it names
+    assert objects["trainer"].global_step == 4
+    folder = tmp_path / "cut-tokenizer"
+    shutil.copytree(tiny_checkpoint, folder)
+    tokenizer = folder / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes()[:2000])
+    cfg = make_cfg(*QUICK, f"model.pretrained={folder}")
+    cfg.paths.output_dir = str(tmp_path / "other-run")
+    with pytest.raises(CheckpointError, match=rf"model.pretrained={folder}: its tokenizer.json is damaged \(truncated"):
+        train(cfg)
 
 
 class RunsCode:
