@@ -368,12 +368,18 @@ def test_stale_temporary_tokenisation_files_are_removed_by_the_next_run(make_cfg
     assert list(tokenized.glob("*.arrow"))  # the run's own cache files are there
 
 
-def _wait_for_steps(process: subprocess.Popen, steps_file: Path, count: int, log: Path) -> None:
-    deadline = time.monotonic() + 300
-    while not (steps_file.exists() and len(read_steps(steps_file)) >= count):
-        assert process.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+def _signal_when(command: list[str], log: Path, ready, signum: signal.Signals) -> int:
+    """Start `command` (output to `log`), send it `signum` once `ready()` (at most 300 s), return its exit code."""
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while not ready():
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signum)
+        process.wait(timeout=300)
+    return process.returncode
 
 
 @pytest.mark.slow
@@ -389,12 +395,8 @@ def test_sigterm_and_sigint_save_the_step_exit_non_zero_and_the_same_command_res
         f"+callbacks.step_recorder.path={steps_file}", "+callbacks.step_recorder.delay_s=0.7",
     ]  # fmt: skip
     log = tmp_path / "first.log"
-    with log.open("w") as output:
-        first = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
-        _wait_for_steps(first, steps_file, 2, log)
-        first.send_signal(signum)
-        first.wait(timeout=300)
-    assert first.returncode == code, log.read_text()[-3000:]
+    returncode = _signal_when(command, log, lambda: steps_file.exists() and len(read_steps(steps_file)) >= 2, signum)
+    assert returncode == code, log.read_text()[-3000:]
     run = tmp_path / "outputs" / "train" / "runs" / "stopped"
     last = run / "checkpoints" / "last.ckpt"
     saved_step = torch.load(last, weights_only=True)["global_step"]
@@ -432,15 +434,11 @@ def test_a_sigterm_during_the_validation_runs_that_validation_after_the_resume(t
         f"+callbacks.val_recorder.path={validated}", "+callbacks.val_recorder.delay_s=1.0",
     ]  # fmt: skip
     log = tmp_path / "first.log"
-    with log.open("w") as output:
-        first = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while not (validated.exists() and validated.read_text()):
-            assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.05)
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=300)
-    assert first.returncode == 143, log.read_text()[-3000:]
+
+    def in_the_validation() -> bool:  # a validation batch is done
+        return validated.exists() and bool(validated.read_text())
+
+    assert _signal_when(command, log, in_the_validation, signal.SIGTERM) == 143, log.read_text()[-3000:]
     run = tmp_path / "outputs" / "train" / "runs" / "stopped"
     assert not list((run / "checkpoints").glob("epoch*.ckpt"))  # stopped before the validation's end
     second = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
