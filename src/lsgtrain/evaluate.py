@@ -46,7 +46,8 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     (`["module.generation.num_beams=4"]`); None: Hydra's command line, or none when called without Hydra.
     """
     # the evaluation's folder (`outputs/eval/runs/<time>`) is a run folder: a refused evaluation leaves none behind
-    with RunFolder(cfg.paths.output_dir) as folder:
+    # (called from Python, it may be a finished run's own folder: the evaluation writes no run_summary.json)
+    with RunFolder(cfg.paths.output_dir, refuse_finished=False) as folder:
         return _evaluate(cfg, user_keys(overrides), folder)
 
 

@@ -51,15 +51,17 @@ class RunFolder:
     """The run folder `output_dir` for the length of a `with` block.
 
     Entering it locks the folder (the first process of a run only: DDP ranks share it) and refuses a finished run
-    (its `run_summary.json` is there). Leaving it on an error before `training()` was called removes a folder the
-    run created (nothing in it but `BEFORE_ANY_WORK`): only the error says it ran; a folder with a run to resume is
-    kept. A `tokenizer/` with no checkpoint beside it (the run failed or was killed before its first save) is
-    removed on entering and on leaving with an error: the next attempt trains its own, and a later resume must not
-    take the failed attempt's. `finish()` writes the summary.
+    (its `run_summary.json` is there; an evaluation, `refuse_finished=False`, may write beside one). Leaving it on an
+    error before `training()` was called removes a folder the run created (nothing in it but `BEFORE_ANY_WORK`):
+    only the error says it ran; a folder with a run to resume is kept. A `tokenizer/` with no checkpoint beside it
+    (the run failed or was killed before its first save) is removed on entering and on leaving with an error: the
+    next attempt trains its own, and a later resume must not take the failed attempt's. `finish()` writes the
+    summary.
     """
 
-    def __init__(self, output_dir: str | os.PathLike):
+    def __init__(self, output_dir: str | os.PathLike, *, refuse_finished: bool = True):
         self.path = Path(output_dir)
+        self.refuse_finished = refuse_finished  # False: an evaluation, which may write beside a finished run
         self.first = first_process_of_run()
         self._lock: Any = None
         self._fresh = False
@@ -110,7 +112,7 @@ class RunFolder:
 
     def _refuse_finished(self) -> None:
         summary = self.path / SUMMARY
-        if summary.is_file():
+        if self.refuse_finished and summary.is_file():
             raise RuntimeError(
                 f"the run in {self.path} has finished ({summary.name} is there): rerunning it would overwrite its "
                 "results. Start a new run with another run_name; to train it further, start that new run from its "
