@@ -420,14 +420,14 @@ def test_sigterm_and_sigint_save_the_step_exit_non_zero_and_the_same_command_res
 
 
 @pytest.mark.slow
-def test_a_sigterm_during_the_validation_runs_that_validation_after_the_resume(tmp_path):
+@pytest.mark.parametrize("schedule", ["callbacks.rouge.every_n_epochs=1", "callbacks.rouge.every_n_steps=1"])
+def test_a_sigterm_during_the_validation_runs_that_validation_after_the_resume(tmp_path, schedule):
     """Before, the resumed run skipped the interrupted validation: no best checkpoint, the last weights exported
-    with no validation metrics, exit 0."""
+    with no validation metrics, exit 0. The first validation: at the epoch's end, or at step 1 of 2."""
     validated = tmp_path / "validated.jsonl"
     command = [
         sys.executable, "train.py", *FAST, *TINY_INIT, "run_name=stopped", "data.max_samples=8",
-        "data.eval_batch_size=2", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-        "callbacks.rouge.every_n_epochs=1", "test=false",
+        "data.eval_batch_size=2", "trainer.max_epochs=1", "trainer.limit_train_batches=2", schedule, "test=false",
         "++module.generation.max_new_tokens=4", "++module.generation.num_beams=1",
         f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
         "+callbacks.val_recorder._target_=tests.slurm.step_recorder.ValidationRecorder",
@@ -449,3 +449,5 @@ def test_a_sigterm_during_the_validation_runs_that_validation_after_the_resume(t
     assert "with no validation metrics" not in second.stdout + second.stderr
     card = (run / "hf_model" / "README.md").read_text()
     assert "rougeLsum" in card
+    interrupted = json.loads(validated.read_text().splitlines()[0])["step"]
+    assert (run / "predictions" / f"val_{'epoch0' if 'epochs' in schedule else f'step{interrupted}'}.jsonl").is_file()
