@@ -1,6 +1,8 @@
 """Checkpoint files that are either complete or absent, where a resumed run finds the last one and its tokenizer, how
 checkpoints are read without running code from them, and what a resume must agree on with the checkpoint's run."""
 
+import hashlib
+import json
 import logging
 import os
 import pickle
@@ -83,8 +85,17 @@ def load_checkpoint(path: str | os.PathLike, key: str = "ckpt_path") -> dict[str
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(
-            f"{key}={path} is not a readable checkpoint (truncated, or not a torch file): {error}"
+            f"{key}={path} is not a readable checkpoint (truncated, or not a torch file): {error}{_others(path, key)}"
         ) from error
+
+
+def _others(path: Path, key: str) -> str:
+    """The way out of an unreadable checkpoint: the other checkpoints beside it (the best one, epochNN-stepN.ckpt),
+    newest first, and the `key=` that starts from the newest."""
+    others = sorted((p for p in path.parent.glob("*.ckpt") if p.name != path.name), key=lambda p: -p.stat().st_mtime)
+    if not others:
+        return ""
+    return f". Beside it: {', '.join(p.name for p in others)}; to go on from the newest, rerun with {key}={others[0]}"
 
 
 def check_weights_fit(checkpoint: dict[str, Any], module: L.LightningModule, path: str, key: str = "ckpt_path") -> None:
@@ -165,16 +176,34 @@ def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class RunConfigCheckpoint(Callback):
-    """Stores the run's resolved config and what it trains on (`data_identity()`, e.g. the datamodule's
-    `identity`) in every checkpoint, so a resume can say which settings, or which data, changed."""
+def tokenizer_identity(tokenizer: Any) -> str:
+    """A digest of a tokenizer's vocabulary (piece -> id): what pairs it with a model's embedding rows."""
+    pieces = json.dumps(sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]), ensure_ascii=False)
+    return hashlib.sha256(pieces.encode()).hexdigest()[:16]
 
-    def __init__(self, config: dict[str, Any], data_identity: Callable[[], dict[str, Any]] | None = None):
+
+class RunConfigCheckpoint(Callback):
+    """Stores the run's resolved config, what it trains on (`data_identity()`, e.g. the datamodule's `identity`)
+    and the identity of its tokenizer (`tokenizer_identity`) in every checkpoint, so a resume can say which
+    settings, which data or which tokenizer changed."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        data_identity: Callable[[], dict[str, Any]] | None = None,
+        tokenizer: str | None = None,
+    ):
         self.config = config
         self.data_identity = data_identity
+        self.tokenizer = tokenizer
 
     def state_dict(self) -> dict[str, Any]:
-        return {"config": self.config, **({"data": self.data_identity()} if self.data_identity else {})}
+        state: dict[str, Any] = {"config": self.config}
+        if self.data_identity:
+            state["data"] = self.data_identity()
+        if self.tokenizer:
+            state["tokenizer"] = self.tokenizer
+        return state
 
 
 def _saved_state(checkpoint: dict[str, Any], key: str) -> Any:
@@ -255,6 +284,24 @@ def check_resume(checkpoint: dict[str, Any], cfg: DictConfig, datamodule: "LongD
     else:
         _refuse_changed_settings(saved, OmegaConf.to_container(cfg, resolve=True), path)
     _refuse_changed_data(checkpoint, datamodule, path)
+    _refuse_other_tokenizer(checkpoint, datamodule, path)
+
+
+def _refuse_other_tokenizer(checkpoint: dict[str, Any], datamodule: "LongDocumentDataModule", path: str) -> None:
+    """The same ids must mean the same pieces as in the steps before: a run folder's `tokenizer/` from an earlier
+    attempt (older lsgtrain kept one after a failure) would pair the weights with other pieces, without a word."""
+    saved = _saved_state(checkpoint, "tokenizer")
+    if saved is None:
+        logger.warning("%s records no tokenizer identity (older lsgtrain): cannot check that it is the same", path)
+        return
+    now = tokenizer_identity(datamodule.tokenizer)
+    if now != saved:
+        raise CheckpointError(
+            f"ckpt_path={path} was trained with the tokenizer {saved}, but this resume would continue with another "
+            f"one, {now} (its run folder's {RUN_TOKENIZER_DIR}/, or data.tokenizer.pretrained): the same ids would "
+            "mean other pieces. Set data.tokenizer.pretrained to the tokenizer it was trained with (e.g. an "
+            f"export's hf_model folder), or start a new run (another run_name, or ckpt_path=null)"
+        )
 
 
 def _refuse_changed_settings(saved: dict[str, Any], current: dict[str, Any], path: str) -> None:

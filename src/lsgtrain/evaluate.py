@@ -28,9 +28,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpointing import check_weights_fit, flatten_config, load_checkpoint, saved_run_config
-from .loggers import finish_wandb_run
 from .modeling.factory import read_checkpoint_config, trained_length
 from .modeling.loading import local_folder
+from .run.folder import RunFolder
 from .run.keys import Folder, decided_by_the_folder, evaluation_own_inside, taken_from_the_run
 from .train import CONFIG_DIR, _metrics, build
 
@@ -45,23 +45,28 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     `overrides`: the keys the user set, which win over the run's and the folder's, as Hydra override strings
     (`["module.generation.num_beams=4"]`); None: Hydra's command line, or none when called without Hydra.
     """
-    try:
-        return _evaluate(cfg, user_keys(overrides))
-    finally:
-        finish_wandb_run()
+    # the evaluation's folder (`outputs/eval/runs/<time>`) is a run folder: a refused evaluation leaves none behind
+    # (called from Python, it may be a finished run's own folder: the evaluation writes no run_summary.json)
+    with RunFolder(cfg.paths.output_dir, refuse_finished=False) as folder:
+        return _evaluate(cfg, user_keys(overrides), folder)
 
 
-def _evaluate(cfg: DictConfig, user: set[str]) -> dict[str, float]:
+def _evaluate(cfg: DictConfig, user: set[str], folder: RunFolder) -> dict[str, float]:
     ckpt_path = cfg.ckpt_path
     if ckpt_path:
         checkpoint = load_checkpoint(ckpt_path)  # no code runs from the file (weights_only); before any data work
         run, where = _run_config(Path(ckpt_path), checkpoint)
+        trained = OmegaConf.to_container(OmegaConf.create(run).model.lsg, resolve=True) if run else None
         cfg = with_run_settings(cfg, run, where, source=f"ckpt_path={ckpt_path}", user=user)
+        if trained is not None:
+            _warn_lsg_overrides(cfg, trained, f"ckpt_path={ckpt_path}")
     elif cfg.model.pretrained or cfg.model.convert_from:
-        folder = local_folder(cfg.model.pretrained, "model.pretrained") if cfg.model.pretrained else None
-        if folder is not None:  # a hub id is evaluated with this config's settings
-            cfg = as_exported(cfg, folder, user)
-        _warn_lsg_overrides(cfg)
+        model_folder = local_folder(cfg.model.pretrained, "model.pretrained") if cfg.model.pretrained else None
+        if model_folder is not None:  # a hub id is evaluated with this config's settings
+            cfg = as_exported(cfg, model_folder, user)
+        key = "model.pretrained" if cfg.model.pretrained else "model.convert_from"
+        checkpoint = OmegaConf.select(cfg, key)
+        _warn_lsg_overrides(cfg, read_checkpoint_config(checkpoint, key), f"{key}={checkpoint}")
     else:
         raise ValueError(
             "nothing to evaluate: give ckpt_path=PATH (a Lightning checkpoint of a run), or model.pretrained=DIR (a "
@@ -73,6 +78,7 @@ def _evaluate(cfg: DictConfig, user: set[str]) -> dict[str, float]:
     if ckpt_path:
         check_weights_fit(checkpoint, module, ckpt_path)
         del checkpoint
+    folder.training()
     trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = _metrics(trainer)
     if datamodule.has_split("test"):
@@ -232,22 +238,17 @@ def _config_like(cfg: DictConfig, tree: dict[str, Any]) -> DictConfig:
     return merged
 
 
-def _warn_lsg_overrides(cfg: DictConfig) -> None:
-    """`model.lsg` keys override a checkpoint's own: say which differ, since a model evaluated with another
-    attention pattern than it was trained with scores lower without any error."""
-    checkpoint, key = (
-        (cfg.model.pretrained, "model.pretrained")
-        if cfg.model.pretrained
-        else (cfg.model.convert_from, "model.convert_from")
-    )
-    saved = read_checkpoint_config(checkpoint, key)
-    differ = {
-        name: (value, saved[name]) for name, value in cfg.model.lsg.items() if name in saved and saved[name] != value
-    }
+def _warn_lsg_overrides(cfg: DictConfig, trained: dict[str, Any], source: str) -> None:
+    """Name the `model.lsg` settings that differ from those the model was trained with (a checkpoint's run config,
+    a folder's saved config): a model evaluated with another attention pattern scores lower without any error.
+    A warning, not a refusal: scoring a model at another block size or number of global tokens is a legitimate
+    experiment (the weights fit any of them), as long as it is said."""
+    lsg = cfg.model.lsg
+    differ = {name: (value, trained[name]) for name, value in lsg.items() if name in trained and trained[name] != value}
     if differ:
         logger.warning(
-            "%s=%s is evaluated with model.lsg settings other than its own: %s; pass %s to evaluate it as saved",
-            key, checkpoint, ", ".join(f"{name}={new} (saved: {old})" for name, (new, old) in differ.items()),
+            "%s is evaluated with model.lsg settings other than those it was trained with: %s; pass %s to evaluate "
+            "it as trained", source, ", ".join(f"{name}={new} (trained: {old})" for name, (new, old) in differ.items()),
             " ".join(f"model.lsg.{name}={old}" for name, (_, old) in differ.items()),
         )  # fmt: skip
 

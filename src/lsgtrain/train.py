@@ -33,6 +33,7 @@ from .checkpointing import (
     load_checkpoint,
     resolve_resume_checkpoint,
     tokenizer_choice,
+    tokenizer_identity,
 )
 from .data.tokenizer import save_tokenizer_once
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
@@ -108,7 +109,8 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     )
     save_tokenizer_once(datamodule.tokenizer, Path(cfg.paths.output_dir) / RUN_TOKENIZER_DIR)
     module = module_factory(model=model)
-    callbacks.append(RunConfigCheckpoint(OmegaConf.to_container(cfg, resolve=True), datamodule.identity))
+    identity = tokenizer_identity(datamodule.tokenizer)
+    callbacks.append(RunConfigCheckpoint(OmegaConf.to_container(cfg, resolve=True), datamodule.identity, identity))
     loggers = _instantiate_group(cfg.logger)
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

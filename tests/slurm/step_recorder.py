@@ -41,3 +41,19 @@ def assert_same_steps(steps: list[dict], expected: list[dict]) -> None:
     """Same step numbers on the same documents, with the same gradient norms (to float noise)."""
     assert [(r["step"], r["rank"], r["idx"]) for r in steps] == [(r["step"], r["rank"], r["idx"]) for r in expected]
     assert [r["grad_norm"] for r in steps] == pytest.approx([r["grad_norm"] for r in expected], rel=1e-5)
+
+
+class ValidationRecorder(Callback):
+    """Appends `{"step", "batch"}` to `path` after each validation batch during fit (not the sanity check) and sleeps
+    `delay_s`, so a test can signal a run in the middle of its validation."""
+
+    def __init__(self, path: str, delay_s: float = 0.0):
+        self.path = Path(path)
+        self.delay_s = delay_s
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx=0) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        with self.path.open("a") as file:
+            file.write(json.dumps({"step": trainer.global_step, "batch": batch_idx}) + "\n")
+        time.sleep(self.delay_s)

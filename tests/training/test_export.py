@@ -524,3 +524,18 @@ def test_the_cards_command_names_the_files_of_a_dict_override_by_name_only(tmp_p
     override = f"data.data_files={{train: ../../data/x/../train.jsonl, val: {tmp_path / 'val.jsonl'}}}"
     assert portable_override(override) == "data.data_files={train: .../train.jsonl, val: .../val.jsonl}"
     assert portable_override("data.data_files.train=./data/train.jsonl") == "data.data_files.train=.../train.jsonl"
+
+
+def test_a_save_removes_the_staging_folders_that_killed_saves_left(tiny_checkpoint, tmp_path):
+    """Before, a kill -9 during the export left `.hf_model.<hex>/` (as large as the model) for good."""
+    from transformers import AutoTokenizer
+
+    stale = tmp_path / ".hf_model.0123456789abcdef"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half a model")
+    unrelated = tmp_path / ".hf_model.notes"
+    unrelated.mkdir()
+    model = LSGPegasusForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    save_atomically(model, AutoTokenizer.from_pretrained(tiny_checkpoint), tmp_path / "hf_model")
+    assert (tmp_path / "hf_model" / "config.json").is_file()
+    assert not stale.exists() and unrelated.is_dir()

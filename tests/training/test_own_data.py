@@ -289,7 +289,8 @@ def test_a_file_that_does_not_parse_is_an_error_naming_key_and_file(make_cfg, tm
     files = _files(tmp_path, train=4, val=2, test=2)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"document": "a document", "summary": "a summary"}\n{"document": \n')
-    with pytest.raises(DataSourceError, match=rf"data.data_files.test: cannot read {broken} as jsonl: "):
+    message = rf"data.data_files.test: cannot read {broken} as jsonl: line 2, column 14: Expecting value in "
+    with pytest.raises(DataSourceError, match=message):  # the line, not only the parser's byte position
         _raw(make_cfg, {**files, "test": str(broken)})
 
 

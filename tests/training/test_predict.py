@@ -387,6 +387,6 @@ def test_evaluate_scores_a_model_folder_without_a_checkpoint(make_cfg, tiny_chec
     assert written["model"] == str(tiny_checkpoint) and written["metrics"]["test/rouge1"] == metrics["test/rouge1"]
     assert (tmp_path / "eval" / "predictions" / "test.jsonl").is_file()
     # the LSG settings not given are the folder's own; one given that differs is named
-    assert "num_global_tokens=2 (saved: 1)" in caplog.text and "pass model.lsg.num_global_tokens=1" in caplog.text
+    assert "num_global_tokens=2 (trained: 1)" in caplog.text and "pass model.lsg.num_global_tokens=1" in caplog.text
     with pytest.raises(ValueError, match=r"nothing to evaluate: give ckpt_path=PATH .* or model.pretrained=DIR"):
         evaluate(make_cfg(config_name="eval"))

@@ -2,6 +2,7 @@
 the run folder ends a run in order (issue 25)."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -110,3 +111,30 @@ def test_the_run_folder_ends_a_run_card_first_summary_then_the_push(tmp_path):
     with pytest.raises(RuntimeError, match="has finished"), RunFolder(tmp_path / "run"):
         pass
     assert (tmp_path / "run" / SUMMARY).is_file()  # a refused rerun of a finished run removes nothing
+
+
+def test_evaluating_a_checkpoint_with_other_lsg_settings_names_them(make_cfg, tmp_path, caplog):
+    """Before, `lsgtrain eval ckpt_path=...` scored with other LSG settings without a word (model.pretrained
+    warned)."""
+    train(make_cfg(*QUICK, "model.lsg.num_global_tokens=4"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    other = ["model.lsg.block_size=32", "model.lsg.num_global_tokens=1"]
+    cfg = make_cfg(*QUICK, f"ckpt_path={last}", *other, config_name="eval")
+    cfg.paths.output_dir = str(tmp_path / "eval")
+    with caplog.at_level("WARNING"):
+        evaluate(cfg, overrides=other)
+    assert (
+        f"ckpt_path={last} is evaluated with model.lsg settings other than those it was trained with: block_size=32 "
+        "(trained: 16), num_global_tokens=1 (trained: 4); pass model.lsg.block_size=16 model.lsg.num_global_tokens=4"
+    ) in caplog.text
+
+
+def test_a_refused_evaluation_leaves_no_folder(make_cfg):
+    """Before, a refused `lsgtrain eval` left its `outputs/eval/runs/<time>/` (Hydra's config and log) behind."""
+    cfg = make_cfg(config_name="eval")
+    folder = Path(cfg.paths.output_dir)
+    (folder / ".hydra").mkdir(parents=True)  # what Hydra writes before the evaluation starts
+    (folder / "train.log").write_text("")
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        evaluate(cfg)
+    assert not folder.exists()

@@ -4,6 +4,7 @@ leftovers, corrupt weight files."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,6 +230,43 @@ def test_resuming_on_rewritten_data_is_refused_unless_allowed_and_keeps_the_toke
     assert objects["datamodule"].tokenizer.get_vocab() == _vocab(run / "tokenizer")
 
 
+def test_a_resume_continues_with_the_tokenizer_its_checkpoint_was_trained_with(make_cfg, standin_files, tmp_path):
+    """Before, a run that failed after training its tokenizer left `<run>/tokenizer/`; the rerun on the fixed data
+    trained another one but kept the folder, and its resume continued with the failed attempt's (other ids)."""
+    files = standin_files("summarization", "document", "summary")
+    local = {split: tmp_path / f"{split}.jsonl" for split in files}
+    rows = [json.loads(line) for line in Path(files["train"]).read_text().splitlines()]
+    local["train"].write_text("".join(json.dumps({**row, "summary": i}) + "\n" for i, row in enumerate(rows)))
+    for split in ("val", "test"):
+        local[split].write_text(Path(files[split]).read_text())
+    common = [*QUICK, "data.source=files", _files(local)]
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="str"):  # the summaries are numbers: found while tokenising
+        train(make_cfg(*common))
+    assert not (run / "tokenizer").exists()  # nothing the next attempt could take for its own
+    # the fixed file: text summaries, other documents (the tokenizer is trained on them: another vocabulary)
+    local["train"].write_text("".join(json.dumps({**row, "document": row["summary"]}) + "\n" for row in rows))
+    _, objects = train(make_cfg(*common))  # the same run_name
+    trained_with = objects["datamodule"].tokenizer.get_vocab()
+    assert _vocab(run / "tokenizer") == trained_with
+    (run / "run_summary.json").unlink()  # as if stopped after its last checkpoint
+    last = run / "checkpoints" / "last.ckpt"
+    intact = last.read_bytes()
+    checkpoint = torch.load(last, weights_only=True)
+    recorded = checkpoint["callbacks"]["RunConfigCheckpoint"]["tokenizer"]
+    checkpoint["callbacks"]["RunConfigCheckpoint"]["tokenizer"] = "0123456789abcdef"  # as if trained with another
+    torch.save(checkpoint, last)
+    message = (
+        rf"trained with the tokenizer 0123456789abcdef, but this resume would continue with another one, {recorded}"
+    )
+    with pytest.raises(CheckpointError, match=message + ".*data.tokenizer.pretrained"):
+        train(make_cfg(*common, "trainer.max_epochs=2"))
+    last.write_bytes(intact)
+    _, objects = train(make_cfg(*common, "trainer.max_epochs=2"))
+    assert objects["trainer"].global_step > checkpoint["global_step"]
+    assert objects["datamodule"].tokenizer.get_vocab() == trained_with
+
+
 def test_a_local_dataset_folder_is_identified_by_its_fingerprint_and_a_hub_dataset_by_name(tmp_path):
     from lsgtrain.checkpointing import changed_data
     from lsgtrain.data.sources import data_identity
@@ -288,6 +326,32 @@ def test_corrupt_weight_files_are_named_with_the_fix(make_cfg, tiny_checkpoint, 
     assert f"{weights} is not a readable weight file (truncated or corrupt" in capsys.readouterr().err
 
 
+def test_a_truncated_last_checkpoint_names_the_intact_one_beside_it_and_a_truncated_tokenizer_its_file(
+    make_cfg, tiny_checkpoint, tmp_path
+):
+    """Before: a truncated last.ckpt was refused with no way out; a truncated tokenizer.json gave the JSON parser's
+    message only."""
+    train(make_cfg(*QUICK))
+    run = tmp_path / "run"
+    (run / "run_summary.json").unlink()  # as if killed while writing last.ckpt (a copy cut short, a full disk)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    (best,) = (run / "checkpoints").glob("epoch*.ckpt")
+    way_out = rf"Beside it: {best.name}; to go on from the newest, rerun with ckpt_path={best}"
+    with pytest.raises(CheckpointError, match=rf"{last} is not a readable checkpoint .*{way_out}"):
+        train(make_cfg(*QUICK, "trainer.max_epochs=2"))
+    _, objects = train(make_cfg(*QUICK, "trainer.max_epochs=2", f"ckpt_path={best}"))  # the way out it names
+    assert objects["trainer"].global_step == 4
+    folder = tmp_path / "cut-tokenizer"
+    shutil.copytree(tiny_checkpoint, folder)
+    tokenizer = folder / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes()[:2000])
+    cfg = make_cfg(*QUICK, f"model.pretrained={folder}")
+    cfg.paths.output_dir = str(tmp_path / "other-run")
+    with pytest.raises(CheckpointError, match=rf"model.pretrained={folder}: its tokenizer.json is damaged \(truncated"):
+        train(cfg)
+
+
 class RunsCode:
     def __reduce__(self):
         return exec, ("print('ran')",)
@@ -324,12 +388,18 @@ def test_stale_temporary_tokenisation_files_are_removed_by_the_next_run(make_cfg
     assert list(tokenized.glob("*.arrow"))  # the run's own cache files are there
 
 
-def _wait_for_steps(process: subprocess.Popen, steps_file: Path, count: int, log: Path) -> None:
-    deadline = time.monotonic() + 300
-    while not (steps_file.exists() and len(read_steps(steps_file)) >= count):
-        assert process.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+def _signal_when(command: list[str], log: Path, ready, signum: signal.Signals) -> int:
+    """Start `command` (output to `log`), send it `signum` once `ready()` (at most 300 s), return its exit code."""
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while not ready():
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signum)
+        process.wait(timeout=300)
+    return process.returncode
 
 
 @pytest.mark.slow
@@ -345,12 +415,8 @@ def test_sigterm_and_sigint_save_the_step_exit_non_zero_and_the_same_command_res
         f"+callbacks.step_recorder.path={steps_file}", "+callbacks.step_recorder.delay_s=0.7",
     ]  # fmt: skip
     log = tmp_path / "first.log"
-    with log.open("w") as output:
-        first = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=output, stderr=subprocess.STDOUT)
-        _wait_for_steps(first, steps_file, 2, log)
-        first.send_signal(signum)
-        first.wait(timeout=300)
-    assert first.returncode == code, log.read_text()[-3000:]
+    returncode = _signal_when(command, log, lambda: steps_file.exists() and len(read_steps(steps_file)) >= 2, signum)
+    assert returncode == code, log.read_text()[-3000:]
     run = tmp_path / "outputs" / "train" / "runs" / "stopped"
     last = run / "checkpoints" / "last.ckpt"
     saved_step = torch.load(last, weights_only=True)["global_step"]
@@ -371,3 +437,37 @@ def test_sigterm_and_sigint_save_the_step_exit_non_zero_and_the_same_command_res
     # the resumed run's saves replace the signal's last.ckpt (no last-v1.ckpt beside it): its epoch ends are steps 4, 8
     assert sorted(path.name for path in last.parent.glob("last*.ckpt")) == ["last.ckpt"]
     assert torch.load(last, weights_only=True)["global_step"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["callbacks.rouge.every_n_epochs=1", "callbacks.rouge.every_n_steps=1"])
+def test_a_sigterm_during_the_validation_runs_that_validation_after_the_resume(tmp_path, schedule):
+    """Before, the resumed run skipped the interrupted validation: no best checkpoint, the last weights exported
+    with no validation metrics, exit 0. The first validation: at the epoch's end, or at step 1 of 2."""
+    validated = tmp_path / "validated.jsonl"
+    command = [
+        sys.executable, "train.py", *FAST, *TINY_INIT, "run_name=stopped", "data.max_samples=8",
+        "data.eval_batch_size=2", "trainer.max_epochs=1", "trainer.limit_train_batches=2", schedule, "test=false",
+        "++module.generation.max_new_tokens=4", "++module.generation.num_beams=1",
+        f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "+callbacks.val_recorder._target_=tests.slurm.step_recorder.ValidationRecorder",
+        f"+callbacks.val_recorder.path={validated}", "+callbacks.val_recorder.delay_s=1.0",
+    ]  # fmt: skip
+    log = tmp_path / "first.log"
+
+    def in_the_validation() -> bool:  # a validation batch is done
+        return validated.exists() and bool(validated.read_text())
+
+    assert _signal_when(command, log, in_the_validation, signal.SIGTERM) == 143, log.read_text()[-3000:]
+    run = tmp_path / "outputs" / "train" / "runs" / "stopped"
+    assert not list((run / "checkpoints").glob("epoch*.ckpt"))  # stopped before the validation's end
+    second = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["best_checkpoint"] and Path(summary["best_checkpoint"]).is_file()
+    assert "val/rougeLsum" in summary["metrics"]
+    assert "with no validation metrics" not in second.stdout + second.stderr
+    card = (run / "hf_model" / "README.md").read_text()
+    assert "rougeLsum" in card
+    interrupted = json.loads(validated.read_text().splitlines()[0])["step"]
+    assert (run / "predictions" / f"val_{'epoch0' if 'epochs' in schedule else f'step{interrupted}'}.jsonl").is_file()

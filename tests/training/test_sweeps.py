@@ -63,3 +63,17 @@ def test_grid_sweep_runs_every_combination(tmp_path):
         "model.lsg.sparsity_type=none", "model.lsg.sparsity_type=pooling",
     ]  # fmt: skip
     assert all(t["status"] == "ok" for t in trials)
+
+
+@pytest.mark.slow
+def test_a_second_sweep_into_the_same_multirun_folder_is_refused_before_any_trial(tmp_path):
+    first = _sweep(tmp_path, "model.lsg.sparsity_type=none")
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    records = {name: (sweep / name).read_bytes() for name in ("multirun.yaml", "trials.md", "trials/0.json")}
+    second = _sweep(tmp_path, "model.lsg.sparsity_type=pooling")
+    assert second.returncode == 1
+    assert f"hydra.sweep.dir={sweep} holds an earlier sweep (multirun.yaml, trials, trials.md)" in second.stderr
+    assert "Give this sweep another hydra.sweep.dir" in second.stderr
+    assert {name: (sweep / name).read_bytes() for name in records} == records  # the first sweep's, untouched
+    assert "Instantiating datamodule" not in second.stdout + second.stderr  # no trial ran

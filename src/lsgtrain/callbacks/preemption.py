@@ -72,6 +72,11 @@ class CheckpointOnSignal(Callback):
         if self.active and trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._stop_if_signalled(trainer)
 
+    @override
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self.received is not None and trainer.validating:
+            _as_inside_a_validation_step(checkpoint)
+
     def _stop_if_signalled(self, trainer: L.Trainer) -> None:
         # every rank takes part in the decision, so all of them stop at the same step
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
@@ -85,6 +90,22 @@ class CheckpointOnSignal(Callback):
 
     def _after_save(self, trainer: L.Trainer) -> None:
         raise NotImplementedError
+
+
+def _as_inside_a_validation_step(checkpoint: dict[str, Any]) -> None:
+    """Make a checkpoint saved at a validation batch's end resume that validation.
+
+    Lightning runs an interrupted validation again after a resume ("restarted mid evaluation") only when its
+    checkpoint was saved inside a validation step (a batch started, not processed); one saved at a batch's end
+    reads as a finished validation, which the resumed run skipped: no best checkpoint, an export without validation
+    metrics. Counting it as inside its first step (the batches done forgotten: Lightning would skip them) makes the
+    resumed run validate first (`ValidationSchedule` asks for it), over the whole split, before any further
+    training step: the training state is the one the validation started from."""
+    progress = checkpoint["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]
+    done = progress["current"]["completed"]  # the batches of this validation finished before the signal
+    for counts in (progress["total"], progress["current"]):
+        counts["completed"] = counts["processed"] = counts["completed"] - done
+        counts["ready"] = counts["started"] = counts["completed"] + 1
 
 
 class StopOnSignal(CheckpointOnSignal):

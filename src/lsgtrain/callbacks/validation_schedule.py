@@ -21,7 +21,8 @@ class ValidationSchedule(Callback):
     a multiple of `every_n_steps` has been reached and not yet validated. The last validated step is saved in
     checkpoints, so a resumed run continues the same schedule, with no validation repeated or skipped; a validation
     whose step checkpoint was written just before it (the step checkpoint and the validation at the same step, then a
-    crash during the validation) runs after the first optimizer step of the resumed run.
+    crash during the validation) runs after the first optimizer step of the resumed run; one a signal stopped
+    (`StopOnSignal` saves at a validation batch) runs first, from its start.
 
     Subclasses that compute their metric only at some validations (ROUGE) override `computes_metric`; the best
     checkpoint and early stopping (`ScheduledModelCheckpoint`, `ScheduledEarlyStopping`) act only at those.
@@ -37,6 +38,8 @@ class ValidationSchedule(Callback):
         self.every_n_steps = every_n_steps
         self.last_validated_step = 0
         self.step_due = False  # the running validation is one of the step schedule's
+        self.validating_step: int | None = None  # the step of the validation running during fit (None: none)
+        self._interrupted: int | None = None  # the step of a validation a signal stopped, to run after the resume
         self._lightning_decides: Any = None
         self._start_step = 0  # the global step fit started (or resumed) at
 
@@ -59,6 +62,8 @@ class ValidationSchedule(Callback):
         self._lightning_decides = loop._should_check_val_fx
 
         def should_validate(data_fetcher: Any) -> bool:
+            if self._interrupted == trainer.global_step:  # resumed from a signal's save during this validation
+                return True
             epoch_end = self._lightning_decides(data_fetcher)
             if trainer.global_step == self._start_step:  # no step since the start, or a resume's check of the batch
                 return epoch_end  # before its checkpoint (which Lightning would skip): see the class docstring
@@ -78,20 +83,30 @@ class ValidationSchedule(Callback):
             self._lightning_decides = None
 
     @override
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.validating_step = trainer.global_step
+
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             if self.step_due:
                 logger.info("validated at optimizer step %d (every %d steps)", trainer.global_step, self.every_n_steps)
             self.last_validated_step = max(self.last_validated_step, trainer.global_step)
         self.step_due = False
+        self.validating_step = self._interrupted = None
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"last_validated_step": self.last_validated_step}
+        # a checkpoint saved during a validation (a signal's: `StopOnSignal`) says which one, so a resume runs it
+        return {"last_validated_step": self.last_validated_step, "validating_step": self.validating_step,
+                "step_due": self.step_due}  # fmt: skip
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last_validated_step = int(state_dict.get("last_validated_step", 0))
+        self._interrupted = state_dict.get("validating_step")
+        self.step_due = bool(state_dict.get("step_due", False))
 
 
 def metric_computed(trainer: Trainer) -> bool:

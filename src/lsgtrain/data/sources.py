@@ -10,6 +10,7 @@ import codecs
 import datetime
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import re
@@ -138,10 +139,25 @@ def read_table(path: Path, key: str) -> Dataset:
     except (OSError, ValueError, DatasetGenerationError) as error:
         if "corresponds to no data" in str(error):  # datasets' words for a file that parses to nothing: `[]`, a header
             raise DataSourceError(f"{key}: {path} has no rows; give a file with one row per document") from error
+        where = _bad_jsonl_line(path) if path.suffix == ".jsonl" else None
         raise DataSourceError(
-            f"{key}: cannot read {path} as {path.suffix[1:]}: {error.__cause__ or error}; fix the file or export it "
-            "again (one row per document)"
+            f"{key}: cannot read {path} as {path.suffix[1:]}: {where or error.__cause__ or error}; fix the file or "
+            "export it again (one row per document)"
         ) from error
+
+
+def _bad_jsonl_line(path: Path) -> str | None:
+    """The first line of a jsonl file that is not one JSON value, with the parser's reason (datasets' own error
+    gives a byte position in a block, and the line only in a log line above)."""
+    with path.open(encoding="utf-8") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line.rstrip("\n"))
+            except json.JSONDecodeError as error:
+                return f"line {number}, column {error.colno}: {error.msg} in {line.strip()[:80]!r}"
+    return None
 
 
 def check_utf8(path: Path, key: str) -> None:

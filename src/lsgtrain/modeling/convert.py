@@ -348,6 +348,16 @@ def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
         )
 
 
+def _remove_stale_staging(output_dir: Path) -> None:
+    """Remove the staging folders (`.<name>.<16 hex>`) that earlier saves into `output_dir` left when they were
+    killed (kill -9, a node failure: no `except` ran); each can be as large as the model."""
+    pattern = re.compile(rf"\.{re.escape(output_dir.name)}\.[0-9a-f]{{16}}")
+    for stale in output_dir.parent.iterdir():
+        if stale.is_dir() and pattern.fullmatch(stale.name):
+            logger.info("removing %s, left by an earlier save into %s that did not finish", stale, output_dir)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def save_atomically(
     model: LSGPegasusPreTrainedModel,
     tokenizer,
@@ -361,6 +371,7 @@ def save_atomically(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     # mkdir, not tempfile.mkdtemp: mkdtemp's folder is 0700, and the renamed export must be readable by whoever
     # the umask lets read a new folder (the group, usually), like the rest of the run folder.
+    _remove_stale_staging(output_dir)
     staging = output_dir.parent / f".{output_dir.name}.{secrets.token_hex(8)}"
     staging.mkdir()
     try:

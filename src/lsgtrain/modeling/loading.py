@@ -101,6 +101,13 @@ def load_tokenizer(name: str | os.PathLike, key: str, *, optional: bool = False)
     except (OSError, ValueError) as error:
         if folder is None:
             raise _offline_error(os.fspath(name), key, "the tokenizer", error) from error
+        damaged = _damaged_json(folder)
+        if damaged:
+            raise CheckpointError(
+                f"{key}={name}: its {damaged[0]} is damaged (truncated, or not JSON: {damaged[1]}): copy that file "
+                "again from where the tokenizer came from (the run's hf_model folder, the hub), or give another "
+                "tokenizer"
+            ) from error
         raise CheckpointError(f"could not load the tokenizer {key}={name}: {error}") from error
     spiece = None if folder is None else folder / "spiece.model"
     if type(tokenizer).__name__ != "PegasusTokenizer" or spiece is None or not spiece.is_file():
@@ -115,6 +122,18 @@ def tokenizer_overflow(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> s
     if largest < vocab_size:
         return None
     return f"its largest id is {largest} but the model has {vocab_size} embedding rows"
+
+
+def _damaged_json(folder: Path) -> tuple[str, str] | None:
+    """The first of a tokenizer folder's JSON files that does not parse (a copy cut short), and why; None if all do."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        path = folder / name
+        if path.is_file():
+            try:
+                json.loads(path.read_text(encoding="utf-8", errors="replace"))
+            except json.JSONDecodeError as error:
+                return name, str(error)
+    return None
 
 
 def _with_pegasus_ids(tokenizer: PreTrainedTokenizerBase, spiece: Path, name: str | os.PathLike):

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 
-from ..checkpointing import first_process_of_run
+from ..checkpointing import RUN_TOKENIZER_DIR, first_process_of_run
 from ..loggers import finish_wandb_run
 from ..metrics.rouge import ROUGE_TYPES
 
@@ -51,13 +51,17 @@ class RunFolder:
     """The run folder `output_dir` for the length of a `with` block.
 
     Entering it locks the folder (the first process of a run only: DDP ranks share it) and refuses a finished run
-    (its `run_summary.json` is there). Leaving it on an error before `training()` was called removes a folder the
-    run created (nothing in it but `BEFORE_ANY_WORK`): only the error says it ran; a folder with a run to resume is
-    kept. `finish()` writes the summary.
+    (its `run_summary.json` is there; an evaluation, `refuse_finished=False`, may write beside one). Leaving it on an
+    error before `training()` was called removes a folder the run created (nothing in it but `BEFORE_ANY_WORK`):
+    only the error says it ran; a folder with a run to resume is kept. A `tokenizer/` with no checkpoint beside it
+    (the run failed or was killed before its first save) is removed on entering and on leaving with an error: the
+    next attempt trains its own, and a later resume must not take the failed attempt's. `finish()` writes the
+    summary.
     """
 
-    def __init__(self, output_dir: str | os.PathLike):
+    def __init__(self, output_dir: str | os.PathLike, *, refuse_finished: bool = True):
         self.path = Path(output_dir)
+        self.refuse_finished = refuse_finished  # False: an evaluation, which may write beside a finished run
         self.first = first_process_of_run()
         self._lock: Any = None
         self._fresh = False
@@ -74,6 +78,7 @@ class RunFolder:
         except BaseException:
             self.__exit__(None, None, None)
             raise
+        self._drop_unpaired_tokenizer()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
@@ -81,6 +86,8 @@ class RunFolder:
             # a refusal; an interrupted start (Ctrl-C while tokenising) keeps its train.log
             if kind is not None and issubclass(kind, Exception) and self._fresh and not self._training:
                 shutil.rmtree(self.path, ignore_errors=True)
+            elif kind is not None:
+                self._drop_unpaired_tokenizer()
             finish_wandb_run()
         finally:
             if self._lock is not None:
@@ -96,9 +103,16 @@ class RunFolder:
         """The run is past its checks: an error from now on keeps the folder (checkpoints, logs)."""
         self._training = True
 
+    def _drop_unpaired_tokenizer(self) -> None:
+        """Remove the run's `tokenizer/` when no checkpoint was trained with it (first process only)."""
+        tokenizer = self.path / RUN_TOKENIZER_DIR
+        if self.first and tokenizer.is_dir() and not any((self.path / "checkpoints").glob("*.ckpt")):
+            logger.info("removing %s: no checkpoint of this run was trained with it", tokenizer)
+            shutil.rmtree(tokenizer, ignore_errors=True)
+
     def _refuse_finished(self) -> None:
         summary = self.path / SUMMARY
-        if summary.is_file():
+        if self.refuse_finished and summary.is_file():
             raise RuntimeError(
                 f"the run in {self.path} has finished ({summary.name} is there): rerunning it would overwrite its "
                 "results. Start a new run with another run_name; to train it further, start that new run from its "

@@ -1,4 +1,5 @@
-"""A sweep's bookkeeping: each trial's overrides, metric or error, one file per trial and a `trials.md` table."""
+"""A sweep's bookkeeping: each trial's overrides, metric or error, one file per trial and a `trials.md` table, in a
+multirun folder of its own."""
 
 import json
 import os
@@ -7,7 +8,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from omegaconf import DictConfig
+
+# What a sweep leaves in its multirun folder (`hydra.sweep.dir`): the marks of an earlier sweep there.
+SWEEP_RECORDS = ("multirun.yaml", "trials", "trials.md", "optimization_results.yaml")
+
+
+class RefuseUsedSweepDir(Callback):
+    """Refuses a sweep into a multirun folder that holds another sweep's records (`hydra.callbacks`), before any
+    trial runs: trial numbers start at 0 in every sweep, so the second's `trials/0.json`, `trials.md` and Hydra's
+    `multirun.yaml` would replace the first's. Numbering on instead would mix two searches (other spaces, other
+    samplers) in one table and one Optuna result. Hydra turns a callback's exceptions into warnings, so this exits."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        found = [name for name in SWEEP_RECORDS if (sweep_dir / name).exists()]
+        if found:
+            raise SystemExit(
+                f"hydra.sweep.dir={sweep_dir} holds an earlier sweep ({', '.join(found)}): this sweep's trials "
+                "would overwrite its records. Give this sweep another hydra.sweep.dir (or leave it out: each sweep "
+                "gets a new timestamped folder), or move the earlier sweep away"
+            )
 
 
 def record_trial(sweep_dir: Path, number: int, overrides: list[str], metric: float | None, error: str | None) -> None:
