@@ -96,3 +96,17 @@ def test_all_seven_sparsity_types_are_accepted():
     assert len(SPARSITY_TYPES) == 7
     for sparsity_type in SPARSITY_TYPES:
         LSGPegasusConfig(sparsity_type=sparsity_type)
+
+
+@pytest.mark.parametrize(("block_size", "factor"), [(30, 4), (32, 3), (12, 4), (16, 6)])
+def test_suggested_sparsity_factors_all_validate(block_size, factor):
+    from huggingface_hub.errors import StrictDataclassError
+
+    from lsgtrain.modeling import LSGPegasusConfig
+
+    with pytest.raises(StrictDataclassError, match="valid sparsity_factor values") as error:
+        LSGPegasusConfig(block_size=block_size, sparse_block_size=block_size, sparsity_factor=factor)
+    suggested = json.loads(str(error.value.__cause__).rsplit(": ", 1)[1])
+    assert suggested
+    for value in suggested:
+        LSGPegasusConfig(block_size=block_size, sparse_block_size=block_size, sparsity_factor=value)

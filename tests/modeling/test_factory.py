@@ -10,6 +10,7 @@ from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 from lsgtrain.modeling.convert import ConversionError, convert_checkpoint
 from lsgtrain.modeling.factory import build_model, check_tokenizer_fits
 from lsgtrain.modeling.loading import CheckpointError, pegasus_vocabulary
+from lsgtrain.train import train
 
 SAMPLE = "we study @xmath3 sparse attention over long documents .\nglobal tokens summarise every block ."
 PEGASUS, LSG = "google/pegasus-large", "ccdv/lsg-pegasus-large-4096"
@@ -162,3 +163,8 @@ def test_a_load_report_with_a_real_problem_is_shown(hub_standins, capfd, caplog)
     with caplog.at_level(logging.WARNING), pytest.raises(ConversionError, match="1 weights missing"):
         build_model(task="seq2seq", max_source_length=1024, lsg={}, pretrained=str(hub_standins[PEGASUS]))
     assert "Consider training" in capfd.readouterr().err + caplog.text
+
+
+def test_offline_hub_model_gives_a_clear_error(make_cfg):
+    with pytest.raises(Exception, match=r"could not fetch model 'ccdv/lsg-pegasus-large-4096'.*model\.pretrained=DIR"):
+        train(make_cfg("model=lsg_pegasus_large", "data.max_samples=4", fast=False))

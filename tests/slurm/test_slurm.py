@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..training.conftest import FAST, QUICK, TINY_INIT
+from ..helpers import FAST, QUICK, TINY_INIT
 from .step_recorder import assert_same_steps, read_steps
 
 ROOT = Path(__file__).resolve().parents[2]
