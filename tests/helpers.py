@@ -2,6 +2,7 @@
 are in tests/conftest.py."""
 
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -147,3 +148,19 @@ def objects_vocab(folder) -> dict[str, int]:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder).get_vocab()
+
+
+def recorded_train_command(tmp_path: Path, run_name: str, every_n_train_steps: int) -> tuple[list[str], Path]:
+    """A `python train.py` subprocess command of 2 epochs x 4 steps that records each optimizer step (slowed to
+    0.7 s, so a signal or a kill lands mid-run) to the returned jsonl file, and writes `last.ckpt` every N steps."""
+    steps_file = tmp_path / "steps.jsonl"
+    command = [
+        sys.executable, "train.py", *FAST, *TINY_INIT, f"run_name={run_name}", "data.max_samples=8",
+        "trainer.max_epochs=2", "trainer.limit_train_batches=4", "callbacks.rouge.every_n_epochs=100",
+        "callbacks.hf_export=null", "test=false",
+        f"callbacks.step_checkpoint.every_n_train_steps={every_n_train_steps}",
+        f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "+callbacks.step_recorder._target_=tests.slurm.step_recorder.StepRecorder",
+        f"+callbacks.step_recorder.path={steps_file}", "+callbacks.step_recorder.delay_s=0.7",
+    ]  # fmt: skip
+    return command, steps_file

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ..helpers import ENV, FAST, ROOT, TINY_INIT
+from ..helpers import ENV, FAST, ROOT, TINY_INIT, recorded_train_command
 from ..slurm.step_recorder import read_steps
 
 
@@ -31,15 +31,7 @@ def _signal_when(command: list[str], log: Path, ready, signum: signal.Signals) -
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code", "rerun"), [(signal.SIGTERM, 143, True), (signal.SIGINT, 130, False)])
 def test_sigterm_and_sigint_save_the_step_exit_non_zero_and_the_same_command_resumes(tmp_path, signum, code, rerun):
-    steps_file = tmp_path / "steps.jsonl"
-    command = [
-        sys.executable, "train.py", *FAST, *TINY_INIT, "run_name=stopped", "data.max_samples=8",
-        "trainer.max_epochs=2", "trainer.limit_train_batches=4", "callbacks.rouge.every_n_epochs=100",
-        "callbacks.hf_export=null", "test=false", "callbacks.step_checkpoint.every_n_train_steps=100",
-        f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
-        "+callbacks.step_recorder._target_=tests.slurm.step_recorder.StepRecorder",
-        f"+callbacks.step_recorder.path={steps_file}", "+callbacks.step_recorder.delay_s=0.7",
-    ]  # fmt: skip
+    command, steps_file = recorded_train_command(tmp_path, "stopped", every_n_train_steps=100)
     log = tmp_path / "first.log"
     returncode = _signal_when(command, log, lambda: steps_file.exists() and len(read_steps(steps_file)) >= 2, signum)
     assert returncode == code, log.read_text()[-3000:]

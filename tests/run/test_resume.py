@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,14 @@ import torch
 from lsgtrain.checkpointing import CheckpointError, saved_run_config
 from lsgtrain.train import train
 
-from ..helpers import FAST, QUICK, SHORT, TINY_INIT, data_files_override, finished_run, tokenizer_vocab
+from ..helpers import (
+    QUICK,
+    SHORT,
+    data_files_override,
+    finished_run,
+    recorded_train_command,
+    tokenizer_vocab,
+)
 from ..slurm.step_recorder import assert_same_steps, read_steps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,15 +76,7 @@ def test_mid_epoch_resume_trains_exactly_like_an_uninterrupted_run(make_cfg, tmp
 
 @pytest.mark.slow
 def test_kill_9_mid_epoch_then_same_command_resumes_with_the_right_step_count(tmp_path):
-    steps_file = tmp_path / "steps.jsonl"
-    command = [
-        sys.executable, "train.py", *FAST, *TINY_INIT, "run_name=crash", "data.max_samples=8",
-        "trainer.max_epochs=2", "trainer.limit_train_batches=4", "callbacks.rouge.every_n_epochs=100",
-        "callbacks.hf_export=null", "test=false", "callbacks.step_checkpoint.every_n_train_steps=2",
-        f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
-        "+callbacks.step_recorder._target_=tests.slurm.step_recorder.StepRecorder",
-        f"+callbacks.step_recorder.path={steps_file}", "+callbacks.step_recorder.delay_s=0.7",
-    ]  # fmt: skip
+    command, steps_file = recorded_train_command(tmp_path, "crash", every_n_train_steps=2)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              start_new_session=True)  # fmt: skip
