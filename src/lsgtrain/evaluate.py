@@ -32,7 +32,7 @@ from .modeling.factory import read_checkpoint_config, trained_length
 from .modeling.loading import local_folder
 from .run.folder import RunFolder
 from .run.keys import Folder, decided_by_the_folder, evaluation_own_inside, taken_from_the_run
-from .train import CONFIG_DIR, _metrics, build
+from .train import CONFIG_DIR, build, logged_metrics
 
 logger = logging.getLogger(__name__)
 _ABSENT = object()
@@ -80,10 +80,10 @@ def _evaluate(cfg: DictConfig, user: set[str], folder: RunFolder) -> dict[str, f
         del checkpoint
     folder.training()
     trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    metrics = _metrics(trainer)
+    metrics = logged_metrics(trainer)
     if datamodule.has_split("test"):
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        metrics.update(_metrics(trainer))
+        metrics.update(logged_metrics(trainer))
     else:
         logger.warning("not testing: the data has no test split (validation metrics only)")
     if trainer.is_global_zero:

@@ -163,13 +163,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             test_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
             if validated_on_less(trainer) and not trainer.interrupted and not trainer.fast_dev_run:
                 _score_on_the_whole_validation(trainer, module, datamodule, test_ckpt)
-        metrics = _metrics(trainer)
+        metrics = logged_metrics(trainer)
         untested = _why_not_tested(cfg, trainer, datamodule)
         if untested:
             logger.warning("not testing: %s", untested)
         else:
             trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
-            metrics.update(_metrics(trainer))
+            metrics.update(logged_metrics(trainer))
         config = OmegaConf.to_container(cfg, resolve=True)
         folder.finish(trainer, RunReport(config, metrics, folder.seconds, resumed=bool(resume), untested=untested))
     return metrics, objects
@@ -197,7 +197,8 @@ def _why_not_tested(cfg: DictConfig, trainer: L.Trainer, datamodule: "LongDocume
     return None
 
 
-def _metrics(trainer: L.Trainer) -> dict[str, float]:
+def logged_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """What the trainer logged last (`callback_metrics`), as plain floats: the entry points return and record these."""
     return {key: float(value) for key, value in trainer.callback_metrics.items()}
 
 
