@@ -211,6 +211,12 @@ def init_global_embeddings(
         weight[start:] = globals_[start:].to(weight.dtype)
 
 
+def trained_global_tokens(raw_config: dict[str, Any]) -> int:
+    """The global tokens an LSG checkpoint's `config.json` says it was trained with (LSGPegasusConfig's default, 1,
+    when the key is absent, as `from_pretrained` reads such a config)."""
+    return raw_config.get("num_global_tokens", LSGPegasusConfig().num_global_tokens)
+
+
 def extend_model(
     model: LSGPegasusPreTrainedModel,
     tokenizer: Any,
@@ -348,9 +354,9 @@ def convert_checkpoint(
     if tokenizer is None:
         logger.warning("no tokenizer in %s: converting the weights only", source)
 
-    trained_globals = raw_config.get("num_global_tokens", 1) if is_lsg else 0  # 1: the config default
     extend_model(
-        model, tokenizer, max_sequence_length=max_sequence_length, trained_global_tokens=trained_globals,
+        model, tokenizer, max_sequence_length=max_sequence_length,
+        trained_global_tokens=trained_global_tokens(raw_config) if is_lsg else 0,
         global_positional_stride=global_positional_stride, random_global_init=random_global_init,
         keep_first_global_token=keep_first_global_token,
     )  # fmt: skip
@@ -439,4 +445,5 @@ __all__ = [
     "load_checked",
     "order_positions",
     "save_atomically",
+    "trained_global_tokens",
 ]

@@ -32,6 +32,7 @@ from .convert import (
     extend_model,
     init_global_embeddings,
     load_checked,
+    trained_global_tokens,
 )
 from .loading import CheckpointError, load_tokenizer, read_config, tokenizer_overflow
 from .modeling_lsg_pegasus import (
@@ -130,9 +131,8 @@ def build_model(
     positions = max(max_source_length, max_target_length or 0)
     if pretrained:
         model = _load_pretrained(model_class, pretrained, {**lsg, **head}, attn_implementation, allow_weight_mismatch)
-        # longer position tables, more global tokens: `lsgtrain convert`'s extension (1: the config default)
-        extend_model(model, chosen, max_sequence_length=positions,
-                     trained_global_tokens=config.get("num_global_tokens", 1))  # fmt: skip
+        # longer position tables, more global tokens: `lsgtrain convert`'s extension
+        extend_model(model, chosen, max_sequence_length=positions, trained_global_tokens=trained_global_tokens(config))
     elif convert_from:
         architecture = "PegasusForConditionalGeneration" if task == "seq2seq" else "PegasusForSequenceClassification"
         with readable_weights(convert_from, "model.convert_from"):
