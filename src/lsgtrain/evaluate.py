@@ -6,8 +6,8 @@
 Restores the checkpoint's weights into the configured model (or takes the folder's weights as they are: a zero-shot
 baseline before fine-tuning, or an export scored on another experiment's data), runs the validation and test sets
 (only the validation set for data without a test split; ROUGE with generation for summarization, accuracy/F1 for
-classification), and writes `metrics.json` (with the length evaluated at and the one trained at) and the predictions
-to the run folder (`outputs/eval/runs/<time>`).
+classification), and writes `metrics.json` and the predictions, both with the length evaluated at and the one trained
+at (`evaluated_length`, `trained_length`), to the run folder (`outputs/eval/runs/<time>`).
 
 What is evaluated is what was trained, unless a key says otherwise: a checkpoint's run config (`.hydra/config.yaml`
 of its run folder, else the config stored in the checkpoint) gives the model, data, module and callbacks settings,
@@ -29,6 +29,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from .callbacks.predictions import LabelPredictions
+from .callbacks.rouge_evaluation import RougeEvaluation
 from .checkpointing import check_weights_fit, flatten_config, load_checkpoint, saved_run_config
 from .modeling.factory import read_checkpoint_config, trained_length
 from .modeling.loading import local_folder
@@ -84,6 +86,10 @@ def _evaluate(cfg: DictConfig, user: set[str], folder: RunFolder) -> dict[str, f
         )
     objects = build(cfg)
     trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
+    lengths = {"evaluated_length": cfg.data.max_source_length, "trained_length": trained_at}
+    for callback in trainer.callbacks:  # every predictions row says at what length the model was read and trained
+        if isinstance(callback, (RougeEvaluation, LabelPredictions)):
+            callback.lengths = lengths
     if ckpt_path:
         check_weights_fit(checkpoint, module, ckpt_path)
         del checkpoint
@@ -99,7 +105,6 @@ def _evaluate(cfg: DictConfig, user: set[str], folder: RunFolder) -> dict[str, f
         output = Path(cfg.paths.output_dir) / "metrics.json"
         output.parent.mkdir(parents=True, exist_ok=True)
         evaluated = {"ckpt_path": ckpt_path} if ckpt_path else {"model": cfg.model.pretrained or cfg.model.convert_from}
-        lengths = {"evaluated_length": cfg.data.max_source_length, "trained_length": trained_at}
         output.write_text(json.dumps({**evaluated, **lengths, "metrics": metrics}, indent=2))
         print("\n".join(f"  {key:<20} {value:.4f}" for key, value in sorted(metrics.items())))
         print(f"metrics and predictions written to {output.parent}")

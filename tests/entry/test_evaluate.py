@@ -219,8 +219,8 @@ def test_an_export_evaluated_beyond_its_trained_length_is_extended_and_says_so(
 ):
     """`lsgtrain eval model.pretrained=<export> data.max_source_length=1024` of a run trained at 256 tokens (tables of
     256): the tables are extended (`lsgtrain convert`'s extension), one warning names the trained length,
-    metrics.json records both lengths, and documents shorter than 256 tokens are summarized as at 256. Before, the
-    metrics did not say at what length the model was read."""
+    metrics.json and the predictions rows record both lengths, and documents shorter than 256 tokens are summarized
+    as at 256. Before, neither said at what length the model was read."""
     rows = [{"document": " ".join(WORDS[i:] + WORDS[:i]) * 2, "summary": " ".join(WORDS[: 6 + i])} for i in range(4)]
     files = {}
     for split in ("train", "val", "test"):
@@ -242,4 +242,6 @@ def test_an_export_evaluated_beyond_its_trained_length_is_extended_and_says_so(
         assert len(named) == (length > 256)
     assert "extended from 256" in named[0].getMessage() and "extending position tables from 256 to 1024" in caplog.text
     assert _predictions(tmp_path / "eval1024", "test") == _predictions(tmp_path / "eval256", "test")
+    rows = (tmp_path / "eval1024" / "predictions" / "test.jsonl").read_text().splitlines()
+    assert {(json.loads(row)["evaluated_length"], json.loads(row)["trained_length"]) for row in rows} == {(1024, 256)}
     assert written[1024]["metrics"]["test/rouge1"] == written[256]["metrics"]["test/rouge1"]
