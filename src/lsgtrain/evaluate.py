@@ -6,15 +6,17 @@
 Restores the checkpoint's weights into the configured model (or takes the folder's weights as they are: a zero-shot
 baseline before fine-tuning, or an export scored on another experiment's data), runs the validation and test sets
 (only the validation set for data without a test split; ROUGE with generation for summarization, accuracy/F1 for
-classification), and writes `metrics.json` and the predictions to the run folder (`outputs/eval/runs/<time>`).
+classification), and writes `metrics.json` and the predictions, both with the length evaluated at and the one trained
+at (`evaluated_length`, `trained_length`), to the run folder (`outputs/eval/runs/<time>`).
 
 What is evaluated is what was trained, unless a key says otherwise: a checkpoint's run config (`.hydra/config.yaml`
 of its run folder, else the config stored in the checkpoint) gives the model, data, module and callbacks settings,
 the seed, and where and how precisely it computed (`trainer.accelerator`, `devices`, `strategy`, `precision`);
 an export (or any LSG folder) is read at its trained length (its tokenizer's `model_max_length`, at most its
-position tables), with its saved LSG settings, and decodes with its `generation_config.json`. Which key comes from
-where is `lsgtrain.run.keys`' table. Keys set on the command line (or by an `experiment=`) win over all of these;
-what was taken is logged.
+position tables; `data.max_source_length=N` reads it at N, beyond its tables too: they are extended as `lsgtrain
+convert` extends a checkpoint, with one warning), with its saved LSG settings, and decodes with its
+`generation_config.json`. Which key comes from where is `lsgtrain.run.keys`' table. Keys set on the command line (or
+by an `experiment=`) win over all of these; what was taken is logged.
 """
 
 import json
@@ -27,6 +29,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from .callbacks.predictions import LabelPredictions
+from .callbacks.rouge_evaluation import RougeEvaluation
 from .checkpointing import check_weights_fit, flatten_config, load_checkpoint, saved_run_config
 from .modeling.factory import read_checkpoint_config, trained_length
 from .modeling.loading import local_folder
@@ -53,6 +57,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
 
 def _evaluate(cfg: DictConfig, user: set[str], folder: RunFolder) -> dict[str, float]:
     ckpt_path = cfg.ckpt_path
+    trained_at = None  # the length the model was trained at, when known
     if ckpt_path:
         checkpoint = load_checkpoint(ckpt_path)  # no code runs from the file (weights_only); before any data work
         run, where = _run_config(Path(ckpt_path), checkpoint)
@@ -60,13 +65,19 @@ def _evaluate(cfg: DictConfig, user: set[str], folder: RunFolder) -> dict[str, f
         cfg = with_run_settings(cfg, run, where, source=f"ckpt_path={ckpt_path}", user=user)
         if trained is not None:
             _warn_lsg_overrides(cfg, trained, f"ckpt_path={ckpt_path}")
+        length = _get(run, "data.max_source_length") if run else None
+        trained_at = length if isinstance(length, int) else None
     elif cfg.model.pretrained or cfg.model.convert_from:
         model_folder = local_folder(cfg.model.pretrained, "model.pretrained") if cfg.model.pretrained else None
         if model_folder is not None:  # a hub id is evaluated with this config's settings
             cfg = as_exported(cfg, model_folder, user)
         key = "model.pretrained" if cfg.model.pretrained else "model.convert_from"
         checkpoint = OmegaConf.select(cfg, key)
-        _warn_lsg_overrides(cfg, read_checkpoint_config(checkpoint, key), f"{key}={checkpoint}")
+        saved = read_checkpoint_config(checkpoint, key)
+        _warn_lsg_overrides(cfg, saved, f"{key}={checkpoint}")
+        if model_folder is not None:
+            trained_at = trained_length(model_folder, saved["max_position_embeddings"])
+            _warn_beyond_trained(cfg, trained_at, saved["max_position_embeddings"], f"{key}={checkpoint}")
     else:
         raise ValueError(
             "nothing to evaluate: give ckpt_path=PATH (a Lightning checkpoint of a run), or model.pretrained=DIR (a "
@@ -75,6 +86,10 @@ def _evaluate(cfg: DictConfig, user: set[str], folder: RunFolder) -> dict[str, f
         )
     objects = build(cfg)
     trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
+    lengths = {"evaluated_length": cfg.data.max_source_length, "trained_length": trained_at}
+    for callback in trainer.callbacks:  # every predictions row says at what length the model was read and trained
+        if isinstance(callback, (RougeEvaluation, LabelPredictions)):
+            callback.lengths = lengths
     if ckpt_path:
         check_weights_fit(checkpoint, module, ckpt_path)
         del checkpoint
@@ -90,7 +105,7 @@ def _evaluate(cfg: DictConfig, user: set[str], folder: RunFolder) -> dict[str, f
         output = Path(cfg.paths.output_dir) / "metrics.json"
         output.parent.mkdir(parents=True, exist_ok=True)
         evaluated = {"ckpt_path": ckpt_path} if ckpt_path else {"model": cfg.model.pretrained or cfg.model.convert_from}
-        output.write_text(json.dumps({**evaluated, "metrics": metrics}, indent=2))
+        output.write_text(json.dumps({**evaluated, **lengths, "metrics": metrics}, indent=2))
         print("\n".join(f"  {key:<20} {value:.4f}" for key, value in sorted(metrics.items())))
         print(f"metrics and predictions written to {output.parent}")
     return metrics
@@ -213,6 +228,20 @@ def as_exported(cfg: DictConfig, folder: Path, user: set[str]) -> DictConfig:
     logger.info("model.pretrained=%s evaluated as saved: %s (keys set on the command line win)", folder,
                 ", ".join(f"{key}={value}" for key, value in used.items()))  # fmt: skip
     return _config_like(cfg, merged)
+
+
+def _warn_beyond_trained(cfg: DictConfig, trained: int, positions: int, source: str) -> None:
+    """One warning when a model folder is read beyond the length it was trained at (`data.max_source_length` set
+    above it): LSG's extrapolation (a model card's "no fine-tuning" row), a legitimate measurement if it is said."""
+    length = cfg.data.max_source_length
+    if length <= trained:
+        return
+    logger.warning(
+        "%s was trained at %d tokens and is evaluated at data.max_source_length=%d: beyond its trained length%s; "
+        "metrics.json records both", source, trained, length,
+        f" (its position tables are extended from {positions} as `lsgtrain convert --max-sequence-length` extends "
+        "them)" if length > positions else "",
+    )  # fmt: skip
 
 
 def _get(tree: dict[str, Any], key: str) -> Any:

@@ -37,6 +37,7 @@ from .data.sources import FILE_FORMATS, DataSourceError, load_hub_dataset, read_
 from .metrics.evaluation import evaluate_summaries
 from .metrics.predictions import prediction_row
 from .metrics.rouge import score_documents
+from .modeling.convert import extend_model
 from .modeling.factory import readable_weights, trained_length
 from .modeling.loading import architectures, load_tokenizer, local_folder, read_config, tokenizer_overflow
 from .tasks.classification import class_predictions, classification_metrics
@@ -45,6 +46,9 @@ from .tasks.summarization import decode_summaries, generate_ids
 logger = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+# the classes whose position tables `--max-length` may take beyond `max_position_embeddings` (`extend_model`)
+EXTENDABLE = ("LSGPegasusForConditionalGeneration", "LSGPegasusForSequenceClassification")
+BEYOND = " or beyond (its position tables are then extended)"
 DEVICES = ("auto", "cpu", "cuda")
 TEXT_SUFFIX = ".txt"  # a text file is one document; its path is its id
 # generate() settings recorded in the metrics file (the effective values: the model's generation_config + overrides)
@@ -256,10 +260,12 @@ def predict(
     """Summarize (seq2seq model) or classify (sequence-classification model) every non-empty document.
 
     Each row written is `{"id", "prediction", "reference", <the row's metrics>, "input_tokens", "document_tokens",
-    "truncated"}`, the format of a training run's predictions (`lsgtrain.metrics.predictions`): `prediction` is a
-    summary, a label or a list of labels; `reference` is null without `--reference-column`; the row's metrics are
-    its ROUGE (`rouge1` .. `rougeLsum`, F1 x 100) or `correct` (labels), only with a reference; `input_tokens`: what
-    the model read, `document_tokens`: the whole document. With references, the metrics over every row also go to
+    "truncated", "max_length", "trained_length"}`, the format of a training run's predictions
+    (`lsgtrain.metrics.predictions`): `prediction` is a summary, a label or a list of labels; `reference` is null
+    without `--reference-column`; the row's metrics are its ROUGE (`rouge1` .. `rougeLsum`, F1 x 100) or `correct`
+    (labels), only with a reference; `input_tokens`: what the model read, `document_tokens`: the whole document,
+    `max_length`: the most it read, `trained_length`: the length it was trained at (both also in the metrics file).
+    With references, the metrics over every row also go to
     `<output>.metrics.json` (`out.jsonl` -> `out.metrics.json`).
 
     Args:
@@ -271,7 +277,8 @@ def predict(
         device: `auto` (cuda if there is one), `cpu` or `cuda`.
         dtype: the weights' dtype, `bf16` or `fp32`.
         max_length: source tokens read per document (default: the length the model was trained at, its tokenizer's
-            `model_max_length`; at most the model's `max_position_embeddings`).
+            `model_max_length`). Above it, one warning names the trained length; above the model's
+            `max_position_embeddings`, an LSG-Pegasus model is extended as `lsgtrain convert` extends a checkpoint.
         generation: `generate` settings overriding the model's `generation_config` (num_beams, max_new_tokens, ...).
         trust_remote_code: run the model folder's own `.py` files (only for folders you trust).
         bootstrap: `(resamples, seed)` of the 95% bootstrap interval beside each ROUGE (`rouge1_low` / `_high`).
@@ -285,7 +292,16 @@ def predict(
         raise PredictionError(f"--dtype={dtype!r} is unknown; choose one of {sorted(DTYPES)}")
     torch_device = _device(device)
     model_max = config.get("max_position_embeddings")
-    max_length = _max_length(max_length, model_max, model_dir)
+    extendable = not trust_remote_code and bool(set(architectures(config)) & set(EXTENDABLE))
+    max_length = _max_length(max_length, model_max, model_dir, extendable)
+    trained = trained_length(model_dir, model_max) if model_max else max_length
+    if max_length > trained:
+        logger.warning(
+            "%s was trained at %d tokens and reads up to %d here (--max-length): beyond its trained length%s",
+            model_dir, trained, max_length,
+            f"; its position tables are extended from {model_max} as `lsgtrain convert --max-sequence-length` "
+            "extends them" if max_length > model_max else "",
+        )  # fmt: skip
     if classify and generation:
         raise PredictionError(f"{model_dir} is a classifier: generation settings {sorted(generation)} do not apply")
     labels = _labels(config) if classify else None
@@ -312,16 +328,20 @@ def predict(
         logger.warning(
             "%d of %d documents are longer than %d tokens and were truncated to it (longest: %d tokens)%s",
             report.truncated, len(todo), max_length, max(lengths),
-            f"; raise --max-length, up to the model's {model_max}" if model_max and max_length < model_max else "",
+            f"; raise --max-length, up to the model's {model_max}{BEYOND if extendable else ''}"
+            if model_max and max_length < model_max else "",
         )  # fmt: skip
 
     rows = list(done.values())
     generation_config = None
     if todo:
         model = _ready_model(model_dir, trust_remote_code, torch_device, DTYPES[dtype])
+        if extendable:  # beyond its tables: extended as `lsgtrain convert` extends a checkpoint (no new globals)
+            extend_model(model, tokenizer, max_sequence_length=max_length,
+                         trained_global_tokens=model.config.num_global_tokens)  # fmt: skip
         generation_config = None if classify else _generation_config(model, generation or {})  # checked, recorded
         if generation_config is not None:
-            _check_generation_fits(generation_config, model_max)
+            _check_generation_fits(generation_config, model.config.max_position_embeddings)
         order = sorted(range(len(todo)), key=lambda k: -lengths[k])  # longest first: memory runs out at once or never
         with _open_output(output) as sink, tqdm(total=len(todo), unit="doc", desc="predict") as progress:
             for batch in _batches(order, batch_size):
@@ -338,7 +358,8 @@ def predict(
                         documents.ids[todo[k]], prediction, reference, _row_metrics(prediction, reference, classify)
                     )
                     row.update(input_tokens=min(lengths[k], max_length), document_tokens=lengths[k],
-                               truncated=lengths[k] > max_length)  # fmt: skip
+                               truncated=lengths[k] > max_length, max_length=max_length,
+                               trained_length=trained)  # fmt: skip
                     sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                     rows.append(row)
                 sink.flush()  # finished rows survive a crash
@@ -350,21 +371,25 @@ def predict(
         rows = [row for row in rows if json.dumps(row["id"]) in wanted]
         report.metrics = _metrics(rows, labels, multi_label=multi_label, bootstrap=bootstrap)
         if output is not None and report.metrics:
-            record = {"model": str(model_dir), "rows": len(rows), "metrics": report.metrics}
+            record = {"model": str(model_dir), "max_length": max_length, "trained_length": trained, "rows": len(rows),
+                      "metrics": report.metrics}  # fmt: skip
             if generation_config is not None:
                 record["generation"] = {key: getattr(generation_config, key, None) for key in GENERATION_KEYS}
             metrics_path(output).write_text(json.dumps(record, indent=2))
     return report
 
 
-def _max_length(max_length: int | None, model_max: int | None, model_dir: Path) -> int:
-    """`max_length`, by default the length the model was trained at; never beyond its `max_position_embeddings`."""
+def _max_length(max_length: int | None, model_max: int | None, model_dir: Path, extendable: bool) -> int:
+    """`max_length`, by default the length the model was trained at; beyond its `max_position_embeddings` only for
+    lsgtrain's own LSG classes, whose tables `extend_model` extends."""
     if model_max is None and max_length is None:
         raise PredictionError(f"{model_dir}/config.json gives no max_position_embeddings: pass --max-length")
     max_length = max_length or trained_length(model_dir, model_max)
-    if not 1 <= max_length <= (model_max or max_length):
+    if max_length < 1 or (not extendable and max_length > (model_max or max_length)):
+        beyond = " (only lsgtrain's LSG-Pegasus classes, without --trust-remote-code, are extended beyond it)"
         raise PredictionError(
             f"--max-length={max_length} must be between 1 and the model's max_position_embeddings ({model_max})"
+            f"{beyond if max_length > 1 else ''}"
         )
     return max_length
 

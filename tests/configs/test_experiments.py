@@ -1,7 +1,11 @@
 """Every experiment of docs/training.md runs `fast_dev_run` on the tiny hub stand-ins (experiments/hub_standins.py), and
 the embedded ones on the package's own model."""
 
+import json
+from pathlib import Path
+
 import pytest
+import torch
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
@@ -102,3 +106,58 @@ def test_summarization_recipes_validate_on_a_sample_and_decode_as_the_paper_at_t
     assert OmegaConf.to_container(rouge.val_generation) == {"num_beams": 1, "max_new_tokens": 256}
     assert (cfg.module.generation.num_beams, cfg.module.generation.max_new_tokens) == (5, 512)
     assert cfg.trainer.precision == "bf16-mixed"
+
+
+@pytest.fixture(scope="module")
+def short_lsg_model(hub_standins, tmp_path_factory):
+    """The 4k starting point at tiny size: the LSG stand-in as a finished `arxiv_sum` run exports it after training
+    at 256 tokens with 4 global tokens (256-row position tables, the tokenizer's model_max_length 256)."""
+    from lsgtrain.modeling import LSGPegasusForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("lsg-256") / "hf_model"
+    model = LSGPegasusForConditionalGeneration.from_pretrained(hub_standins[LSG], num_global_tokens=4)
+    model.resize_position_embeddings(256)
+    model.save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(hub_standins[LSG])
+    tokenizer.model_max_length = tokenizer.init_kwargs["model_max_length"] = 256
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("experiment", "dataset", "global_only"),
+    [("arxiv_sum_16k", "ccdv/arxiv-summarization", False), ("pubmed_sum_16k", "ccdv/pubmed-summarization", True)],
+)
+def test_16k_recipe_extends_a_4k_model_then_fine_tunes_and_exports_it(
+    make_cfg, hub_standins, short_lsg_model, experiment, dataset, global_only
+):
+    """`python train.py experiment=arxiv_sum_16k model.pretrained=<4k hf_model>` at tiny size (256 -> 1,024 tokens,
+    4 -> 16 globals): trained and exported with the longer tables and more globals, which it records as its trained
+    length; `module.freeze.all_but_global_embeddings=true` (the card's "Global only") trains the globals alone."""
+    from safetensors.torch import load_file
+
+    from lsgtrain.modeling.factory import trained_length
+
+    cfg = make_cfg(
+        f"experiment={experiment}", f"model.pretrained={short_lsg_model}", f"data.dataset_name={hub_standins[dataset]}",
+        "data.max_source_length=1024", "model.lsg.num_global_tokens=16",
+        f"module.freeze.all_but_global_embeddings={str(global_only).lower()}", "data.max_samples=2",
+        "trainer.limit_train_batches=2", "effective_batch_size=null", "callbacks.rouge.max_samples=null",
+        "callbacks.rouge.val_generation={}", "module.generation.num_beams=2",
+        *ON_THIS_MACHINE[1:], *SHORT_GENERATION, fast=False,
+    )  # fmt: skip
+    assert (cfg.trainer.max_epochs, cfg.data.batch_size, cfg.module.optimizer.lr) == (1, 1, 8e-5)  # the card's
+    metrics, objects = train(cfg)
+    assert objects["trainer"].global_step == 2 and "test/rougeLsum" in metrics
+    export = Path(cfg.paths.output_dir) / "hf_model"
+    config = json.loads((export / "config.json").read_text())
+    assert (config["max_position_embeddings"], config["num_global_tokens"]) == (1024, 16)
+    assert trained_length(export, config["max_position_embeddings"]) == 1024  # what eval and predict read back
+    weights = load_file(export / "model.safetensors")
+    start = load_file(short_lsg_model / "model.safetensors")
+    assert weights["model.encoder.embed_positions.weight"].shape[0] == 1024
+    frozen = torch.equal(weights["model.encoder.layers.0.fc1.weight"], start["model.encoder.layers.0.fc1.weight"])
+    assert frozen == global_only
+    assert not torch.equal(weights["model.encoder.global_embeddings.weight"][:16],
+                           start["model.encoder.global_embeddings.weight"][:16])  # fmt: skip
+    assert "1024" in (export / "README.md").read_text()  # the card names the length it was trained at

@@ -19,7 +19,7 @@ from lsgtrain.checkpointing import CheckpointError
 from lsgtrain.evaluate import evaluate
 from lsgtrain.train import CONFIG_DIR, build, train
 
-from ..helpers import FAST, ONE_EPOCH, QUICK, SHORT, TINY_INIT
+from ..helpers import FAST, ONE_EPOCH, QUICK, SHORT, TINY_INIT, WORDS, data_files_override
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,3 +212,36 @@ def test_evaluating_a_checkpoint_with_other_lsg_settings_names_them(make_cfg, tm
         f"ckpt_path={last} is evaluated with model.lsg settings other than those it was trained with: block_size=32 "
         "(trained: 16), num_global_tokens=1 (trained: 4); pass model.lsg.block_size=16 model.lsg.num_global_tokens=4"
     ) in caplog.text
+
+
+def test_an_export_evaluated_beyond_its_trained_length_is_extended_and_says_so(
+    exported_run, make_cfg, tmp_path, caplog
+):
+    """`lsgtrain eval model.pretrained=<export> data.max_source_length=1024` of a run trained at 256 tokens (tables of
+    256): the tables are extended (`lsgtrain convert`'s extension), one warning names the trained length,
+    metrics.json and the predictions rows record both lengths, and documents shorter than 256 tokens are summarized
+    as at 256. Before, neither said at what length the model was read."""
+    rows = [{"document": " ".join(WORDS[i:] + WORDS[:i]) * 2, "summary": " ".join(WORDS[: 6 + i])} for i in range(4)]
+    files = {}
+    for split in ("train", "val", "test"):
+        files[split] = tmp_path / f"{split}.jsonl"
+        files[split].write_text("".join(json.dumps(row) + "\n" for row in rows))
+    keys = [f"model.pretrained={exported_run['export']}", "data.source=files", data_files_override(files),
+            "data.allow_split_overlap=true", "data.max_samples=4"]  # fmt: skip
+    written = {}
+    for length in (256, 1024):
+        overrides = [*keys, *([f"data.max_source_length={length}"] if length > 256 else [])]
+        cfg = make_cfg(*overrides, config_name="eval", fast=False)
+        cfg.paths.output_dir = str(tmp_path / f"eval{length}")
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            evaluate(cfg, overrides=overrides)
+        written[length] = json.loads((tmp_path / f"eval{length}" / "metrics.json").read_text())
+        assert (written[length]["evaluated_length"], written[length]["trained_length"]) == (length, 256)
+        named = [r for r in caplog.records if r.levelname == "WARNING" and "trained at 256 tokens" in r.getMessage()]
+        assert len(named) == (length > 256)
+    assert "extended from 256" in named[0].getMessage() and "extending position tables from 256 to 1024" in caplog.text
+    assert _predictions(tmp_path / "eval1024", "test") == _predictions(tmp_path / "eval256", "test")
+    rows = (tmp_path / "eval1024" / "predictions" / "test.jsonl").read_text().splitlines()
+    assert {(json.loads(row)["evaluated_length"], json.loads(row)["trained_length"]) for row in rows} == {(1024, 256)}
+    assert written[1024]["metrics"]["test/rouge1"] == written[256]["metrics"]["test/rouge1"]

@@ -115,10 +115,8 @@ def test_summarize_warns_with_counts_when_documents_are_truncated(tiny_checkpoin
     assert rows[str(long)]["document_tokens"] > 2000
     assert not rows[str(short)]["truncated"] and rows[str(short)]["input_tokens"] == rows[str(short)]["document_tokens"]
     assert "1 predictions written" not in capsys.readouterr().out  # 2 were
-    assert cli_main(["summarize", str(tiny_checkpoint), str(long), "--max-length", "1000", *QUICK_GENERATION]) == 2
-    assert (
-        "--max-length=1000 must be between 1 and the model's max_position_embeddings (512)" in capsys.readouterr().err
-    )
+    assert cli_main(["summarize", str(tiny_checkpoint), str(long), "--max-length", "-5", *QUICK_GENERATION]) == 2
+    assert "--max-length=-5 must be between 1 and the model's max_position_embeddings (512)" in capsys.readouterr().err
 
 
 def test_summarize_reports_and_skips_empty_documents(tiny_checkpoint, tmp_path, caplog, capsys):
@@ -455,3 +453,34 @@ def test_max_new_tokens_beyond_the_decoders_positions_is_refused_before_any_outp
         "position table (max_position_embeddings=512); pass --max-new-tokens 512 or less" in capsys.readouterr().err
     )
     assert not output.exists()
+
+
+def test_reading_beyond_the_trained_length_extends_the_model_and_keeps_short_documents_predictions(
+    tiny_checkpoint, tmp_path, caplog
+):
+    """A model trained at 256 tokens (position tables of 512) read at 1,024: its tables are extended as `lsgtrain
+    convert` extends them, one warning names the trained length, rows and metrics record both lengths, and the
+    documents shorter than 256 tokens get the predictions they got at 256 (the first rows of a regenerated
+    sinusoidal table are the old ones). Before, --max-length beyond the position table was refused."""
+    model = _copy_of(tiny_checkpoint, tmp_path / "model")
+    tokenizer_config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "model_max_length": 256}))
+    table = Dataset.from_list([{"document": _text(words, seed=i), "summary": _text(12, seed=50 + i)}
+                               for i, words in enumerate((30, 60, 90, 3000))])  # fmt: skip
+    documents = _write(table, tmp_path / "docs.jsonl")
+    rows = {}
+    for length in (256, 1024):
+        caplog.clear()
+        output = tmp_path / f"at{length}.jsonl"
+        assert cli_main(["predict", str(model), "--input", str(documents), "--reference-column", "summary",
+                         "--output", str(output), "--max-length", str(length), *QUICK_GENERATION]) == 0  # fmt: skip
+        rows[length] = {row["id"]: row for row in _rows(output)}
+        assert {(row["max_length"], row["trained_length"]) for row in rows[length].values()} == {(length, 256)}
+        assert (_metrics_file(output)["max_length"], _metrics_file(output)["trained_length"]) == (length, 256)
+        named = [r for r in caplog.records if r.levelname == "WARNING" and "trained at 256 tokens" in r.getMessage()]
+        assert len(named) == (length > 256)
+    assert "extended from 512" in named[0].getMessage()
+    short = [i for i, row in rows[256].items() if row["document_tokens"] < 256]
+    assert len(short) == 3 and rows[1024][3]["input_tokens"] == 1024 > rows[256][3]["input_tokens"]
+    assert [rows[1024][i]["prediction"] for i in short] == [rows[256][i]["prediction"] for i in short]
+    assert all(rows[256][i]["prediction"].strip() for i in short)  # summaries, not empty strings

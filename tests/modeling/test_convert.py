@@ -240,3 +240,54 @@ def test_overwrite_replaces_a_model_folder_but_never_deletes_other_files(tmp_pat
     (tmp_path / "lsg" / "notes.txt").unlink()
     convert_checkpoint(tmp_path / "plain", tmp_path / "lsg", max_sequence_length=2048, overwrite=True)
     assert json.loads((tmp_path / "lsg" / "config.json").read_text())["max_position_embeddings"] == 2048
+
+
+def _lsg_with_trained_globals(tmp_path, tokenizer):
+    """A 512-token LSG checkpoint with 4 global tokens whose embeddings moved away from their init (as training
+    moves them), and the rows it saved."""
+    _save_plain(tmp_path / "plain", tokenizer, vocab_size=len(tokenizer))
+    first, _ = convert_checkpoint(tmp_path / "plain", tmp_path / "lsg", max_sequence_length=512, block_size=16,
+                                  num_global_tokens=4)  # fmt: skip
+    with torch.no_grad():
+        first.model.encoder.global_embeddings.weight.add_(1.0)
+    first.save_pretrained(tmp_path / "lsg", safe_serialization=True)
+    return tmp_path / "lsg", first
+
+
+def _extended_globals(first, tokenizer) -> torch.Tensor:
+    """`first`'s 512 global rows given 4 -> 16 global tokens: rows 0-3 as trained, rows 4.. as the reference
+    conversion starts every row (the pre-extension position table reordered with stride 64, + E[<mask_2>])."""
+    trained = first.model.encoder.global_embeddings.weight.detach()
+    positions = order_positions(first.model.encoder.embed_positions.weight.detach(), stride=64)
+    mask_row = first.get_input_embeddings().weight[tokenizer.mask_token_id].detach()
+    return torch.cat([trained[:4], positions[4:] + mask_row])
+
+
+def test_more_global_tokens_keep_the_trained_ones_and_start_the_new_ones_as_the_reference(tmp_path, tokenizer):
+    """4 -> 16 globals, 512 -> 2,048 positions: the 4 trained rows stay, rows 4.. start as the reference conversion
+    starts them (before, they kept whatever the checkpoint held beyond its 4), the first 512 positions unchanged."""
+    folder, first = _lsg_with_trained_globals(tmp_path, tokenizer)
+    longer, _ = convert_checkpoint(folder, tmp_path / "lsg2k", max_sequence_length=2048, num_global_tokens=16)
+    torch.testing.assert_close(longer.model.encoder.global_embeddings.weight, _extended_globals(first, tokenizer),
+                               atol=1e-6, rtol=0)  # fmt: skip
+    assert longer.config.num_global_tokens == 16 and longer.config.max_position_embeddings == 2048
+    table = longer.model.encoder.embed_positions.weight
+    assert table.shape[0] == 2048 and torch.equal(table[:512], first.model.encoder.embed_positions.weight)
+
+
+def test_a_run_extends_a_checkpoint_with_the_code_of_convert(tmp_path, tokenizer):
+    """`build_model` of a checkpoint at a longer length with more globals gives the model `lsgtrain convert` writes:
+    one extension, not two that could drift apart."""
+    from lsgtrain.modeling.factory import build_model
+
+    folder, first = _lsg_with_trained_globals(tmp_path, tokenizer)
+    converted, _ = convert_checkpoint(folder, None, max_sequence_length=2048, num_global_tokens=16)
+    built, _ = build_model(
+        task="seq2seq", max_source_length=2048, lsg={"num_global_tokens": 16}, pretrained=str(folder)
+    )
+    torch.testing.assert_close(built.model.encoder.global_embeddings.weight, _extended_globals(first, tokenizer),
+                               atol=1e-6, rtol=0)  # fmt: skip
+    for name in ("model.encoder.global_embeddings.weight", "model.encoder.embed_positions.weight",
+                 "model.decoder.embed_positions.weight"):  # fmt: skip
+        torch.testing.assert_close(built.state_dict()[name], converted.state_dict()[name], atol=0, rtol=0, msg=name)
+    assert built.config.max_position_embeddings == 2048 and built.config.num_global_tokens == 16

@@ -57,6 +57,7 @@ class LabelPredictions(Callback):
     def __init__(self, predictions_dir: str):
         self.predictions_dir = Path(predictions_dir)
         self._predictions: dict[int, Any] = {}
+        self.lengths: dict[str, int | None] = {}  # `lsgtrain eval`'s evaluated / trained lengths, in every row
 
     def _collect(self, trainer: Trainer, outputs: Any, batch: dict[str, torch.Tensor]) -> None:
         if trainer.sanity_checking:
@@ -73,7 +74,7 @@ class LabelPredictions(Callback):
         for index in sorted(predictions):
             predicted, reference = predictions[index], references[index]
             correct = set(predicted) == set(reference) if isinstance(predicted, list) else predicted == reference
-            rows.append(prediction_row(index, predicted, reference, {"correct": correct}))
+            rows.append(prediction_row(index, predicted, reference, {"correct": correct, **self.lengths}))
         write_predictions(predictions_file(self.predictions_dir, trainer, stage), rows)
 
     @override

@@ -90,6 +90,7 @@ class RougeEvaluation(ValidationSchedule):
         self.evaluations: dict[str, SummaryEvaluation] = {}  # the last evaluation of each stage
         self._source_tokens: dict[str, list[int]] = {}  # per stage, each document's length in tokens, untruncated
         self._predictions: dict[int, str] = {}
+        self.lengths: dict[str, int | None] = {}  # `lsgtrain eval`'s evaluated / trained lengths, in every row
         self._active = False
         self._sample: set[int] | None = None  # document indices ROUGE runs on during training (None: all)
         self._pending: list[dict[str, torch.Tensor]] = []  # sampled documents waiting for a full batch
@@ -201,7 +202,8 @@ class RougeEvaluation(ValidationSchedule):
                         _format(evaluation.lead, evaluation.lead_intervals))  # fmt: skip
         self.evaluations[stage] = evaluation
         if self.predictions_dir is not None and trainer.is_global_zero:
-            rows = [prediction_row(i, predictions[i], references[i], {**rouge, **evaluation.row_statistics(k)})
+            rows = [prediction_row(i, predictions[i], references[i],
+                                   {**rouge, **evaluation.row_statistics(k), **self.lengths})
                     for k, (i, rouge) in enumerate(zip(order, evaluation.per_document, strict=True))]  # fmt: skip
             write_predictions(predictions_file(self.predictions_dir, trainer, stage), rows)
         self._predictions = {}

@@ -182,12 +182,14 @@ def init_global_embeddings(
     stride: int,
     random_init: bool = False,
     keep_first_global_token: bool = False,
+    first_row: int = 0,
 ) -> None:
     """Fill `global_embeddings` from the (pre-resize) encoder position table and token embeddings.
 
     As the reference: row 0 = position + E[bos], rows 1.. = position + E[mask] (`random_init`: rows drawn from a
     Gaussian fitted to E, row 0 = E[bos]). E is the unscaled shared embedding, although tokens are scaled by
-    sqrt(d_model) at forward time; kept so that converted checkpoints match.
+    sqrt(d_model) at forward time; kept so that converted checkpoints match. Rows before `first_row` (1 with
+    `keep_first_global_token`) keep their values: the trained globals of an LSG model given more of them.
     """
     encoder = model.get_encoder()
     token_embeddings = model.get_input_embeddings().weight.detach().float()  # [V, D]
@@ -204,11 +206,52 @@ def init_global_embeddings(
         globals_[0] += token_embeddings[bos_id]
         globals_[1:] += token_embeddings[mask_id]
     weight = encoder.global_embeddings.weight
+    start = max(first_row, 1 if keep_first_global_token else 0)
     with torch.no_grad():
-        if keep_first_global_token:
-            weight[1:] = globals_[1:].to(weight.dtype)
-        else:
-            weight.copy_(globals_.to(weight.dtype))
+        weight[start:] = globals_[start:].to(weight.dtype)
+
+
+def trained_global_tokens(raw_config: dict[str, Any]) -> int:
+    """The global tokens an LSG checkpoint's `config.json` says it was trained with (LSGPegasusConfig's default, 1,
+    when the key is absent, as `from_pretrained` reads such a config)."""
+    return raw_config.get("num_global_tokens", LSGPegasusConfig().num_global_tokens)
+
+
+def extend_model(
+    model: LSGPegasusPreTrainedModel,
+    tokenizer: Any,
+    *,
+    max_sequence_length: int,
+    trained_global_tokens: int,
+    global_positional_stride: int = 64,
+    random_global_init: bool = False,
+    keep_first_global_token: bool = False,
+) -> None:
+    """Extend `model` in place to `max_sequence_length` tokens and to its config's `num_global_tokens`: what
+    `lsgtrain convert` does to a checkpoint, and what a run (`data.max_source_length`, `model.lsg.num_global_tokens`
+    above a checkpoint's) and `lsgtrain eval` / `predict` beyond the trained length do at load time.
+
+    Global rows from `trained_global_tokens` on (0: a plain Pegasus, every row) start as the reference conversion
+    starts them (`init_global_embeddings`, from the position table before it grows); the rows a checkpoint trained
+    are kept. Then both sinusoidal tables are regenerated at the new length, rounded up to a multiple of `block_size`
+    (adaptive padding reads positions up to there), when that is longer: their first rows are the old ones, so an
+    input that fitted before is encoded exactly as before.
+    """
+    config = model.config
+    if trained_global_tokens < config.num_global_tokens:
+        bos_id, mask_id = _bos_and_mask_ids(tokenizer, config)
+        logger.info(
+            "global tokens %d -> %d: rows %d.. initialised from positions + E[bos=%d] / E[mask=%d]",
+            trained_global_tokens, config.num_global_tokens, trained_global_tokens, bos_id, mask_id,
+        )  # fmt: skip
+        init_global_embeddings(
+            model, bos_id=bos_id, mask_id=mask_id, stride=global_positional_stride, random_init=random_global_init,
+            keep_first_global_token=keep_first_global_token, first_row=trained_global_tokens,
+        )  # fmt: skip
+    positions = -(-max_sequence_length // config.block_size) * config.block_size
+    if positions > config.max_position_embeddings:
+        logger.info("extending position tables from %d to %d tokens", config.max_position_embeddings, positions)
+        model.resize_position_embeddings(positions)
 
 
 def _bos_and_mask_ids(tokenizer, config: LSGPegasusConfig) -> tuple[int, int]:
@@ -311,18 +354,12 @@ def convert_checkpoint(
     if tokenizer is None:
         logger.warning("no tokenizer in %s: converting the weights only", source)
 
-    if not is_lsg:  # an LSG checkpoint keeps its trained global embeddings
-        bos_id, mask_id = _bos_and_mask_ids(tokenizer, config)
-        logger.info("initialising global embeddings from positions + E[bos=%d] / E[mask=%d]", bos_id, mask_id)
-        init_global_embeddings(
-            model,
-            bos_id=bos_id,
-            mask_id=mask_id,
-            stride=global_positional_stride,
-            random_init=random_global_init,
-            keep_first_global_token=keep_first_global_token,
-        )
-    model.resize_position_embeddings(max_sequence_length)
+    extend_model(
+        model, tokenizer, max_sequence_length=max_sequence_length,
+        trained_global_tokens=trained_global_tokens(raw_config) if is_lsg else 0,
+        global_positional_stride=global_positional_stride, random_global_init=random_global_init,
+        keep_first_global_token=keep_first_global_token,
+    )  # fmt: skip
     model.config._name_or_path = str(output_dir or source)
     if tokenizer is not None:
         tokenizer.model_max_length = max_sequence_length
@@ -403,8 +440,10 @@ __all__ = [
     "check_loading_info",
     "convert_checkpoint",
     "expected_missing_weights",
+    "extend_model",
     "init_global_embeddings",
     "load_checked",
     "order_positions",
     "save_atomically",
+    "trained_global_tokens",
 ]

@@ -26,7 +26,14 @@ from transformers import PreTrainedTokenizerBase
 
 from ..arguments import ConfigError
 from .configuration_lsg_pegasus import LSGPegasusConfig
-from .convert import convert_checkpoint, expected_missing_weights, init_global_embeddings, load_checked
+from .convert import (
+    convert_checkpoint,
+    expected_missing_weights,
+    extend_model,
+    init_global_embeddings,
+    load_checked,
+    trained_global_tokens,
+)
 from .loading import CheckpointError, load_tokenizer, read_config, tokenizer_overflow
 from .modeling_lsg_pegasus import (
     LSGPegasusForConditionalGeneration,
@@ -70,7 +77,8 @@ def build_model(
 
     Args:
         task: `seq2seq` or `classification`.
-        max_source_length: position tables are at least this long (extended if a checkpoint is shorter).
+        max_source_length: position tables are at least this long (a checkpoint's are extended as `lsgtrain
+            convert` extends them, `convert.extend_model`, which also starts the global tokens that `lsg` adds).
         max_target_length: ... and at least this long, for the decoder's targets (a checkpoint pretrained on short
             inputs may be fine-tuned on longer summaries).
         lsg: LSG config keys (`block_size`, `sparsity_type`, ...); they override a checkpoint's.
@@ -123,9 +131,8 @@ def build_model(
     positions = max(max_source_length, max_target_length or 0)
     if pretrained:
         model = _load_pretrained(model_class, pretrained, {**lsg, **head}, attn_implementation, allow_weight_mismatch)
-        if model.config.max_position_embeddings < positions:
-            logger.info("extending position tables to %d tokens", positions)
-            model.resize_position_embeddings(positions)
+        # longer position tables, more global tokens: `lsgtrain convert`'s extension
+        extend_model(model, chosen, max_sequence_length=positions, trained_global_tokens=trained_global_tokens(config))
     elif convert_from:
         architecture = "PegasusForConditionalGeneration" if task == "seq2seq" else "PegasusForSequenceClassification"
         with readable_weights(convert_from, "model.convert_from"):
