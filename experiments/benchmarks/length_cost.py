@@ -9,9 +9,11 @@ Each (model, length) runs in a fresh process, so that its peaks are its own: bat
 and `--target-length` random target ids, gradient checkpointing, attention dropout 0 (the recipe's
 `conf/model/lsg_pegasus_large.yaml`), fp32 (`trainer=cpu`'s precision), sdpa, and the project's Adafactor
 (`conf/module/optimizer/adafactor.yaml`, as `module/optimizer=adafactor` builds it); `--steps` optimizer steps,
-each timed (the first allocates Adafactor's state and gradients). Memory: the peak RSS of the whole process
-(loading included) and the high-water mark of the steps above the RSS after loading (`/proc/self/clear_refs`), which
-is gradients + optimizer state + activations; its growth with the length is the activation memory per extra token.
+each timed, wall and CPU seconds (the first allocates Adafactor's state and gradients). Memory: the peak RSS of the
+whole process (loading included) and the high-water mark of the steps above the RSS after loading
+(`/proc/self/clear_refs`). transformers maps the checkpoint file (`torch.load(mmap=True)`), so the weights become
+resident during the first step: the steps' peak above loading is weights + gradients + Adafactor's state and
+temporaries + activations, and only its growth with the length is activation memory (per extra 1,000 tokens).
 
 `lsg`: `HUB/ccdv/lsg-pegasus-large-4096`, its position tables extended to the length by `build_model` (as
 `data.max_source_length` does). `pegasus`: `HUB/google/pegasus-large` (full attention in every layer) with
@@ -80,7 +82,8 @@ def step_worker(hub: Path, model: str, length: int, target_length: int, steps: i
     """Print one JSON line after loading and after every step (the parent keeps the last one, also on a timeout)."""
     limit = int(memory_limit_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    row: dict = {"model": model, "length": length, "target_length": target_length, "fits": True, "steps": []}
+    row: dict = {"model": model, "length": length, "target_length": target_length, "fits": True, "steps": [],
+                 "pid": os.getpid()}  # fmt: skip
     try:
         import torch
 

@@ -29,9 +29,9 @@ def test_each_model_and_length_is_measured_in_its_own_process(hub_standins, tmp_
     assert sorted(rows) == [("lsg", 256), ("lsg", 512), ("pegasus", 256), ("pegasus", 512)]
     for row in rows.values():
         assert row["fits"] and row["ended"] == "finished" and len(row["steps"]) == 2
-        assert row["peak_rss_mb"] >= row["steps_peak_mb"] > row["rss_loaded_mb"] > 0
+        assert row["peak_rss_mb"] >= row["steps_peak_mb"] >= row["rss_loaded_mb"] > 0
         assert row["target_length"] == 32 and row["threads"] == 1
-    assert len({row["process_seconds"] for row in rows.values()}) == 4
+    assert len({row["pid"] for row in rows.values()}) == 4
     summary = results["summary"]
     assert summary["lsg"]["256"]["mb_per_1k_tokens"] is None and summary["pegasus"]["512"]["memory_ratio"] > 0
     table = (tmp_path / "length_cost.md").read_text()
