@@ -178,13 +178,17 @@ def write_results(results: dict, folder: Path) -> None:
             lines.append(f"| {row['model']} | {row['length']:,} | did not fit in {results['memory_limit_gb']} GB "
                          f"({row['error']}) | | {row['peak_rss_mb']:,} MB | | | | {row['load_average']} |")  # fmt: skip
             continue
-        steps = ", ".join(f"{s:.1f}" for s in row["steps"]) or "none"
+        steps = ", ".join(f"{s:.1f}" for s in row["steps"])
         if row["ended"] != "finished":
             steps += f" ({row['ended']})"
+        if not row["steps"]:
+            lines.append(f"| {row['model']} | {row['length']:,} | no step finished{steps} | | | | | "
+                         f"| {row['load_average']} |")  # fmt: skip
+            continue
         per_1k = ratios["mb_per_1k_tokens"] if ratios else None
         lines.append(
             f"| {row['model']} | {row['length']:,} | {steps} | {ratios['step_ratio'][-1] if ratios else ''} "
-            f"| {row.get('peak_rss_mb', 0):,} MB | {row.get('peak_above_loaded_mb', 0):,} MB "
+            f"| {row['peak_rss_mb']:,} MB | {row['peak_above_loaded_mb']:,} MB "
             f"| {ratios['memory_ratio'] if ratios else ''} | {per_1k if per_1k is not None else ''} "
             f"| {row['load_average']} |"
         )

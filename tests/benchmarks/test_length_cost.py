@@ -38,7 +38,7 @@ def test_each_model_and_length_is_measured_in_its_own_process(hub_standins, tmp_
     assert table.count("\n| lsg |") == 2 and table.count("\n| pegasus |") == 2
 
 
-def test_a_length_that_ran_out_of_memory_is_reported_and_left_out_of_the_ratios(monkeypatch, tmp_path):
+def test_lengths_out_of_memory_or_time_are_reported_and_left_out_of_the_ratios(monkeypatch, tmp_path):
     script = load_script(monkeypatch)
     fits = {"model": "pegasus", "length": 4096, "fits": True, "steps": [10.0, 8.0], "peak_rss_mb": 9000,
             "peak_above_loaded_mb": 3000, "ended": "finished", "load_average": 1.0}  # fmt: skip
@@ -46,14 +46,17 @@ def test_a_length_that_ran_out_of_memory_is_reported_and_left_out_of_the_ratios(
     failed = {"model": "pegasus", "length": 16384, "fits": False, "steps": [], "peak_rss_mb": 20000,
               "error": "DefaultCPUAllocator: can't allocate memory", "ended": "finished",
               "load_average": 1.0}  # fmt: skip
-    summary = script.summarise([fits, longer, failed])
+    timed_out = {"model": "lsg", "length": 16384, "fits": True, "steps": [],
+                 "ended": "stopped after the 900 s time limit", "load_average": 1.0}  # fmt: skip
+    summary = script.summarise([fits, longer, failed, timed_out])
     assert summary == {"pegasus": {
         4096: {"step_ratio": [1.0, 1.0], "memory_ratio": 1.0, "mb_per_1k_tokens": None},
         8192: {"step_ratio": [3.0, 3.0], "memory_ratio": 1.68, "mb_per_1k_tokens": 500.0},
     }}  # fmt: skip
-    results = {"machine": "m", "note": "n.", "memory_limit_gb": 20, "rows": [fits, longer, failed],
+    results = {"machine": "m", "note": "n.", "memory_limit_gb": 20, "rows": [fits, longer, failed, timed_out],
                "summary": summary}  # fmt: skip
     script.write_results(results, tmp_path)
     table = (tmp_path / "length_cost.md").read_text()
     assert "| pegasus | 16,384 | did not fit in 20 GB (DefaultCPUAllocator: can't allocate memory) |" in table
+    assert "| lsg | 16,384 | no step finished (stopped after the 900 s time limit) |" in table
     assert "| pegasus | 8,192 | 30.0, 24.0 | 3.0 | 9,000 MB | 5,048 MB | 1.68 | 500.0 | 1.0 |" in table
