@@ -1,6 +1,6 @@
-"""The step's batch (issue 27.2-3): `data.batch_size x devices x nodes x accumulation == effective_batch_size` exactly,
-or refused before any data work naming exact settings (the opt-in takes the nearest and says so), and
-`data.batch_size=auto`: the batch probe under a simulated memory limit, its table, and a resume that keeps its choice."""
+"""The step's batch (issue 27.2-3): `data.batch_size x devices x nodes x accumulation == effective_batch_size`
+exactly, or refused before any data work naming exact settings (the opt-in takes the nearest and says so), and
+`data.batch_size=auto`: the probe under a simulated memory limit, its table, and a resume that keeps its choice."""
 
 import json
 import logging
@@ -140,7 +140,7 @@ def test_auto_batch_probes_under_a_memory_limit_keeps_the_effective_batch_and_re
 
 @pytest.mark.parametrize("value", ["abc", "0", "1.5", "true"])
 def test_batch_size_is_a_number_or_auto(make_cfg, tmp_path, value):
-    message = rf"data.batch_size=.* must be an integer >= 1 or auto .* e.g. data.batch_size=4 or data.batch_size=auto"
+    message = r"data.batch_size=.* must be an integer >= 1 or auto .* e.g. data.batch_size=4 or data.batch_size=auto"
     assert_refused_before_data_work(make_cfg(f"data.batch_size={value}"), tmp_path, ConfigError, message)
 
 
