@@ -64,7 +64,7 @@ def memory_limit(monkeypatch):
          r"size=32 on 3 devices .* use effective_batch_size=30 or 33"),
     ],
     ids=["32-devices", "3-devices", "auto-3-devices"],
-)
+)  # fmt: skip
 def test_an_inexact_effective_batch_is_refused_before_data_work(make_cfg, tmp_path, world, overrides, message):
     assert_refused_before_data_work(make_cfg(*world, *overrides), tmp_path, ConfigError, message)
 
