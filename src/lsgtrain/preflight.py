@@ -188,6 +188,11 @@ def _check_batch_size(cfg: DictConfig) -> None:
             f"data.batch_size={value!r} must be an integer >= 1 or auto (the largest batch whose training step fits "
             "the device), e.g. data.batch_size=4 or data.batch_size=auto"
         )
+    if value == AUTO and not cfg.train and OmegaConf.select(cfg, "data.eval_batch_size", default=None) is None:
+        raise ConfigError(
+            "data.batch_size=auto is found by probing training steps, and this run does not train (an evaluation, or "
+            "train=false): set data.eval_batch_size, e.g. data.eval_batch_size=8"
+        )
     rounded = OmegaConf.select(cfg, "allow_rounded_effective_batch", default=None)
     if not isinstance(rounded, bool):
         raise ConfigError(f"allow_rounded_effective_batch={rounded!r} must be true or false")

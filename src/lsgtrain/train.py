@@ -116,7 +116,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         batch_size=cfg.data.batch_size, effective=cfg.effective_batch_size, devices=trainer.world_size,
         accumulation=trainer.accumulate_grad_batches, allow_rounded=cfg.allow_rounded_effective_batch,
     )  # fmt: skip
-    if batch.per_device is None:
+    if batch.per_device is None and cfg.train:  # without training, batches are data.eval_batch_size (pre-flight)
         trainer.callbacks.insert(0, BatchProbe(batch))  # first: other callbacks' setup sees the chosen batch
     else:
         trainer.accumulate_grad_batches = batch.accumulation

@@ -138,6 +138,12 @@ def test_auto_batch_probes_under_a_memory_limit_keeps_the_effective_batch_and_re
     assert "as chosen by the run of" in caplog.text
 
 
+def test_auto_without_training_needs_an_eval_batch_size(make_cfg, tmp_path):
+    cfg = make_cfg("data.batch_size=auto", "data.eval_batch_size=null", "train=false")
+    message = r"data.batch_size=auto is found by probing training steps, and this run does not train"
+    assert_refused_before_data_work(cfg, tmp_path, ConfigError, message)
+
+
 @pytest.mark.parametrize("value", ["abc", "0", "1.5", "true"])
 def test_batch_size_is_a_number_or_auto(make_cfg, tmp_path, value):
     message = r"data.batch_size=.* must be an integer >= 1 or auto .* e.g. data.batch_size=4 or data.batch_size=auto"

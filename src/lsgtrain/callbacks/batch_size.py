@@ -49,8 +49,9 @@ class StepBatch:
             self.accumulation = exact_accumulation(self.asked, per_device, self.devices, allow_rounded=rounded)
 
     @property
-    def trained(self) -> int:
-        return self.per_device * self.devices * self.accumulation
+    def trained(self) -> int | None:
+        """The rows of an optimizer step (None: `auto` in a run that does not train, so nothing chose it)."""
+        return self.per_device * self.devices * self.accumulation if self.per_device else None
 
     def describe(self) -> str:
         """The batch trained, and how it differs from the one asked for (the log's and the model card's words)."""
@@ -144,12 +145,7 @@ class BatchProbe(Callback):
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.batch.per_device is None:
-            if stage != "fit":
-                raise ConfigError(
-                    "data.batch_size=auto is found by probing training steps, and this run does not train: set "
-                    "data.batch_size (and data.eval_batch_size) to a number, or resume the run that chose it"
-                )
+        if self.batch.per_device is None:  # a training run (the entry adds no probe otherwise)
             self._probe(trainer, pl_module)
         trainer.datamodule.batch_size = self.batch.per_device
         trainer.accumulate_grad_batches = self.batch.accumulation
