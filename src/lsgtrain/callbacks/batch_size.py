@@ -184,7 +184,7 @@ class BatchProbe(Callback):
             raise RuntimeError(
                 f"data.batch_size=auto: one row of {datamodule.max_source_length} source tokens does not fit "
                 f"{device} for a training step; use model.gradient_checkpointing=true, a shorter "
-                "data.max_source_length, or trainer=fsdp (weights, gradients and optimizer state sharded)"
+                "data.max_source_length, or a sharded strategy (FSDP: weights, gradients and optimizer state sharded)"
             )
         agreed = int(trainer.strategy.reduce(torch.tensor(chosen, device=device), reduce_op="min"))
         self.batch.settle(agreed)
