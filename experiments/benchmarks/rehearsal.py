@@ -2,7 +2,7 @@
 parameters, random weights, 96,103 ids; `python experiments/hub_standins.py HUB --size full`).
 
     python experiments/benchmarks/rehearsal.py HUB [--runs lsg_4096,converted_4096,lsg_16384] [--steps 2]
-        [--batch-size 2] [--max-new-tokens N] [--activation-lengths 1024,2048]
+        [--batch-size 2] [--max-new-tokens N] [--activation-lengths 4096,8192]
 
 Runs (each in a fresh process, so that peak RSS is its own), all `experiment=arxiv_sum` as configured — 4,096 source
 tokens and 512 target tokens, gradient checkpointing, AdamW lr 8e-5 with warm-up, bf16-mixed, beam search with 5
@@ -23,11 +23,12 @@ the arXiv stand-in (same files and layout) that keeps only the papers of at leas
 document fills the length. Each run records the real (non-padding) source tokens of every training and validation
 document, and times every `generate` call of the ROUGE callback: seconds per summary and per new token.
 
-Activation memory: forward + backward of the full model (gradient checkpointing, the recipe's attention dropout,
-bf16 autocast, 512 target tokens)
-at each `--activation-lengths` with batch 1 and 2, each in a fresh process; the difference between the peak RSS of
+Activation memory: forward + backward of the full model through the recipe's LightningModule (its training loss, as
+`training_step` computes it: the cross-entropy of an fp32 copy of the logits), gradient checkpointing, the recipe's
+attention dropout, bf16 autocast, 512 target tokens, at each `--activation-lengths` with batch 1 and 2, each in a
+fresh process; the difference between the peak RSS of
 forward + backward (measured from after loading) with batch 2 and with batch 1 is one sample's activations at that
-length, fitted linearly in the length. The GPU table adds them to
+length (measured), fitted linearly in the length for the longer ones (estimated). The GPU table adds them to
 16 bytes per parameter (fp32 weights, gradients, AdamW moments), 2 bytes per parameter of bf16 weight copies and
 1.5 GB of CUDA context and workspace.
 
@@ -198,6 +199,8 @@ def train_worker(hub: Path, run: str, steps: int, batch_size: int, max_new_token
 # -- activation memory ------------------------------------------------------------------------------------------
 def activation_worker(hub: Path, length: int, batch: int, work: Path) -> dict:
     import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from lsgtrain.modeling.convert import convert_checkpoint
@@ -212,18 +215,22 @@ def activation_worker(hub: Path, length: int, batch: int, work: Path) -> dict:
     recipe = OmegaConf.load(Path(CONFIG_DIR) / "model" / "lsg_pegasus_large.yaml")  # the experiment's model keys
     model, tokenizer = build_model(task="seq2seq", max_source_length=length, lsg={}, pretrained=str(checkpoint),
                                    gradient_checkpointing=True, attention_dropout=recipe.attention_dropout)  # fmt: skip
-    model.train()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        experiment = compose(config_name="train", overrides=["experiment=arxiv_sum"])
+    module = instantiate(experiment.module, _convert_="all", model=model)  # the recipe's LightningModule and loss
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(200, len(tokenizer), (batch, length), generator=generator)
     labels = torch.randint(200, len(tokenizer), (batch, 512), generator=generator)
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
     before = current_rss_mb()
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS from here on: loading the checkpoint peaks higher
     started = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels).loss
+        loss = module.training_loss(inputs)  # training_step's loss: cross-entropy of an fp32 copy of the logits
     loss.backward()
     return {"length": length, "batch": batch, "rss_before_mb": round(before), "peak_rss_mb": round(high_water_mb()),
-            "seconds": round(time.perf_counter() - started, 1), "parameters": model.num_parameters()}  # fmt: skip
+            "seconds": round(time.perf_counter() - started, 1), "parameters": model.num_parameters(),
+            "through": "LightningModule.training_loss"}  # fmt: skip
 
 
 def gpu_table(activations: list[dict]) -> dict:
@@ -238,9 +245,10 @@ def gpu_table(activations: list[dict]) -> dict:
     parameters = activations[0]["parameters"]
     static_gb = parameters * 18 / 1e9 + CUDA_OVERHEAD_GB
     table = {}
-    for length in (4096, 16384):
-        sample_gb = (intercept + slope * length) / 1024
-        table[length] = {"sample_gb": round(sample_gb, 2),
+    for length in sorted({*per_sample, 16384}):
+        measured = length in per_sample  # else extrapolated linearly from the measured lengths
+        sample_gb = (per_sample[length] if measured else intercept + slope * length) / 1024
+        table[length] = {"sample_gb": round(sample_gb, 2), "measured": measured,
                          **{f"{gpu}GB": max(0, int((gpu - static_gb) // sample_gb)) for gpu in GPUS_GB}}  # fmt: skip
     return {"per_sample_mb": per_sample, "mb_per_token": round(slope, 4), "mb_intercept": round(intercept, 1),
             "static_gb": round(static_gb, 2), "max_batch": table}  # fmt: skip
@@ -279,7 +287,8 @@ def write_results(results: dict) -> None:
                   "|---|---|" + "---|" * len(GPUS_GB)]  # fmt: skip
         for length, row in table["max_batch"].items():
             batches = " | ".join(str(row[f"{gpu}GB"]) for gpu in GPUS_GB)
-            lines.append(f"| {int(length):,} | {row['sample_gb']} | {batches} |")
+            how = "measured" if row.get("measured") else "linear estimate"
+            lines.append(f"| {int(length):,} | {row['sample_gb']} ({how}) | {batches} |")
     (RESULTS / "rehearsal.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -291,7 +300,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2, help="per optimizer step (the experiment's is 2)")
     parser.add_argument("--max-new-tokens", type=int, help="cap on generated tokens (default: the experiment's 512)")
-    parser.add_argument("--activation-lengths", default="1024,2048", help="'' to skip the activation measurement")
+    parser.add_argument("--activation-lengths", default="4096,8192", help="'' to skip the activation measurement")
     parser.add_argument("--worker", choices=["train", "activation"], help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)

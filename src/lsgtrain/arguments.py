@@ -6,6 +6,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# `data.batch_size=auto`: the largest micro-batch whose training step fits the device (`lsgtrain.callbacks.batch_size`)
+AUTO = "auto"
+
 
 class ConfigError(ValueError):
     """A config value that cannot work, with the key, the value and the fix."""

@@ -11,7 +11,7 @@ import platform
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -24,6 +24,9 @@ from .data.sources import SplitRows
 from .metrics.abstractiveness import STATISTICS
 from .modeling.loading import local_folder
 from .run.keys import lookup
+
+if TYPE_CHECKING:
+    from .callbacks.batch_size import StepBatch
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +167,7 @@ def build_model_card(
     test: dict[str, float],
     generation: GenerationConfig | None,
     trainer: L.Trainer,
+    batch: "StepBatch",
     seconds: float,
     resumed: bool,
     license: str | None,
@@ -180,6 +184,7 @@ def build_model_card(
         validation: `val/*` metrics of the exported checkpoint; test: `test/*` metrics (empty: not tested).
         generation: the export's generation config (None for a classifier).
         trainer: the run's trainer (steps, epochs, devices, precision).
+        batch: the rows of its optimizer steps (`RunReport.batch`): the batch trained, and the one asked for.
         seconds: wall time of this process; resumed: whether it continued an earlier process's checkpoint.
         license: a hub license id; None: the base checkpoint's, else apache-2.0.
         repo_id: where it will be pushed (the usage example's model id).
@@ -213,7 +218,6 @@ def build_model_card(
         eval_results=results_index or None,
     )
     optimizer = module_cfg["optimizer"]
-    per_step = data_cfg["batch_size"] * trainer.world_size * trainer.accumulate_grad_batches
     wall_time = _duration(seconds) + (" (the last session: the run resumed from a checkpoint)" if resumed else "")
     return ModelCard.from_template(
         card_data,
@@ -241,7 +245,7 @@ def build_model_card(
         f"{module_cfg['weight_decay']}",
         steps=trainer.global_step,
         epochs=trainer.current_epoch,
-        batch=per_step,
+        batch=batch.describe(),
         precision=trainer.precision,
         hardware=describe_hardware(trainer),
         wall_time=wall_time,

@@ -18,7 +18,7 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from .arguments import ConfigError, check_number, unwritable
+from .arguments import AUTO, ConfigError, check_number, unwritable
 from .checkpointing import first_process_of_run
 from .hub import HubUnavailable, PushTarget, check_push_target
 from .modeling.configuration_lsg_pegasus import LSGPegasusConfig
@@ -72,6 +72,7 @@ def check_config(cfg: DictConfig) -> None:
         number.check(cfg)
     for group in ("trainer", "module"):
         _check_types(cfg, group)
+    _check_batch_size(cfg)
     _check_makes_steps(cfg)
     _check_writable(cfg)
     _check_lsg_keys(cfg)
@@ -177,6 +178,24 @@ def _describe(annotation: Any) -> str:
 def _spell(annotation: Any) -> str:
     kinds = _kinds(annotation) or ()
     return " | ".join("None" if kind is type(None) else kind.__name__ for kind in kinds)
+
+
+def _check_batch_size(cfg: DictConfig) -> None:
+    """`data.batch_size` is a number of rows or `auto` (the probe's choice, `lsgtrain.callbacks.batch_size`)."""
+    value = OmegaConf.select(cfg, "data.batch_size", default=None)
+    if value != AUTO and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise ConfigError(
+            f"data.batch_size={value!r} must be an integer >= 1 or auto (the largest batch whose training step fits "
+            "the device), e.g. data.batch_size=4 or data.batch_size=auto"
+        )
+    if value == AUTO and not cfg.train and OmegaConf.select(cfg, "data.eval_batch_size", default=None) is None:
+        raise ConfigError(
+            "data.batch_size=auto is found by probing training steps, and this run does not train (an evaluation, or "
+            "train=false): set data.eval_batch_size, e.g. data.eval_batch_size=8"
+        )
+    rounded = OmegaConf.select(cfg, "allow_rounded_effective_batch", default=None)
+    if not isinstance(rounded, bool):
+        raise ConfigError(f"allow_rounded_effective_batch={rounded!r} must be true or false")
 
 
 def _check_makes_steps(cfg: DictConfig) -> None:

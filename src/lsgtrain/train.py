@@ -6,7 +6,6 @@ and returns `(metrics, objects)`; `main` is the Hydra entry and returns the metr
 
 import importlib.resources
 import logging
-import math
 import os
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from .callbacks.batch_size import BatchProbe, plan_batch
 from .callbacks.hf_export import refuse_untrained
 from .callbacks.rouge_evaluation import validated_on_less
 from .checkpointing import (
@@ -102,6 +102,25 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     module_factory = _instantiate(cfg.module, _convert_="all", _partial_=True)
     module_factory.func.check_arguments(**module_factory.keywords)
     callbacks = _instantiate_group(cfg.callbacks)
+    run_config = RunConfigCheckpoint(OmegaConf.to_container(cfg, resolve=True), datamodule.identity)
+    loggers = _instantiate_group(cfg.logger)
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # ranks from SLURM; requeueing is RequeueOnPreemption's job (step boundaries)
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    # The trainer comes before the model (which may train a tokenizer on the data): its world size decides the step's
+    # batch, refused here when inexact.
+    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=[*callbacks, run_config], logger=loggers, plugins=plugins)
+    batch = plan_batch(
+        batch_size=cfg.data.batch_size, effective=cfg.effective_batch_size, devices=trainer.world_size,
+        accumulation=trainer.accumulate_grad_batches, allow_rounded=cfg.allow_rounded_effective_batch,
+    )  # fmt: skip
+    if batch.per_device is None and cfg.train:  # without training, batches are data.eval_batch_size (pre-flight)
+        trainer.callbacks.insert(0, BatchProbe(batch))  # first: other callbacks' setup sees the chosen batch
+    else:
+        trainer.accumulate_grad_batches = batch.accumulation
+        logger.info("effective batch %s", batch.describe())
     logger.info("Instantiating model <%s>", cfg.model._target_)
     # One decision for model and tokenizer (lsgtrain.modeling.factory); a resumed run keeps its saved tokenizer.
     model, datamodule.tokenizer = _instantiate(
@@ -109,25 +128,11 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     )
     save_tokenizer_once(datamodule.tokenizer, Path(cfg.paths.output_dir) / RUN_TOKENIZER_DIR)
     module = module_factory(model=model)
-    identity = tokenizer_identity(datamodule.tokenizer)
-    callbacks.append(RunConfigCheckpoint(OmegaConf.to_container(cfg, resolve=True), datamodule.identity, identity))
-    loggers = _instantiate_group(cfg.logger)
-    if not loggers:  # LearningRateMonitor refuses to run without a logger
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    plugins: list[Any] = [AtomicCheckpointIO()]
-    if SLURMEnvironment.detect():  # ranks from SLURM; requeueing is RequeueOnPreemption's job (step boundaries)
-        plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
-    if cfg.effective_batch_size:
-        per_step = cfg.data.batch_size * trainer.world_size
-        trainer.accumulate_grad_batches = max(1, math.ceil(cfg.effective_batch_size / per_step))
-        logger.info(
-            "effective batch %d = %d per device x %d devices x %d accumulated", cfg.effective_batch_size,
-            cfg.data.batch_size, trainer.world_size, trainer.accumulate_grad_batches,
-        )  # fmt: skip
+    run_config.tokenizer = tokenizer_identity(datamodule.tokenizer)
     for experiment_logger in trainer.loggers:
         experiment_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    return {"cfg": cfg, "datamodule": datamodule, "model": model, "module": module, "trainer": trainer}
+    objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "module": module, "trainer": trainer}
+    return {**objects, "batch": batch}
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
@@ -140,7 +145,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         given = cfg.ckpt_path
         checkpoint = load_checkpoint(given) if given and given != "last" else None  # before the tokenizer is built
         objects = build(cfg)
-        trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
+        trainer, module, datamodule, batch = (objects[key] for key in ("trainer", "module", "datamodule", "batch"))
         resume = resolve_resume_checkpoint(given, trainer)
         if resume:
             logger.info("Resuming from %s", resume)
@@ -148,6 +153,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             check_weights_fit(checkpoint, module, resume)
             if cfg.train:
                 check_resume(checkpoint, cfg, datamodule, resume)
+            for probe in (c for c in trainer.callbacks if isinstance(c, BatchProbe)):
+                probe.keep(checkpoint, resume)  # data.batch_size=auto: the batch that run chose, not a new probe
         del checkpoint
         if not cfg.train and cfg.test and not datamodule.has_split("test"):
             raise ValueError(
@@ -171,7 +178,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
             metrics.update(logged_metrics(trainer))
         config = OmegaConf.to_container(cfg, resolve=True)
-        folder.finish(trainer, RunReport(config, metrics, folder.seconds, resumed=bool(resume), untested=untested))
+        report = RunReport(config, metrics, folder.seconds, resumed=bool(resume), untested=untested, batch=batch)
+        folder.finish(trainer, report)
     return metrics, objects
 
 

@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from lsgtrain.callbacks.batch_size import StepBatch
 from lsgtrain.model_card import build_model_card, hub_id_of, portable_override
 from lsgtrain.modeling import LSGPegasusConfig
 
@@ -28,7 +29,8 @@ def _card(make_cfg, *overrides: str, **options):
     options = {"validation": {"val/rougeLsum": 10.0}, "test": {"test/rougeLsum": 11.0}, **options}
     return build_model_card(
         run_config=OmegaConf.to_container(cfg, resolve=True), model_config=LSGPegasusConfig(block_size=16),
-        generation=None, trainer=trainer, seconds=60, resumed=False, license=None, repo_id=None,
+        generation=None, trainer=trainer, batch=StepBatch(2, 1, 1, None), seconds=60, resumed=False, license=None,
+        repo_id=None,
         rows=datamodule.rows, **options,
     )  # fmt: skip
 
@@ -71,7 +73,7 @@ def test_card_names_the_base_checkpoint_and_data_and_takes_the_base_license(make
     card = build_model_card(
         run_config=OmegaConf.to_container(cfg, resolve=True), model_config=LSGPegasusConfig(block_size=128),
         validation={"val/rougeLsum": 40.0}, test={"test/rougeLsum": 41.0}, generation=None, trainer=trainer,
-        seconds=7200, resumed=True, license=None, repo_id=None,
+        batch=StepBatch(2, 8, 2, 32), seconds=7200, resumed=True, license=None, repo_id=None,
     )  # fmt: skip
     assert card.data.datasets == ["ccdv/arxiv-summarization"]
     if local:  # a local folder of unknown origin is no hub id, and its path stays out of the card

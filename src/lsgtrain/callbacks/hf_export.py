@@ -143,6 +143,7 @@ class HFExport(Callback):
             test={key: value for key, value in report.metrics.items() if key.startswith("test/")},
             generation=self.generation_config,
             trainer=trainer,
+            batch=report.batch,
             seconds=report.seconds,
             resumed=report.resumed,
             license=self.license,

@@ -23,7 +23,7 @@ from datasets import Dataset, DatasetDict
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..arguments import ConfigError, check_number
+from ..arguments import AUTO, ConfigError, check_number
 from .sources import (
     SplitRows,
     cap_splits,
@@ -145,7 +145,7 @@ class LongDocumentDataModule(LightningDataModule):
         tokenizer: Mapping[str, Any] | None = None,
         max_source_length: int = 4096,
         block_size: int = 128,
-        batch_size: int = 4,
+        batch_size: int | str = 4,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         group_by_length: bool = True,
@@ -166,6 +166,8 @@ class LongDocumentDataModule(LightningDataModule):
                   "eval_batch_size": (eval_batch_size, "16"), "max_samples": (max_samples, "100"),
                   "max_train_samples": (max_train_samples, "1000"), "max_eval_samples": (max_eval_samples, "100"),
                   "max_predict_samples": (max_predict_samples, "100"), "num_proc": (num_proc, "4")}  # fmt: skip
+        if batch_size == AUTO:  # chosen on the device by the batch probe (`lsgtrain.callbacks.batch_size`)
+            del counts["batch_size"]
         for key, (value, example) in counts.items():
             check_number(f"data.{key}", value, int, 1, example)
         check_number("data.val_fraction", val_fraction, float, 0, "0.1", exclusive=True, below=1)
@@ -179,7 +181,7 @@ class LongDocumentDataModule(LightningDataModule):
         self.max_source_length = max_source_length
         self.block_size = block_size
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self._eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.group_by_length = group_by_length
         self.val_fraction = val_fraction
@@ -204,6 +206,11 @@ class LongDocumentDataModule(LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self._resume_position: tuple[int, int] | None = None
         self._train_sampler: ResumableSampler | None = None
+
+    @property
+    def eval_batch_size(self) -> int | str:
+        """`data.eval_batch_size`, or the training batch (the probe's choice with `data.batch_size=auto`)."""
+        return self._eval_batch_size or self.batch_size
 
     # -- what subclasses define -----------------------------------------------------------------------------
     def columns(self) -> dict[str, str]:
@@ -358,6 +365,17 @@ class LongDocumentDataModule(LightningDataModule):
         batch.update(self.collate_labels(rows))
         return batch
 
+    def longest_batch(self, rows: int) -> dict[str, torch.Tensor]:
+        """A batch of `rows` rows at the longest lengths this data produces (`max_source_length`, and the longest
+        target), collated as training batches are: the batch probe measures a step's memory on it."""
+        special = set(self.tokenizer.all_special_ids)
+        token = next(i for i in range(len(self.tokenizer)) if i not in special)  # a plain piece, never padding
+        return self.collate([{**self.longest_row(token), "idx": i} for i in range(rows)])
+
+    def longest_row(self, token: int) -> dict[str, Any]:
+        """One tokenised row of the longest lengths, every piece `token` (subclasses add their labels)."""
+        return {"input_ids": [token] * self.max_source_length}
+
     def examples(self, split: str) -> Any:
         """What a split's loader indexes: the tokenised rows (a subclass may draw examples from them)."""
         return self.datasets[split].with_format(None)
@@ -443,6 +461,9 @@ class SummarizationDataModule(LongDocumentDataModule):
     def collate_labels(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         return {"labels": pad_labels([row["labels"] for row in rows])}
 
+    def longest_row(self, token: int) -> dict[str, Any]:
+        return {**super().longest_row(token), "labels": [token] * self.max_target_length}
+
     def references(self, split: str) -> list[str]:
         """Reference summaries of a split, by `idx`."""
         return list(self.raw[split][self.summary_column])
@@ -503,6 +524,9 @@ class ClassificationDataModule(LongDocumentDataModule):
 
     def encoding_key(self) -> dict[str, Any]:
         return {**super().encoding_key(), "label": self.label_column, "labels": self.labels, "multi": self.multi_label}
+
+    def longest_row(self, token: int) -> dict[str, Any]:
+        return {**super().longest_row(token), "label_ids": [0] if self.multi_label else 0}
 
     def collate_labels(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if not self.multi_label:

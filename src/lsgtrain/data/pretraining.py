@@ -8,6 +8,7 @@ are the references of the ROUGE callback.
 """
 
 import itertools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -136,6 +137,13 @@ class GapSentenceDataModule(LongDocumentDataModule):
         if self.objective.mlm_probability:  # aligned with the inputs (the module pads them to the input length)
             labels["mlm_labels"] = pad_labels([row["mlm_labels"] for row in rows])
         return labels
+
+    def longest_row(self, token: int) -> dict[str, Any]:
+        row = {**super().longest_row(token), "labels": [token] * self.max_target_length}
+        if self.objective.mlm_probability:  # the masked share of the input predicted, as the objective draws it
+            masked = math.ceil(self.objective.mlm_probability * self.max_source_length)
+            row["mlm_labels"] = [token] * masked + [-100] * (self.max_source_length - masked)
+        return row
 
     def references(self, split: str) -> list[str]:
         """The gap sentences of each fixed validation/test example, as text (by `idx`)."""

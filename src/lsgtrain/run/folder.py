@@ -10,13 +10,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import lightning as L
 
 from ..checkpointing import RUN_TOKENIZER_DIR, first_process_of_run
 from ..loggers import finish_wandb_run
 from ..metrics.rouge import ROUGE_TYPES
+
+if TYPE_CHECKING:
+    from ..callbacks.batch_size import StepBatch
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class RunReport:
     seconds: float  # wall time of this process
     resumed: bool  # this process continued an earlier one's checkpoint
     untested: str | None  # why the test did not run (None: it ran)
+    batch: "StepBatch | None" = None  # the rows of an optimizer step (None: a report of no training run)
 
 
 @runtime_checkable
@@ -147,6 +151,7 @@ class RunFolder:
             "seconds": round(report.seconds, 1),
             "tested": untested is None,
             "test_skipped_because": untested,
+            "batch": report.batch.summary() if report.batch else None,
         }
         lines = [f"run finished in {report.seconds / 60:.1f} min, {trainer.global_step} optimizer steps -> {self.path}"]
         headline = {key: value for key, value in metrics.items() if key.count("/") == 1}  # not buckets, statistics

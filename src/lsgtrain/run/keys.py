@@ -92,8 +92,8 @@ KEYS = (
     Key("callbacks.rouge.val_generation", FREE, RUN, folder=Folder.GENERATION),
     Key("callbacks.hf_export", FREE, OWN),  # an evaluation exports nothing
     # the optimisation's own: a resume keeps it; an evaluation does not optimise
-    *_each(FIXED, OWN, "effective_batch_size", "trainer.accumulate_grad_batches", "trainer.gradient_clip_val",
-           "trainer.gradient_clip_algorithm"),
+    *_each(FIXED, OWN, "effective_batch_size", "allow_rounded_effective_batch", "trainer.accumulate_grad_batches",
+           "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm"),
 )  # fmt: skip
 
 

@@ -231,15 +231,7 @@ class LongDocumentModule(LightningModule):
         )  # fmt: skip
 
     def configure_optimizers(self) -> dict:
-        no_decay = [p for n, p in self.model.named_parameters() if p.requires_grad and (p.ndim < 2 or "norm" in n)]
-        ids = {id(p) for p in no_decay}
-        decay = [p for p in self.model.parameters() if p.requires_grad and id(p) not in ids]
-        optimizer = self.optimizer_factory(
-            params=[
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ]
-        )
+        optimizer = self.build_optimizer()
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         if any(group.get("relative_step") for group in optimizer.param_groups):
@@ -250,6 +242,19 @@ class LongDocumentModule(LightningModule):
             )
         scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over the trainable parameters (no weight decay on biases and LayerNorms); also what the batch
+        probe steps, so that it measures the optimizer state training holds."""
+        no_decay = [p for n, p in self.model.named_parameters() if p.requires_grad and (p.ndim < 2 or "norm" in n)]
+        ids = {id(p) for p in no_decay}
+        decay = [p for p in self.model.parameters() if p.requires_grad and id(p) not in ids]
+        return self.optimizer_factory(
+            params=[
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ]
+        )
 
     def on_train_start(self) -> None:
         self._warn_epoch_shorter_than_a_step()

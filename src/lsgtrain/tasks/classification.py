@@ -50,6 +50,11 @@ class ClassificationModule(LongDocumentModule):
         super().on_train_start()
         self.val_metrics.reset()  # sanity-check batches must not count
 
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training step's loss on one batch, without logging or metrics: what the batch probe
+        (`lsgtrain.callbacks.batch_size`) measures a step's memory and time with."""
+        return self.model_forward(**self.model_inputs(batch)).loss
+
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         """The loss, and the batch's predictions (class ids, or multi-label probabilities) that
         `callbacks.LabelPredictions` writes."""

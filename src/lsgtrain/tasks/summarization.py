@@ -67,6 +67,21 @@ class SummarizationModule(LongDocumentModule):
         check_generation("module.generation", generation or {})
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        loss_sum, tokens, rows = self._step_terms(batch)
+        loss = loss_sum / tokens
+        self._log_loss(loss.detach(), stage, batch_size=rows)
+        if stage == "train" and self.trainer.world_size > 1:
+            loss = self._global_token_mean(loss_sum, tokens)
+        return loss
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training step's loss on one batch as one process computes it, without logging or the mean across
+        ranks: the batch probe (`lsgtrain.callbacks.batch_size`) measures a step's memory and time with it."""
+        loss_sum, tokens, _ = self._step_terms(batch)
+        return loss_sum / tokens
+
+    def _step_terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The forward of a step: the summed token loss, the tokens it sums over and the batch's rows."""
         inputs = self.model_inputs(batch)
         labels = inputs.pop("labels")
         if (
@@ -77,11 +92,7 @@ class SummarizationModule(LongDocumentModule):
         decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels)
         output = self.model_forward(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False)
         loss_sum, tokens = self._loss_terms(output, labels, batch)
-        loss = loss_sum / tokens
-        self._log_loss(loss.detach(), stage, batch_size=labels.shape[0])
-        if stage == "train" and self.trainer.world_size > 1:
-            loss = self._global_token_mean(loss_sum, tokens)
-        return loss
+        return loss_sum, tokens, labels.shape[0]
 
     def _loss_terms(
         self, output: Any, labels: torch.Tensor, batch: dict[str, torch.Tensor]
