@@ -82,3 +82,16 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     if not isinstance(model, FSDPModule):
         return model.state_dict()
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def unsharded(model: PreTrainedModel, weights: dict[str, torch.Tensor]) -> PreTrainedModel:
+    """A plain model of the class `fully_shard` wrapped, holding `weights` (`full_state_dict`'s): what
+    `save_pretrained` must write, since the sharded model's class and modeling code are torch's FSDP wrappers. Any
+    other model is returned as it is."""
+    if not isinstance(model, FSDPModule):
+        return model
+    wrapped = next(cls for cls in type(model).__mro__ if not issubclass(cls, FSDPModule))
+    plain = wrapped(model.config)
+    plain.load_state_dict(weights)
+    plain.generation_config = model.generation_config
+    return plain

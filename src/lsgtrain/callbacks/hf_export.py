@@ -17,7 +17,7 @@ from ..checkpointing import is_sharded_checkpoint, load_checkpoint
 from ..hub import PushTarget, push_folder
 from ..model_card import build_model_card, write_model_card
 from ..modeling.convert import save_atomically
-from ..sharding import full_state_dict
+from ..sharding import full_state_dict, unsharded
 from .divergence import TrainingDiverged
 from .rouge_evaluation import RougeEvaluation
 
@@ -132,7 +132,7 @@ class HFExport(Callback):
             tokenizer = copy.deepcopy(trainer.datamodule.tokenizer)
             tokenizer.model_max_length = trainer.datamodule.max_source_length
             tokenizer.init_kwargs["model_max_length"] = trainer.datamodule.max_source_length  # what is saved
-            save_atomically(pl_module.model, tokenizer, self.dirpath, self.generation_config, weights)
+            save_atomically(unsharded(pl_module.model, weights), tokenizer, self.dirpath, self.generation_config)
             logger.info("exported %s model to %s", "best" if best else "last", self.dirpath)
         self.exported = True
         trainer.strategy.barrier()

@@ -363,12 +363,10 @@ def save_atomically(
     tokenizer,
     output_dir: str | os.PathLike,
     generation_config: GenerationConfig | None = None,
-    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """`save_pretrained` model (safetensors + modeling code), tokenizer and `generation_config` (default: the
     model's own) into a temporary sibling of `output_dir`, then rename it into place: a failure never leaves a
-    half-written folder. `state_dict`: the weights to write instead of the model's own (a sharded model's, gathered
-    in full)."""
+    half-written folder."""
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     # mkdir, not tempfile.mkdtemp: mkdtemp's folder is 0700, and the renamed export must be readable by whoever
@@ -378,7 +376,7 @@ def save_atomically(
     staging.mkdir()
     try:
         try:
-            model.save_pretrained(staging, state_dict=state_dict)
+            model.save_pretrained(staging)
         except SafetensorError as error:  # safetensors names neither the file nor why it could not write it
             raise RuntimeError(
                 f"could not write the model's weights to {output_dir} (staged in {staging.name}): {error}. Free "

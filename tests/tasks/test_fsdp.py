@@ -1,0 +1,130 @@
+"""trainer=fsdp_cpu (FSDP2 over 2 gloo processes): the same losses as DDP, a kill -9 and a resume that train like an
+uninterrupted run, an export that loads in one process with the sharded model's logits, and the evaluation of a
+sharded checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM
+
+from lsgtrain.checkpointing import CheckpointError, load_checkpoint
+
+from ..entry.test_evaluate import evaluate_checkpoint
+from ..helpers import ENV, ROOT, recorded_train_command
+from ..slurm.step_recorder import read_steps
+
+pytestmark = pytest.mark.slow
+
+# 10 optimizer steps of 2 processes x 2 rows over 3 epochs, ROUGE (4 greedy tokens) choosing the best checkpoint
+# after each epoch, last.ckpt every 2 steps; the export is on.
+TEN_STEPS = [
+    "data.max_samples=16", "trainer.max_epochs=3", "++trainer.max_steps=10", "callbacks.rouge.every_n_epochs=1",
+    "++module.generation.max_new_tokens=4", "++module.generation.num_beams=1", "callbacks.step_recorder.delay_s=0",
+]  # fmt: skip
+
+
+def _command(tmp_path: Path, name: str, trainer: str, *overrides: str) -> tuple[list[str], Path, Path]:
+    """A recorded 2-process run (`recorded_train_command`) of `TEN_STEPS` with trainer=`trainer`, writing each
+    process's losses to its returned jsonl file; returns the command, that file and the run folder."""
+    folder = tmp_path / name
+    folder.mkdir()
+    command, _ = recorded_train_command(folder, name, every_n_train_steps=2)
+    losses = folder / "losses.jsonl"
+    command += [
+        f"trainer={trainer}", *TEN_STEPS, *overrides, "callbacks.hf_export.dirpath=${paths.output_dir}/hf_model",
+        "+callbacks.losses._target_=tests.slurm.step_recorder.LossRecorder", f"+callbacks.losses.path={losses}",
+    ]  # fmt: skip
+    command.remove("callbacks.hf_export=null")
+    return command, losses, folder / "outputs" / "train" / "runs" / name
+
+
+def _run(command: list[str]) -> None:
+    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def _losses(path: Path) -> list[tuple[int, int, float]]:
+    """(step, rank, loss) of each training batch, in order."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return sorted((row["step"], row["rank"], row["loss"]) for row in rows)
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """An uninterrupted fsdp_cpu run; (its losses, its run folder, the sharded model's logits after the export)."""
+    tmp_path = tmp_path_factory.mktemp("fsdp")
+    logits = tmp_path / "logits.pt"
+    command, losses, run = _command(
+        tmp_path, "fsdp", "fsdp_cpu", "model.gradient_checkpointing=true",
+        "+callbacks.logits._target_=tests.slurm.step_recorder.LogitsRecorder", f"+callbacks.logits.path={logits}",
+    )  # fmt: skip
+    _run(command)
+    return losses, run, logits
+
+
+def test_fsdp_trains_with_the_losses_of_ddp(fsdp_run, tmp_path):
+    command, ddp_losses, _ = _command(tmp_path, "ddp", "ddp_cpu", "model.gradient_checkpointing=true")
+    _run(command)
+    fsdp, ddp = _losses(fsdp_run[0]), _losses(ddp_losses)
+    assert [row[:2] for row in fsdp] == [row[:2] for row in ddp] and len(fsdp) == 20  # 10 steps x 2 processes
+    assert [row[2] for row in fsdp] == pytest.approx([row[2] for row in ddp], abs=1e-5)
+    assert fsdp[-1][2] < fsdp[0][2] - 0.1  # it learns
+
+
+def test_fsdp_kill_9_then_resume_gives_the_uninterrupted_losses(fsdp_run, tmp_path):
+    command, losses, run = _command(tmp_path, "crash", "fsdp_cpu", "model.gradient_checkpointing=true",
+                                    "callbacks.step_recorder.delay_s=0.7")  # fmt: skip
+    first = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    steps_file = losses.parent / "steps.jsonl"
+    while not (steps_file.exists() and len(read_steps(steps_file)) >= 5):  # after the step-4 save, in epoch 1
+        assert first.poll() is None, first.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert (run / "checkpoints" / "last.ckpt" / "meta.pt").is_file()
+    killed_at = len(read_steps(steps_file))
+    assert killed_at < 10
+
+    _run(command)
+    uninterrupted = {(step, rank): loss for step, rank, loss in _losses(fsdp_run[0])}
+    resumed = _losses(losses)
+    assert {row[:2] for row in resumed} == set(uninterrupted)  # every step, some twice (redone after the kill)
+    assert [loss for *_, loss in resumed] == pytest.approx([uninterrupted[row[:2]] for row in resumed], abs=1e-5)
+    assert json.loads((run / "run_summary.json").read_text())["global_step"] == 10
+
+
+def test_fsdp_export_loads_in_one_process_with_the_sharded_models_logits(fsdp_run):
+    _, run, logits = fsdp_run
+    sharded = torch.load(logits)
+    model = AutoModelForSeq2SeqLM.from_pretrained(run / "hf_model", trust_remote_code=True).eval()
+    assert model.lm_head.weight.data_ptr() == model.model.shared.weight.data_ptr()  # still tied
+    with torch.no_grad():
+        logits = model(input_ids=sharded["input_ids"], decoder_input_ids=sharded["input_ids"][:, :8]).logits
+    torch.testing.assert_close(logits, sharded["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_a_sharded_checkpoint_is_checked_evaluated_in_one_process_and_a_partial_one_named(fsdp_run, tmp_path):
+    _, run, _ = fsdp_run
+    (best,) = (run / "checkpoints").glob("epoch*.ckpt")
+    checkpoint = load_checkpoint(best)  # the run state and the weights' shapes, for the resume and eval checks
+    assert checkpoint["global_step"] > 0 and checkpoint["state_dict"]["model.model.shared.weight"].shape[0] == 600
+    run_validation = checkpoint["callbacks"]["HFExport"]["validation_metrics"]
+    cache = run.parents[3] / "cache"
+    metrics = evaluate_checkpoint(
+        tmp_path, "eval", best, cache, "trainer=cpu", "data.max_samples=16", "data.eval_batch_size=4"
+    )
+    assert metrics["val/loss"] == pytest.approx(run_validation["val/loss"], abs=1e-5)
+
+    last = run / "checkpoints" / "last.ckpt"
+    (last / "meta.pt").unlink()  # a folder cut short (written elsewhere than through the strategy's rename)
+    with pytest.raises(CheckpointError, match=rf"{last} is not a readable checkpoint .*Beside it: {best.name}"):
+        load_checkpoint(last)
