@@ -37,7 +37,7 @@ def _command(tmp_path: Path, name: str, trainer: str, *overrides: str) -> tuple[
     command, _ = recorded_train_command(folder, name, every_n_train_steps=2)
     losses = folder / "losses.jsonl"
     command += [
-        f"trainer={trainer}", "trainer.devices=2", *TEN_STEPS, *overrides, "callbacks.hf_export.dirpath=${paths.output_dir}/hf_model",
+        f"trainer={trainer}", "trainer.devices=2", *TEN_STEPS, *overrides,
         "+callbacks.losses._target_=tests.slurm.step_recorder.LossRecorder", f"+callbacks.losses.path={losses}",
     ]  # fmt: skip
     command.remove("callbacks.hf_export=null")
