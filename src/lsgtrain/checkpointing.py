@@ -17,7 +17,6 @@ from lightning.fabric.utilities.load import _METADATA_FILENAME
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
-from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from typing_extensions import override
@@ -32,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 POSITION_TABLE = "embed_positions.weight"  # the sinusoidal tables, as long as the length a model was built for
 SHARDED_WEIGHTS = "state_dict."  # the prefix of the module's weights among a sharded checkpoint's tensors
+SHARDED_INDEX = ".metadata"  # torch.distributed.checkpoint's index of the shards
+SHARDED_INDEX_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem", "pathlib")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -112,13 +113,28 @@ def _sharded_checkpoint(folder: Path) -> dict[str, Any]:
     """The run state of a sharded checkpoint (its `meta.pt`), with the shape of each weight as `state_dict` (meta
     tensors, from the shards' index): enough for every check a resume or an evaluation makes before loading."""
     checkpoint = torch.load(folder / _METADATA_FILENAME, map_location="cpu", weights_only=True)
-    index = FileSystemReader(folder).read_metadata().state_dict_metadata
+    with (folder / SHARDED_INDEX).open("rb") as file:
+        index = _ShardIndexUnpickler(file).load().state_dict_metadata
     checkpoint["state_dict"] = {
         name.removeprefix(SHARDED_WEIGHTS): torch.empty(meta.size, dtype=meta.properties.dtype, device="meta")
         for name, meta in index.items()
         if name.startswith(SHARDED_WEIGHTS) and isinstance(meta, TensorStorageMetadata)
     }
     return checkpoint
+
+
+class _ShardIndexUnpickler(pickle.Unpickler):
+    """Reads a sharded checkpoint's index (`.metadata`, which torch writes and reads as a plain pickle) refusing
+    anything but the index's own classes, sizes, dtypes, layouts and paths: read before torch or Lightning load the
+    folder, so that, as with `weights_only=True`, no code in a checkpoint runs."""
+
+    @override
+    def find_class(self, module: str, name: str) -> Any:
+        found = super().find_class(module, name)
+        index_class = isinstance(found, type) and module in SHARDED_INDEX_MODULES
+        if index_class or isinstance(found, torch.dtype) or found in (torch.Size, torch.serialization._get_layout):
+            return found
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a sharded checkpoint's index")
 
 
 def consolidated_checkpoint(folder: Path, output: Path) -> Path:

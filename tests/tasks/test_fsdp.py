@@ -4,6 +4,8 @@ sharded checkpoint."""
 
 import json
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import time
@@ -27,6 +29,13 @@ TEN_STEPS = [
     "data.max_samples=16", "trainer.max_epochs=3", "++trainer.max_steps=10", "callbacks.rouge.every_n_epochs=1",
     "++module.generation.max_new_tokens=4", "++module.generation.num_beams=1", "callbacks.step_recorder.delay_s=0",
 ]  # fmt: skip
+
+
+class RunsCode:
+    """An object whose unpickling runs a shell command."""
+
+    def __reduce__(self):
+        return os.system, ("echo ran",)
 
 
 def _command(tmp_path: Path, name: str, trainer: str, *overrides: str) -> tuple[list[str], Path, Path]:
@@ -56,31 +65,16 @@ def _losses(path: Path) -> list[tuple[int, int, float]]:
 
 
 @pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """An uninterrupted fsdp_cpu run; (its losses, its run folder, the sharded model's logits after the export)."""
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A DDP run, and the same run with fsdp_cpu killed (-9) after step 5 and resumed by the same command."""
     tmp_path = tmp_path_factory.mktemp("fsdp")
+    ddp, ddp_losses, _ = _command(tmp_path, "ddp", "ddp_cpu", "model.gradient_checkpointing=true")
+    _run(ddp)
     logits = tmp_path / "logits.pt"
     command, losses, run = _command(
-        tmp_path, "fsdp", "fsdp_cpu", "model.gradient_checkpointing=true",
+        tmp_path, "fsdp", "fsdp_cpu", "model.gradient_checkpointing=true", "callbacks.step_recorder.delay_s=0.7",
         "+callbacks.logits._target_=tests.slurm.step_recorder.LogitsRecorder", f"+callbacks.logits.path={logits}",
     )  # fmt: skip
-    _run(command)
-    return losses, run, logits
-
-
-def test_fsdp_trains_with_the_losses_of_ddp(fsdp_run, tmp_path):
-    command, ddp_losses, _ = _command(tmp_path, "ddp", "ddp_cpu", "model.gradient_checkpointing=true")
-    _run(command)
-    fsdp, ddp = _losses(fsdp_run[0]), _losses(ddp_losses)
-    assert [row[:2] for row in fsdp] == [row[:2] for row in ddp] and len(fsdp) == 20  # 10 steps x 2 processes
-    assert [row[2] for row in fsdp] == pytest.approx([row[2] for row in ddp], abs=1e-5)
-    (best,) = (fsdp_run[1] / "checkpoints").glob("epoch*.ckpt")  # sharded: a folder, one file of shards per process
-    assert sorted(path.name for path in best.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
-
-
-def test_fsdp_kill_9_then_resume_gives_the_uninterrupted_losses(fsdp_run, tmp_path):
-    command, losses, run = _command(tmp_path, "crash", "fsdp_cpu", "model.gradient_checkpointing=true",
-                                    "callbacks.step_recorder.delay_s=0.7")  # fmt: skip
     first = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
@@ -91,30 +85,40 @@ def test_fsdp_kill_9_then_resume_gives_the_uninterrupted_losses(fsdp_run, tmp_pa
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    assert (run / "checkpoints" / "last.ckpt" / "meta.pt").is_file()
-    killed_at = len(read_steps(steps_file))
-    assert killed_at < 10
-
+    killed = losses.with_name("killed.jsonl")
+    losses.rename(killed)
     _run(command)
-    uninterrupted = {(step, rank): loss for step, rank, loss in _losses(fsdp_run[0])}
-    resumed = _losses(losses)
-    assert {row[:2] for row in resumed} == set(uninterrupted)  # every step, some twice (redone after the kill)
+    return {"ddp": ddp_losses, "killed": killed, "resumed": losses, "run": run, "logits": logits}
+
+
+def test_fsdp_trains_with_the_losses_of_ddp(runs):
+    fsdp, ddp = _losses(runs["killed"]), {row[:2]: row[2] for row in _losses(runs["ddp"])}
+    assert len(fsdp) >= 10 and {rank for _, rank, _ in fsdp} == {0, 1}  # 5 steps or more, 2 processes
+    assert [loss for *_, loss in fsdp] == pytest.approx([ddp[row[:2]] for row in fsdp], abs=1e-5)
+    (best,) = (runs["run"] / "checkpoints").glob("epoch*.ckpt")  # sharded: a folder, one file of shards per process
+    assert sorted(path.name for path in best.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+
+
+def test_fsdp_resumed_after_kill_9_trains_on_with_the_uninterrupted_losses(runs):
+    ddp, resumed = _losses(runs["ddp"]), _losses(runs["resumed"])
+    assert len(ddp) == 20  # 10 steps x 2 processes
+    assert resumed[0][0] <= _losses(runs["killed"])[-1][0] and resumed[-1][0] == 10  # from a step before the kill
+    uninterrupted = {row[:2]: row[2] for row in ddp}
     assert [loss for *_, loss in resumed] == pytest.approx([uninterrupted[row[:2]] for row in resumed], abs=1e-5)
-    assert json.loads((run / "run_summary.json").read_text())["global_step"] == 10
+    assert json.loads((runs["run"] / "run_summary.json").read_text())["global_step"] == 10
 
 
-def test_fsdp_export_loads_in_one_process_with_the_sharded_models_logits(fsdp_run):
-    _, run, logits = fsdp_run
-    sharded = torch.load(logits)
-    model = AutoModelForSeq2SeqLM.from_pretrained(run / "hf_model", trust_remote_code=True).eval()
+def test_fsdp_export_loads_in_one_process_with_the_sharded_models_logits(runs):
+    sharded = torch.load(runs["logits"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(runs["run"] / "hf_model", trust_remote_code=True).eval()
     assert model.lm_head.weight.data_ptr() == model.model.shared.weight.data_ptr()  # still tied
     with torch.no_grad():
         logits = model(input_ids=sharded["input_ids"], decoder_input_ids=sharded["input_ids"][:, :8]).logits
     torch.testing.assert_close(logits, sharded["logits"], atol=1e-5, rtol=1e-5)
 
 
-def test_a_sharded_checkpoint_is_checked_evaluated_in_one_process_and_a_partial_one_named(fsdp_run, tmp_path):
-    _, run, _ = fsdp_run
+def test_a_sharded_checkpoint_is_checked_evaluated_in_one_process_and_a_partial_one_named(runs, tmp_path):
+    run = runs["run"]
     (best,) = (run / "checkpoints").glob("epoch*.ckpt")
     checkpoint = load_checkpoint(best)  # the run state and the weights' shapes, for the resume and eval checks
     assert checkpoint["global_step"] > 0 and checkpoint["state_dict"]["model.model.shared.weight"].shape[0] == 600
@@ -125,6 +129,11 @@ def test_a_sharded_checkpoint_is_checked_evaluated_in_one_process_and_a_partial_
     )
     assert metrics["val/loss"] == pytest.approx(run_validation["val/loss"], abs=1e-5)
 
+    evil = tmp_path / "evil.ckpt"
+    shutil.copytree(best, evil)
+    (evil / ".metadata").write_bytes(pickle.dumps(RunsCode()))  # torch itself would unpickle it as it is
+    with pytest.raises(CheckpointError, match=r"holds objects other than tensors .*posix.system is not part of"):
+        load_checkpoint(evil)
     last = run / "checkpoints" / "last.ckpt"
     (last / "meta.pt").unlink()  # a folder cut short (written elsewhere than through the strategy's rename)
     with pytest.raises(CheckpointError, match=rf"{last} is not a readable checkpoint .*Beside it: {best.name}"):
