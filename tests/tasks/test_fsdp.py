@@ -124,10 +124,11 @@ def test_a_sharded_checkpoint_is_checked_evaluated_in_one_process_and_a_partial_
     assert checkpoint["global_step"] > 0 and checkpoint["state_dict"]["model.model.shared.weight"].shape[0] == 600
     run_validation = checkpoint["callbacks"]["HFExport"]["validation_metrics"]
     cache = run.parents[3] / "cache"
-    metrics = evaluate_checkpoint(
-        tmp_path, "eval", best, cache, "trainer=cpu", "data.max_samples=16", "data.eval_batch_size=4"
-    )
-    assert metrics["val/loss"] == pytest.approx(run_validation["val/loss"], abs=1e-5)
+    data = ["data.max_samples=16", "data.eval_batch_size=4"]  # the run's
+    sharded = evaluate_checkpoint(tmp_path, "sharded", best, cache, *data, "trainer.devices=2")  # the run's fsdp_cpu
+    one = evaluate_checkpoint(tmp_path, "one", best, cache, "trainer=cpu", *data)  # the weights gathered in one
+    assert sharded["val/loss"] == pytest.approx(run_validation["val/loss"], abs=1e-5)
+    assert one["val/loss"] == pytest.approx(run_validation["val/loss"], abs=1e-5)
 
     evil = tmp_path / "evil.ckpt"
     shutil.copytree(best, evil)
