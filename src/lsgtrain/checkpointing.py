@@ -67,8 +67,8 @@ def resolve_resume_checkpoint(ckpt_path: str | None, trainer: L.Trainer) -> str 
     """`last` -> this run directory's `last.ckpt` if there is one (a rerun, a requeued job), else a fresh start."""
     if ckpt_path != "last":
         return ckpt_path
-    last = last_checkpoint_path(trainer)
-    return str(last) if checkpoint_exists(last) else None
+    last = complete_last(last_checkpoint_path(trainer))
+    return str(last) if last else None
 
 
 def load_checkpoint(path: str | os.PathLike, key: str = "ckpt_path") -> dict[str, Any]:
@@ -107,6 +107,13 @@ def is_sharded_checkpoint(path: str | os.PathLike) -> bool:
 def checkpoint_exists(path: Path) -> bool:
     """A checkpoint file, or a complete sharded checkpoint folder (`lsgtrain.sharding` renames it in when done)."""
     return path.is_file() or is_sharded_checkpoint(path)
+
+
+def complete_last(last: Path) -> Path | None:
+    """`last`, or when a kill came between the two renames that replace a sharded `last.ckpt` (`lsgtrain.sharding`)
+    the previous one, moved aside as `.last.ckpt.old`; None when there is neither."""
+    previous = last.with_name(f".{last.name}.old")
+    return next((path for path in (last, previous) if checkpoint_exists(path)), None)
 
 
 def _sharded_checkpoint(folder: Path) -> dict[str, Any]:
@@ -305,8 +312,7 @@ def resumed_checkpoint(cfg: DictConfig) -> Path | None:
     ckpt_path = cfg.ckpt_path
     if ckpt_path != "last":
         return Path(ckpt_path) if ckpt_path else None
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    return last if checkpoint_exists(last) else None
+    return complete_last(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
 
 
 def tokenizer_choice(cfg: DictConfig, datamodule: "LongDocumentDataModule") -> dict[str, Any]:

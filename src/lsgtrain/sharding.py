@@ -48,7 +48,8 @@ class FullyShardedStrategy(ModelParallelStrategy):
 
 def _replace(staging: Path, path: Path) -> None:
     """Move the finished folder `staging` to `path`, the previous checkpoint there (a folder or a file) out of the
-    way first; a kill between the two renames leaves no `path`, never a partial one."""
+    way first: a kill between the two renames leaves no `path` (never a partial one) and the previous checkpoint as
+    `.<name>.old`, where a resume finds it (`lsgtrain.checkpointing.complete_last`)."""
     if path.is_dir():
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
