@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.load import _METADATA_FILENAME
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from typing_extensions import override
 
 from .modeling.loading import CheckpointError
@@ -27,6 +30,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POSITION_TABLE = "embed_positions.weight"  # the sinusoidal tables, as long as the length a model was built for
+SHARDED_WEIGHTS = "state_dict."  # the prefix of the module's weights among a sharded checkpoint's tensors
+SHARDED_INDEX = ".metadata"  # torch.distributed.checkpoint's index of the shards
+SHARDED_INDEX_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem", "pathlib")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,20 +67,24 @@ def resolve_resume_checkpoint(ckpt_path: str | None, trainer: L.Trainer) -> str 
     """`last` -> this run directory's `last.ckpt` if there is one (a rerun, a requeued job), else a fresh start."""
     if ckpt_path != "last":
         return ckpt_path
-    last = last_checkpoint_path(trainer)
-    return str(last) if last.is_file() else None
+    last = complete_last(last_checkpoint_path(trainer))
+    return str(last) if last else None
 
 
 def load_checkpoint(path: str | os.PathLike, key: str = "ckpt_path") -> dict[str, Any]:
     """Read a checkpoint with `weights_only=True`: tensors and plain values only, so no code in the file runs.
 
     Our checkpoints hold nothing else (the optimizer and scheduler factories stay out of the hyper-parameters,
-    NumPy's generator state is stored as a list). `key` names the config key in error messages.
+    NumPy's generator state is stored as a list). `key` names the config key in error messages. A sharded checkpoint
+    (a folder, trainer=fsdp) gives its run state and, as its `state_dict`, each weight's shape as a meta tensor
+    (`consolidated_checkpoint` gathers the values).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise CheckpointError(f"{key}={path}: no checkpoint file there; give an existing .ckpt, or {key}=null")
     try:
+        if path.is_dir():
+            return _sharded_checkpoint(path)
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         refused = str(error).split("\n\n")[1] if "\n\n" in str(error) else str(error)
@@ -89,10 +99,66 @@ def load_checkpoint(path: str | os.PathLike, key: str = "ckpt_path") -> dict[str
         ) from error
 
 
+def is_sharded_checkpoint(path: str | os.PathLike) -> bool:
+    """A folder a sharded strategy wrote (`torch.distributed.checkpoint` shards and Lightning's `meta.pt`)."""
+    return (Path(path) / _METADATA_FILENAME).is_file()
+
+
+def checkpoint_exists(path: Path) -> bool:
+    """A checkpoint file, or a complete sharded checkpoint folder (`lsgtrain.sharding` renames it in when done)."""
+    return path.is_file() or is_sharded_checkpoint(path)
+
+
+def complete_last(last: Path) -> Path | None:
+    """`last`, or when a kill came between the two renames that replace a sharded `last.ckpt` (`lsgtrain.sharding`)
+    the previous one, moved aside as `.last.ckpt.old`; None when there is neither."""
+    previous = last.with_name(f".{last.name}.old")
+    return next((path for path in (last, previous) if checkpoint_exists(path)), None)
+
+
+def _sharded_checkpoint(folder: Path) -> dict[str, Any]:
+    """The run state of a sharded checkpoint (its `meta.pt`), with the shape of each weight as `state_dict` (meta
+    tensors, from the shards' index): enough for every check a resume or an evaluation makes before loading."""
+    checkpoint = torch.load(folder / _METADATA_FILENAME, map_location="cpu", weights_only=True)
+    with (folder / SHARDED_INDEX).open("rb") as file:
+        index = _ShardIndexUnpickler(file).load().state_dict_metadata
+    checkpoint["state_dict"] = {
+        name.removeprefix(SHARDED_WEIGHTS): torch.empty(meta.size, dtype=meta.properties.dtype, device="meta")
+        for name, meta in index.items()
+        if name.startswith(SHARDED_WEIGHTS) and isinstance(meta, TensorStorageMetadata)
+    }
+    return checkpoint
+
+
+class _ShardIndexUnpickler(pickle.Unpickler):
+    """Reads a sharded checkpoint's index (`.metadata`, which torch writes and reads as a plain pickle) refusing
+    anything but the index's own classes, sizes, dtypes, layouts and paths: read before torch or Lightning load the
+    folder, so that, as with `weights_only=True`, no code in a checkpoint runs."""
+
+    @override
+    def find_class(self, module: str, name: str) -> Any:
+        found = super().find_class(module, name)
+        index_class = isinstance(found, type) and module in SHARDED_INDEX_MODULES
+        if index_class or isinstance(found, torch.dtype) or found in (torch.Size, torch.serialization._get_layout):
+            return found
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a sharded checkpoint's index")
+
+
+def consolidated_checkpoint(folder: Path, output: Path) -> Path:
+    """Write the sharded checkpoint `folder` as one Lightning checkpoint file `output` with the full weights (no
+    optimizer state), in this one process: what a single-process evaluation loads."""
+    dcp_to_torch_save(folder, output)
+    full = torch.load(output, map_location="cpu", weights_only=True)
+    state = torch.load(folder / _METADATA_FILENAME, map_location="cpu", weights_only=True)
+    torch.save({**state, "state_dict": full["state_dict"]}, output)
+    return output
+
+
 def _others(path: Path, key: str) -> str:
     """The way out of an unreadable checkpoint: the other checkpoints beside it (the best one, epochNN-stepN.ckpt),
     newest first, and the `key=` that starts from the newest."""
-    others = sorted((p for p in path.parent.glob("*.ckpt") if p.name != path.name), key=lambda p: -p.stat().st_mtime)
+    others = [p for p in path.parent.glob("*.ckpt") if p.name != path.name and checkpoint_exists(p)]
+    others.sort(key=lambda p: -p.stat().st_mtime)
     if not others:
         return ""
     return f". Beside it: {', '.join(p.name for p in others)}; to go on from the newest, rerun with {key}={others[0]}"
@@ -246,8 +312,7 @@ def resumed_checkpoint(cfg: DictConfig) -> Path | None:
     ckpt_path = cfg.ckpt_path
     if ckpt_path != "last":
         return Path(ckpt_path) if ckpt_path else None
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    return last if last.is_file() else None
+    return complete_last(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
 
 
 def tokenizer_choice(cfg: DictConfig, datamodule: "LongDocumentDataModule") -> dict[str, Any]:

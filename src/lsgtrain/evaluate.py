@@ -21,17 +21,27 @@ by an `experiment=`) win over all of these; what was taken is logged.
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning.pytorch.strategies import ModelParallelStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from .callbacks.predictions import LabelPredictions
 from .callbacks.rouge_evaluation import RougeEvaluation
-from .checkpointing import check_weights_fit, flatten_config, load_checkpoint, saved_run_config
+from .checkpointing import (
+    check_weights_fit,
+    consolidated_checkpoint,
+    flatten_config,
+    is_sharded_checkpoint,
+    load_checkpoint,
+    saved_run_config,
+)
 from .modeling.factory import read_checkpoint_config, trained_length
 from .modeling.loading import local_folder
 from .run.folder import RunFolder
@@ -94,13 +104,15 @@ def _evaluate(cfg: DictConfig, user: set[str], folder: RunFolder) -> dict[str, f
         check_weights_fit(checkpoint, module, ckpt_path)
         del checkpoint
     folder.training()
-    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    metrics = logged_metrics(trainer)
-    if datamodule.has_split("test"):
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        metrics.update(logged_metrics(trainer))
-    else:
-        logger.warning("not testing: the data has no test split (validation metrics only)")
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = _loadable(ckpt_path, trainer, Path(scratch))
+        trainer.validate(module, datamodule=datamodule, ckpt_path=weights, weights_only=True)
+        metrics = logged_metrics(trainer)
+        if datamodule.has_split("test"):
+            trainer.test(module, datamodule=datamodule, ckpt_path=weights, weights_only=True)
+            metrics.update(logged_metrics(trainer))
+        else:
+            logger.warning("not testing: the data has no test split (validation metrics only)")
     if trainer.is_global_zero:
         output = Path(cfg.paths.output_dir) / "metrics.json"
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +121,15 @@ def _evaluate(cfg: DictConfig, user: set[str], folder: RunFolder) -> dict[str, f
         print("\n".join(f"  {key:<20} {value:.4f}" for key, value in sorted(metrics.items())))
         print(f"metrics and predictions written to {output.parent}")
     return metrics
+
+
+def _loadable(ckpt_path: str | None, trainer: L.Trainer, scratch: Path) -> str | None:
+    """The checkpoint the trainer loads: a sharded one (a trainer=fsdp run's folder) as it is under a sharded
+    strategy, else gathered into one full file in `scratch` (evaluated on one device, or with DDP)."""
+    if not ckpt_path or not is_sharded_checkpoint(ckpt_path) or isinstance(trainer.strategy, ModelParallelStrategy):
+        return ckpt_path
+    logger.info("%s is sharded: gathering its full weights (%s)", ckpt_path, type(trainer.strategy).__name__)
+    return str(consolidated_checkpoint(Path(ckpt_path), scratch / "consolidated.ckpt"))
 
 
 def user_keys(overrides: list[str] | None = None) -> set[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lsgtrain.checkpointing import CheckpointError, saved_run_config
+from lsgtrain.checkpointing import CheckpointError, complete_last, saved_run_config
 from lsgtrain.train import train
 
 from ..helpers import (
@@ -246,3 +246,18 @@ def test_a_truncated_last_checkpoint_names_the_intact_one_beside_it_and_a_trunca
     cfg.paths.output_dir = str(tmp_path / "other-run")
     with pytest.raises(CheckpointError, match=rf"model.pretrained={folder}: its tokenizer.json is damaged \(truncated"):
         train(cfg)
+
+
+def test_a_sharded_last_checkpoint_moved_aside_by_a_kill_mid_replace_is_resumed_from(tmp_path):
+    """A kill between the two renames that replace a sharded last.ckpt (lsgtrain.sharding) leaves only
+    `.last.ckpt.old`: the resume goes on from it rather than from scratch."""
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert complete_last(last) is None
+    previous = last.with_name(".last.ckpt.old")
+    previous.mkdir(parents=True)
+    assert complete_last(last) is None  # a folder without Lightning's meta.pt is not a checkpoint
+    (previous / "meta.pt").write_bytes(b"")
+    assert complete_last(last) == previous
+    last.mkdir()
+    (last / "meta.pt").write_bytes(b"")
+    assert complete_last(last) == last

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from lightning.pytorch.callbacks import Callback
 
 
@@ -57,3 +58,31 @@ class ValidationRecorder(Callback):
         with self.path.open("a") as file:
             file.write(json.dumps({"step": trainer.global_step, "batch": batch_idx}) + "\n")
         time.sleep(self.delay_s)
+
+
+class LossRecorder(Callback):
+    """Appends `{"step", "rank", "loss"}` to `path` after each training batch: the loss each process computed."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        record = {"step": trainer.global_step, "rank": trainer.global_rank, "loss": float(outputs["loss"])}
+        with self.path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+class LogitsRecorder(Callback):
+    """At the end of fit (after the export has loaded the best weights), saves the model's logits on a fixed input
+    to `path` (from the first process; every process runs the forward, which a sharded model needs)."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        ids = torch.arange(5, 69).reshape(2, 32) % pl_module.model.config.vocab_size
+        pl_module.eval()
+        with torch.no_grad():
+            logits = pl_module.model(input_ids=ids, decoder_input_ids=ids[:, :8]).logits
+        if trainer.is_global_zero:
+            torch.save({"input_ids": ids, "logits": logits.cpu()}, self.path)

@@ -13,10 +13,11 @@ from transformers import GenerationConfig
 from typing_extensions import override
 
 from ..arguments import ConfigError, unwritable
-from ..checkpointing import load_checkpoint
+from ..checkpointing import is_sharded_checkpoint, load_checkpoint
 from ..hub import PushTarget, push_folder
 from ..model_card import build_model_card, write_model_card
 from ..modeling.convert import save_atomically
+from ..sharding import full_state_dict, unsharded
 from .divergence import TrainingDiverged
 from .rouge_evaluation import RougeEvaluation
 
@@ -110,12 +111,17 @@ class HFExport(Callback):
         self.validation_metrics = self._last_validation
         if best:
             checkpoint = load_checkpoint(best, key="best checkpoint")
-            pl_module.load_state_dict(checkpoint["state_dict"])
+            if is_sharded_checkpoint(best):  # every process loads its own shards into the sharded model
+                trainer.strategy.load_checkpoint(best, weights_only=True)
+            else:
+                pl_module.load_state_dict(checkpoint["state_dict"])
             self.validation_metrics = checkpoint.get("callbacks", {}).get(self.state_key, {}).get("validation_metrics")
             if self.validation_metrics is None:
                 logger.warning("%s holds no validation metrics (older lsgtrain): the model card omits them", best)
                 self.validation_metrics = {}
-        broken = [name for name, value in pl_module.model.state_dict().items() if not torch.isfinite(value).all()]
+        weights = full_state_dict(pl_module.model)  # sharded (trainer=fsdp): gathered on the first process only
+        broken = [name for name, value in weights.items() if not torch.isfinite(value).all()]
+        broken = trainer.strategy.broadcast(broken)
         if broken:
             raise TrainingDiverged(
                 f"the {'best' if best else 'last'} model has non-finite weights ({len(broken)} tensors, e.g. "
@@ -126,7 +132,7 @@ class HFExport(Callback):
             tokenizer = copy.deepcopy(trainer.datamodule.tokenizer)
             tokenizer.model_max_length = trainer.datamodule.max_source_length
             tokenizer.init_kwargs["model_max_length"] = trainer.datamodule.max_source_length  # what is saved
-            save_atomically(pl_module.model, tokenizer, self.dirpath, self.generation_config)
+            save_atomically(unsharded(pl_module.model, weights), tokenizer, self.dirpath, self.generation_config)
             logger.info("exported %s model to %s", "best" if best else "last", self.dirpath)
         self.exported = True
         trainer.strategy.barrier()

@@ -9,10 +9,13 @@ from typing import Any
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel, get_scheduler
 
 from ..arguments import ConfigError, check_number
+from ..sharding import shard_model
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +186,18 @@ class LongDocumentModule(LightningModule):
                 raise ConfigError(f"module.freeze.{key} is not a freezing option; options: {', '.join(FREEZE_OPTIONS)}")
             if not isinstance(value, bool):
                 raise ConfigError(f"module.freeze.{key}={value!r} must be true or false")
+
+    def configure_model(self) -> None:
+        """Under `ModelParallelStrategy` (trainer=fsdp), shard the model (`shard_model`) over the data-parallel
+        mesh, with bf16 weights in compute and fp32 gradient reduction under `bf16-mixed`; other strategies keep
+        the whole model. Lightning calls this before each fit, validate and test: the model is sharded once."""
+        strategy = self.trainer.strategy
+        if not isinstance(strategy, ModelParallelStrategy) or isinstance(self.model, FSDPModule):
+            return
+        mixed = MixedPrecisionPolicy()  # fp32 throughout
+        if strategy.precision_plugin.precision == "bf16-mixed":
+            mixed = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        shard_model(self.model, self.device_mesh["data_parallel"], mixed)
 
     def model_forward(self, **inputs: Any) -> Any:
         """The model's forward for training, validation and test steps: `torch.compile`d with `module.compile`.
