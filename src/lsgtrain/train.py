@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .callbacks.hf_export import refuse_untrained
 from .callbacks.rouge_evaluation import validated_on_less
+from .callbacks.telemetry import run_telemetry
 from .checkpointing import (
     RUN_TOKENIZER_DIR,
     AtomicCheckpointIO,
@@ -171,7 +172,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
             metrics.update(logged_metrics(trainer))
         config = OmegaConf.to_container(cfg, resolve=True)
-        folder.finish(trainer, RunReport(config, metrics, folder.seconds, resumed=bool(resume), untested=untested))
+        report = RunReport(
+            config, metrics, folder.seconds, resumed=bool(resume), untested=untested, telemetry=run_telemetry(trainer)
+        )
+        folder.finish(trainer, report)
     return metrics, objects
 
 

@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,6 +17,7 @@ import lightning as L
 from ..checkpointing import RUN_TOKENIZER_DIR, first_process_of_run
 from ..loggers import finish_wandb_run
 from ..metrics.rouge import ROUGE_TYPES
+from ..model_card import describe_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class RunReport:
     seconds: float  # wall time of this process
     resumed: bool  # this process continued an earlier one's checkpoint
     untested: str | None  # why the test did not run (None: it ran)
+    telemetry: dict[str, float] = field(default_factory=dict)  # this process's fit (callbacks.telemetry); {}: off
 
 
 @runtime_checkable
@@ -147,6 +149,7 @@ class RunFolder:
             "seconds": round(report.seconds, 1),
             "tested": untested is None,
             "test_skipped_because": untested,
+            "telemetry": report.telemetry,
         }
         lines = [f"run finished in {report.seconds / 60:.1f} min, {trainer.global_step} optimizer steps -> {self.path}"]
         headline = {key: value for key, value in metrics.items() if key.count("/") == 1}  # not buckets, statistics
@@ -154,6 +157,7 @@ class RunFolder:
         lines += lead_baseline_lines(metrics)
         lines.append(f"  best checkpoint      {best or '-'}")
         lines += [f"  not tested:          {untested}"] if untested else []
+        lines += [f"  telemetry            {describe_telemetry(report.telemetry)}"] if report.telemetry else []
         print("\n".join(lines))
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / SUMMARY).write_text(json.dumps(summary, indent=2))
