@@ -274,7 +274,9 @@ def describe_telemetry(telemetry: dict[str, float]) -> str:
         parts.append(f"peak CUDA memory {telemetry['peak_cuda_gib']:.2f} GiB")
     parts.append(f"peak RSS {telemetry['peak_rss_gib']:.2f} GiB")
     if "grad_norm_last" in telemetry:
-        parts.append(f"gradient norm before clipping {telemetry['grad_norm_last']:.3g} (max {telemetry['grad_norm_max']:.3g})")
+        parts.append(
+            f"gradient norm before clipping {telemetry['grad_norm_last']:.3g} (max {telemetry['grad_norm_max']:.3g})"
+        )
     return ", ".join(parts)
 
 
