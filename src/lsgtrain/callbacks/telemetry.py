@@ -76,7 +76,9 @@ class TrainingTelemetry(Callback):
         self._interval_start = self._now(pl_module)
 
     @override
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._step_at_batch_start = trainer.global_step
 
     @override
@@ -121,7 +123,7 @@ class TrainingTelemetry(Callback):
         any optimizer step)."""
         if not self._steps:
             return {}
-        totals = dict(zip(COUNTS, self._total.tolist()))
+        totals = dict(zip(COUNTS, self._total.tolist(), strict=True))
         summary = {
             "optimizer_steps": self._steps,
             "seconds_per_step": self._seconds / self._steps,
@@ -152,7 +154,7 @@ class TrainingTelemetry(Callback):
         )
         gathered = trainer.strategy.all_gather(torch.cat([self._interval, peaks]))  # [world, n] or [n] alone
         gathered = gathered.reshape(-1, len(COUNTS) + 2)
-        counts = dict(zip(COUNTS, gathered[:, : len(COUNTS)].sum(0).tolist()))
+        counts = dict(zip(COUNTS, gathered[:, : len(COUNTS)].sum(0).tolist(), strict=True))
         rss, cuda = gathered[:, len(COUNTS) :].max(0).values.tolist()
         self._total += gathered[:, : len(COUNTS)].sum(0)
         self._seconds += seconds
