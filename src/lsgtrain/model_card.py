@@ -146,7 +146,8 @@ command line to repeat; its settings are the ones this card lists.
 - optimizer steps: {{ steps }}; epochs: {{ epochs }}; effective batch: {{ batch }}; precision: `{{ precision }}`
 - hardware: {{ hardware }}
 - wall time: {{ wall_time }}
-
+{% if telemetry %}- telemetry (training steps of the last session): {{ telemetry }}
+{% endif %}
 ## Citation
 
 ```bibtex
@@ -175,6 +176,7 @@ def build_model_card(
     rows: dict[str, SplitRows] | None = None,
     untested: str | None = None,
     hub_ids: dict[str, str | None] | None = None,
+    telemetry: dict[str, float] | None = None,
 ) -> ModelCard:
     """The card of an export.
 
@@ -192,6 +194,7 @@ def build_model_card(
         untested: why the test set did not run (None: it ran, or the test metrics say it did).
         hub_ids: `{"base_model", "dataset"}`: the hub ids of a local base checkpoint / dataset copy
             (`callbacks.hf_export.base_model` / `.dataset`), where the folder cannot tell.
+        telemetry: the fit's throughput, padding and peaks (`TrainingTelemetry.summary`); None or empty: not measured.
     """
     model_cfg, data_cfg, module_cfg = run_config["model"], run_config["data"], run_config["module"]
     lead = _lead_baseline(validation, test)  # its own table, not the model's results
@@ -249,9 +252,36 @@ def build_model_card(
         precision=trainer.precision,
         hardware=describe_hardware(trainer),
         wall_time=wall_time,
+        telemetry=describe_telemetry(telemetry or {}),
         citation=LSG_CITATION,
         license_text=license_text,
     )
+
+
+def describe_telemetry(telemetry: dict[str, float]) -> str:
+    """One line of a fit's telemetry (`TrainingTelemetry.summary`) for the model card and the run's last log lines,
+    e.g. `1520 source + 210 target tokens/s (padding 12% / 30%), 3.1 samples/s, 0.52 s per optimizer step, ...`;
+    empty when it was not measured."""
+    if not telemetry:
+        return ""
+    tokens = f"{telemetry['source_tokens_per_s']:.0f} source"
+    padding = f"{telemetry['source_padding']:.0%}"
+    if "target_tokens_per_s" in telemetry:
+        tokens += f" + {telemetry['target_tokens_per_s']:.0f} target"
+        padding += f" / {telemetry['target_padding']:.0%}"
+    parts = [
+        f"{tokens} tokens/s (padding {padding}, not counted)",
+        f"{telemetry['samples_per_s']:.2f} samples/s",
+        f"{telemetry['seconds_per_step']:.3g} s per optimizer step",
+    ]
+    if "peak_cuda_gib" in telemetry:
+        parts.append(f"peak CUDA memory {telemetry['peak_cuda_gib']:.2f} GiB")
+    parts.append(f"peak RSS {telemetry['peak_rss_gib']:.2f} GiB")
+    if "grad_norm_last" in telemetry:
+        parts.append(
+            f"gradient norm before clipping {telemetry['grad_norm_last']:.3g} (max {telemetry['grad_norm_max']:.3g})"
+        )
+    return ", ".join(parts)
 
 
 def write_model_card(card: ModelCard, folder: str | os.PathLike) -> Path:
@@ -615,6 +645,7 @@ __all__ = [
     "build_model_card",
     "describe_data",
     "describe_hardware",
+    "describe_telemetry",
     "hub_id_of",
     "portable_override",
     "reproduce_command",

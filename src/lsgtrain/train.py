@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from .callbacks.batch_size import BatchProbe, plan_batch
 from .callbacks.hf_export import refuse_untrained
 from .callbacks.rouge_evaluation import validated_on_less
+from .callbacks.telemetry import run_telemetry
 from .checkpointing import (
     RUN_TOKENIZER_DIR,
     AtomicCheckpointIO,
@@ -178,7 +179,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
             metrics.update(logged_metrics(trainer))
         config = OmegaConf.to_container(cfg, resolve=True)
-        report = RunReport(config, metrics, folder.seconds, resumed=bool(resume), untested=untested, batch=batch)
+        report = RunReport(
+            config, metrics, folder.seconds, resumed=bool(resume), untested=untested, batch=batch,
+            telemetry=run_telemetry(trainer),
+        )  # fmt: skip
         folder.finish(trainer, report)
     return metrics, objects
 

@@ -23,6 +23,7 @@ from lsgtrain.callbacks import (
     ScheduledModelCheckpoint,
     StopOnNonFinite,
     StopOnSignal,
+    TrainingTelemetry,
     ValidationSchedule,
 )
 from lsgtrain.train import CONFIG_DIR
@@ -51,6 +52,7 @@ CALLBACKS = {
     "validation": (ValidationSchedule, ("every_n_steps",)),
     "lr_monitor": (LearningRateMonitor, ("logging_interval",)),
     "model_summary": (ModelSummary, ("_max_depth",)),
+    "telemetry": (TrainingTelemetry, ()),
 }
 
 

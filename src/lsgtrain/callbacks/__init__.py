@@ -6,6 +6,7 @@ from .predictions import LabelPredictions
 from .preemption import RequeueOnPreemption, StopOnSignal
 from .random_state import RandomStateCheckpoint
 from .rouge_evaluation import RougeEvaluation
+from .telemetry import TrainingTelemetry
 from .validation_schedule import (
     ScheduledEarlyStopping,
     ScheduledModelCheckpoint,
@@ -26,6 +27,7 @@ __all__ = [
     "StopOnNonFinite",
     "StopOnSignal",
     "TrainingDiverged",
+    "TrainingTelemetry",
     "ValidationSchedule",
     "metric_computed",
 ]

@@ -157,6 +157,7 @@ class HFExport(Callback):
             rows=trainer.datamodule.rows,
             untested=report.untested,
             hub_ids={"base_model": self.base_model, "dataset": self.dataset},
+            telemetry=report.telemetry,
         )
         logger.info("model card written to %s", write_model_card(card, self.dirpath))
 

@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -17,6 +17,7 @@ import lightning as L
 from ..checkpointing import RUN_TOKENIZER_DIR, first_process_of_run
 from ..loggers import finish_wandb_run
 from ..metrics.rouge import ROUGE_TYPES
+from ..model_card import describe_telemetry
 
 if TYPE_CHECKING:
     from ..callbacks.batch_size import StepBatch
@@ -38,6 +39,7 @@ class RunReport:
     resumed: bool  # this process continued an earlier one's checkpoint
     untested: str | None  # why the test did not run (None: it ran)
     batch: "StepBatch | None" = None  # the rows of an optimizer step (None: a report of no training run)
+    telemetry: dict[str, float] = field(default_factory=dict)  # this process's fit (callbacks.telemetry); {}: off
 
 
 @runtime_checkable
@@ -152,6 +154,7 @@ class RunFolder:
             "tested": untested is None,
             "test_skipped_because": untested,
             "batch": report.batch.summary() if report.batch else None,
+            "telemetry": report.telemetry,
         }
         lines = [f"run finished in {report.seconds / 60:.1f} min, {trainer.global_step} optimizer steps -> {self.path}"]
         headline = {key: value for key, value in metrics.items() if key.count("/") == 1}  # not buckets, statistics
@@ -159,6 +162,7 @@ class RunFolder:
         lines += lead_baseline_lines(metrics)
         lines.append(f"  best checkpoint      {best or '-'}")
         lines += [f"  not tested:          {untested}"] if untested else []
+        lines += [f"  telemetry            {describe_telemetry(report.telemetry)}"] if report.telemetry else []
         print("\n".join(lines))
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / SUMMARY).write_text(json.dumps(summary, indent=2))
