@@ -11,9 +11,10 @@ and `--target-length` random target ids, gradient checkpointing, attention dropo
 (`conf/module/optimizer/adafactor.yaml`, as `module/optimizer=adafactor` builds it); `--steps` optimizer steps,
 each timed, wall and CPU seconds (the first allocates Adafactor's state and gradients). Memory: the peak RSS of the
 whole process (loading included) and the high-water mark of the steps above the RSS after loading
-(`/proc/self/clear_refs`). transformers maps the checkpoint file (`torch.load(mmap=True)`), so the weights become
-resident during the first step: the steps' peak above loading is weights + gradients + Adafactor's state and
-temporaries + activations, and only its growth with the length is activation memory (per extra 1,000 tokens).
+(`/proc/self/clear_refs`). transformers maps the checkpoint file (`torch.load(mmap=True)`), and a model whose tables
+were extended holds copies instead: every weight is copied into the process's own memory before "loaded" is read, so
+both start the steps alike. The steps' peak above loading is gradients + Adafactor's state and temporaries +
+activations, and its growth with the length is activation memory (per extra 1,000 tokens).
 
 `lsg`: `HUB/ccdv/lsg-pegasus-large-4096`, its position tables extended to the length by `build_model` (as
 `data.max_source_length` does). `pegasus`: `HUB/google/pegasus-large` (full attention in every layer) with
@@ -26,6 +27,7 @@ folder) and `results/length_cost.md`.
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -89,6 +91,9 @@ def step_worker(hub: Path, model: str, length: int, target_length: int, steps: i
 
         started = time.perf_counter()
         network, vocabulary = load_model(hub, model, length, target_length)
+        for tensor in [*network.parameters(), *network.buffers()]:  # resident now: the mapped file's pages go
+            tensor.data = tensor.data.clone()
+        gc.collect()
         network.train()
         optimizer = adafactor([p for p in network.parameters() if p.requires_grad])
         generator = torch.Generator().manual_seed(0)

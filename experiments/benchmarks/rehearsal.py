@@ -2,7 +2,7 @@
 parameters, random weights, 96,103 ids; `python experiments/hub_standins.py HUB --size full`).
 
     python experiments/benchmarks/rehearsal.py HUB [--runs lsg_4096,converted_4096,lsg_16384] [--steps 2]
-        [--batch-size 2] [--max-new-tokens N] [--activation-lengths 4096,8192]
+        [--batch-size 2] [--max-new-tokens N] [--activation-lengths 4096,8192] [--activation-precision bf16-mixed]
 
 Runs (each in a fresh process, so that peak RSS is its own), all `experiment=arxiv_sum` as configured — 4,096 source
 tokens and 512 target tokens, gradient checkpointing, AdamW lr 8e-5 with warm-up, bf16-mixed, beam search with 5
@@ -25,7 +25,8 @@ document, and times every `generate` call of the ROUGE callback: seconds per sum
 
 Activation memory: forward + backward of the full model through the recipe's LightningModule (its training loss, as
 `training_step` computes it: the cross-entropy of an fp32 copy of the logits), gradient checkpointing, the recipe's
-attention dropout, bf16 autocast, 512 target tokens, at each `--activation-lengths` with batch 1 and 2, each in a
+attention dropout, bf16 autocast (`--activation-precision 32-true`: fp32, for CPUs without bf16 matrix units, where
+bf16 matmuls run some 75x slower), 512 target tokens, at each `--activation-lengths` with batch 1 and 2, each in a
 fresh process; the difference between the peak RSS of
 forward + backward (measured from after loading) with batch 2 and with batch 1 is one sample's activations at that
 length (measured), fitted linearly in the length for the longer ones (estimated). The GPU table adds them to
@@ -197,7 +198,9 @@ def train_worker(hub: Path, run: str, steps: int, batch_size: int, max_new_token
 
 
 # -- activation memory ------------------------------------------------------------------------------------------
-def activation_worker(hub: Path, length: int, batch: int, work: Path) -> dict:
+def activation_worker(hub: Path, length: int, batch: int, work: Path, precision: str) -> dict:
+    import contextlib
+
     import torch
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -225,12 +228,13 @@ def activation_worker(hub: Path, length: int, batch: int, work: Path) -> dict:
     before = current_rss_mb()
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS from here on: loading the checkpoint peaks higher
     started = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
+    with autocast:
         loss = module.training_loss(inputs)  # training_step's loss: cross-entropy of an fp32 copy of the logits
     loss.backward()
     return {"length": length, "batch": batch, "rss_before_mb": round(before), "peak_rss_mb": round(high_water_mb()),
             "seconds": round(time.perf_counter() - started, 1), "parameters": model.num_parameters(),
-            "through": "LightningModule.training_loss"}  # fmt: skip
+            "through": "LightningModule.training_loss", "precision": precision}  # fmt: skip
 
 
 def gpu_table(activations: list[dict]) -> dict:
@@ -281,7 +285,8 @@ def write_results(results: dict) -> None:
     if results.get("activation"):
         table = results["activation"]
         header = " | ".join(f"max batch {gpu} GB" for gpu in GPUS_GB)
-        lines += ["", f"Activation memory per sample (gradient checkpointing, bf16 autocast, 512 target tokens): "
+        precision = results["activation_rows"][0].get("precision", "bf16-mixed")
+        lines += ["", f"Activation memory per sample (gradient checkpointing, {precision}, 512 target tokens): "
                   f"{table['mb_per_token']} MB per source token + {table['mb_intercept']} MB; static "
                   f"{table['static_gb']} GB.", "", f"| source tokens | GB per sample | {header} |",
                   "|---|---|" + "---|" * len(GPUS_GB)]  # fmt: skip
@@ -301,6 +306,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2, help="per optimizer step (the experiment's is 2)")
     parser.add_argument("--max-new-tokens", type=int, help="cap on generated tokens (default: the experiment's 512)")
     parser.add_argument("--activation-lengths", default="4096,8192", help="'' to skip the activation measurement")
+    parser.add_argument("--activation-precision", choices=["bf16-mixed", "32-true"], default="bf16-mixed")
     parser.add_argument("--worker", choices=["train", "activation"], help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -312,7 +318,7 @@ def main() -> None:
         print(json.dumps(run))
         return
     if args.worker == "activation":
-        print(json.dumps(activation_worker(args.hub, args.length, args.batch, args.work)))
+        print(json.dumps(activation_worker(args.hub, args.length, args.batch, args.work, args.activation_precision)))
         return
 
     work = Path(tempfile.mkdtemp(prefix="rehearsal-"))
@@ -345,7 +351,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     if lengths:
         rows = [
             in_fresh_process([str(args.hub), "--worker", "activation", "--length", str(length), "--batch", str(batch),
-                              "--work", str(work)])
+                              "--work", str(work), "--activation-precision", args.activation_precision])
             for length in lengths
             for batch in (1, 2)
         ]  # fmt: skip
