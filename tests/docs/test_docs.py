@@ -48,6 +48,7 @@ GUIDES = (
     "data.md",
     "after-training.md",
     "cluster.md",
+    "gpu-quickstart.md",
     "performance.md",
     "model.md",
     "troubleshooting.md",
