@@ -27,16 +27,17 @@ Activation memory: forward + backward of the full model through the recipe's Lig
 `training_step` computes it: the cross-entropy of an fp32 copy of the logits), gradient checkpointing, the recipe's
 attention dropout, bf16 autocast (`--activation-precision 32-true`: fp32, for CPUs without bf16 matrix units, where
 bf16 matmuls run some 75x slower), 512 target tokens, at each `--activation-lengths` with batch 1 and 2, each in a
-fresh process; the difference between the peak RSS of
-forward + backward (measured from after loading) with batch 2 and with batch 1 is one sample's activations at that
-length (measured), fitted linearly in the length for the longer ones (estimated). The GPU table adds them to
-16 bytes per parameter (fp32 weights, gradients, AdamW moments), 2 bytes per parameter of bf16 weight copies and
-1.5 GB of CUDA context and workspace.
+fresh process, every weight copied into the process's memory first; the difference between the peak anonymous resident
+memory (`RssAnon`, sampled every 10 ms: not the mapped checkpoint's pages) of forward + backward with batch 2 and with
+batch 1 is one sample's activations at that length (measured), fitted linearly in the length for the longer ones
+(estimated). The GPU table adds them to 16 bytes per parameter (fp32 weights, gradients, AdamW moments), 2 bytes per
+parameter of bf16 weight copies and 1.5 GB of CUDA context and workspace.
 
 Results go to `results/rehearsal.json` and `results/rehearsal.md`.
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -45,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -122,10 +124,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def high_water_mb() -> float:
-    """Peak RSS since the last reset (`/proc/self/clear_refs`), unlike `ru_maxrss`, which counts the whole life."""
+def anonymous_mb() -> float:
+    """The process's own resident allocations (`RssAnon`): not the pages of a mapped checkpoint file, which the
+    kernel drops and maps back at will, so that RSS and its high-water mark move with the machine's memory pressure."""
     status = Path("/proc/self/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+    return int(next(line for line in status.splitlines() if line.startswith("RssAnon:")).split()[1]) / 1024
+
+
+class AnonymousPeak:
+    """The peak of `anonymous_mb` inside a `with` block, sampled every 10 ms by a thread (a peak held for less than
+    that can be missed: a training step's activations and gradients are held for seconds)."""
+
+    def __enter__(self) -> "AnonymousPeak":
+        self.mb = anonymous_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.mb = max(self.mb, anonymous_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.mb = max(self.mb, anonymous_mb())
 
 
 def current_rss_mb() -> float:
@@ -218,6 +242,9 @@ def activation_worker(hub: Path, length: int, batch: int, work: Path, precision:
     recipe = OmegaConf.load(Path(CONFIG_DIR) / "model" / "lsg_pegasus_large.yaml")  # the experiment's model keys
     model, tokenizer = build_model(task="seq2seq", max_source_length=length, lsg={}, pretrained=str(checkpoint),
                                    gradient_checkpointing=True, attention_dropout=recipe.attention_dropout)  # fmt: skip
+    for tensor in [*model.parameters(), *model.buffers()]:  # resident now: a mapped checkpoint's pages would be
+        tensor.data = tensor.data.clone()  # faulted in (and dropped) during the step, blurring the batch difference
+    gc.collect()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         experiment = compose(config_name="train", overrides=["experiment=arxiv_sum"])
     module = instantiate(experiment.module, _convert_="all", model=model)  # the recipe's LightningModule and loss
@@ -225,14 +252,14 @@ def activation_worker(hub: Path, length: int, batch: int, work: Path, precision:
     input_ids = torch.randint(200, len(tokenizer), (batch, length), generator=generator)
     labels = torch.randint(200, len(tokenizer), (batch, 512), generator=generator)
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
-    before = current_rss_mb()
-    Path("/proc/self/clear_refs").write_text("5")  # peak RSS from here on: loading the checkpoint peaks higher
+    before = anonymous_mb()
     started = time.perf_counter()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
-    with autocast:
-        loss = module.training_loss(inputs)  # training_step's loss: cross-entropy of an fp32 copy of the logits
-    loss.backward()
-    return {"length": length, "batch": batch, "rss_before_mb": round(before), "peak_rss_mb": round(high_water_mb()),
+    with AnonymousPeak() as peak:
+        with autocast:
+            loss = module.training_loss(inputs)  # training_step's loss: cross-entropy of an fp32 copy of the logits
+        loss.backward()
+    return {"length": length, "batch": batch, "anonymous_before_mb": round(before), "peak_anonymous_mb": round(peak.mb),
             "seconds": round(time.perf_counter() - started, 1), "parameters": model.num_parameters(),
             "through": "LightningModule.training_loss", "precision": precision}  # fmt: skip
 
@@ -241,7 +268,7 @@ def gpu_table(activations: list[dict]) -> dict:
     """Per-sample activation MB at each length (batch 2 - batch 1), a linear fit, and the largest batch per GPU."""
     by_length = {}
     for row in activations:
-        by_length.setdefault(row["length"], {})[row["batch"]] = row["peak_rss_mb"]
+        by_length.setdefault(row["length"], {})[row["batch"]] = row["peak_anonymous_mb"]
     per_sample = {length: peaks[2] - peaks[1] for length, peaks in sorted(by_length.items()) if {1, 2} <= peaks.keys()}
     (l1, m1), (l2, m2) = list(per_sample.items())[:2]
     slope = (m2 - m1) / (l2 - l1)
