@@ -117,8 +117,9 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         batch_size=cfg.data.batch_size, effective=cfg.effective_batch_size, devices=trainer.world_size,
         accumulation=trainer.accumulate_grad_batches, allow_rounded=cfg.allow_rounded_effective_batch,
     )  # fmt: skip
-    if batch.per_device is None and cfg.train:  # without training, batches are data.eval_batch_size (pre-flight)
-        trainer.callbacks.insert(0, BatchProbe(batch))  # first: other callbacks' setup sees the chosen batch
+    probe = BatchProbe(batch) if batch.per_device is None and cfg.train else None  # without training: eval batch
+    if probe:
+        trainer.callbacks.insert(0, probe)  # first: other callbacks' setup sees the chosen batch
     else:
         trainer.accumulate_grad_batches = batch.accumulation
         logger.info("effective batch %s", batch.describe())
@@ -133,7 +134,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     for experiment_logger in trainer.loggers:
         experiment_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "module": module, "trainer": trainer}
-    return {**objects, "batch": batch}
+    return {**objects, "batch": batch, "probe": probe}
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
@@ -154,8 +155,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             check_weights_fit(checkpoint, module, resume)
             if cfg.train:
                 check_resume(checkpoint, cfg, datamodule, resume)
-            for probe in (c for c in trainer.callbacks if isinstance(c, BatchProbe)):
-                probe.keep(checkpoint, resume)  # data.batch_size=auto: the batch that run chose, not a new probe
+            if objects["probe"]:  # data.batch_size=auto: the batch that run chose, not a new probe
+                objects["probe"].keep(checkpoint, resume)
         del checkpoint
         if not cfg.train and cfg.test and not datamodule.has_split("test"):
             raise ValueError(
